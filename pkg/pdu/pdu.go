@@ -1,0 +1,112 @@
+// Package pdu holds what every Modbus layer shares: function codes,
+// exception codes as values, and the limits of the protocol data unit.
+// It has no I/O and no dependencies.
+package pdu
+
+import "fmt"
+
+// Limits from the Modbus Application Protocol v1.1b3.
+const (
+	MaxSize    = 253 // a PDU: function code + data
+	MaxUnit    = 247 // highest device address
+	Broadcast  = 0   // the broadcast unit id: writes only, nobody answers
+	exceptFlag = 0x80
+)
+
+// Function codes the gateway and the simulated devices know by name.
+// Every other code passes through the gateway unchanged.
+const (
+	ReadCoils                  byte = 0x01
+	ReadDiscreteInputs         byte = 0x02
+	ReadHoldingRegisters       byte = 0x03
+	ReadInputRegisters         byte = 0x04
+	WriteSingleCoil            byte = 0x05
+	WriteSingleRegister        byte = 0x06
+	ReadExceptionStatus        byte = 0x07
+	Diagnostics                byte = 0x08
+	GetCommEventCounter        byte = 0x0B
+	GetCommEventLog            byte = 0x0C
+	WriteMultipleCoils         byte = 0x0F
+	WriteMultipleRegisters     byte = 0x10
+	ReportServerID             byte = 0x11
+	ReadFileRecord             byte = 0x14
+	WriteFileRecord            byte = 0x15
+	MaskWriteRegister          byte = 0x16
+	ReadWriteMultipleRegisters byte = 0x17
+	ReadFIFOQueue              byte = 0x18
+	EncapsulatedInterface      byte = 0x2B
+	MEIReadDeviceID            byte = 0x0E // MEI type under EncapsulatedInterface
+)
+
+// Exception is a Modbus exception code: a value a device answers with,
+// not a transport failure.
+type Exception byte
+
+// Exception codes from the Modbus Application Protocol, section 7.
+const (
+	IllegalFunction         Exception = 0x01
+	IllegalDataAddress      Exception = 0x02
+	IllegalDataValue        Exception = 0x03
+	ServerDeviceFailure     Exception = 0x04
+	Acknowledge             Exception = 0x05
+	ServerDeviceBusy        Exception = 0x06
+	MemoryParityError       Exception = 0x08
+	GatewayPathUnavailable  Exception = 0x0A
+	GatewayTargetNoResponse Exception = 0x0B
+)
+
+var exceptionNames = map[Exception]string{
+	IllegalFunction:         "illegal function",
+	IllegalDataAddress:      "illegal data address",
+	IllegalDataValue:        "illegal data value",
+	ServerDeviceFailure:     "server device failure",
+	Acknowledge:             "acknowledge",
+	ServerDeviceBusy:        "server device busy",
+	MemoryParityError:       "memory parity error",
+	GatewayPathUnavailable:  "gateway path unavailable",
+	GatewayTargetNoResponse: "gateway target device failed to respond",
+}
+
+func (e Exception) String() string {
+	if s, ok := exceptionNames[e]; ok {
+		return s
+	}
+	return fmt.Sprintf("exception %#02x", byte(e))
+}
+
+// Error makes an Exception usable as an error where a caller wants one;
+// errors.As finds it.
+func (e Exception) Error() string { return "modbus: " + e.String() }
+
+// AppendException appends the exception response PDU for function code fc.
+func AppendException(dst []byte, fc byte, e Exception) []byte {
+	return append(dst, fc|exceptFlag, byte(e))
+}
+
+// IsException reports whether a response PDU is an exception response,
+// and if so which.
+func IsException(p []byte) (Exception, bool) {
+	if len(p) >= 2 && p[0]&exceptFlag != 0 {
+		return Exception(p[1]), true
+	}
+	return 0, false
+}
+
+// Answers reports whether response function code got belongs to a request
+// with function code want: the same code, or the same code flagged as an
+// exception.
+func Answers(want, got byte) bool {
+	return got == want || got == want|exceptFlag
+}
+
+// IsWrite reports whether a function code changes a device's state, the
+// only kind of request that may be broadcast.
+func IsWrite(fc byte) bool {
+	switch fc {
+	case WriteSingleCoil, WriteSingleRegister, WriteMultipleCoils,
+		WriteMultipleRegisters, WriteFileRecord, MaskWriteRegister,
+		ReadWriteMultipleRegisters:
+		return true
+	}
+	return false
+}

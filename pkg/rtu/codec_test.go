@@ -1,0 +1,239 @@
+package rtu
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/goburrow/modbus"
+)
+
+func unhex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
+	if err != nil {
+		t.Fatalf("bad hex %q: %v", s, err)
+	}
+	return b
+}
+
+// specPairs are the request and response PDUs of the examples in the
+// Modbus Application Protocol v1.1b3, one per function code.
+var specPairs = []struct {
+	name      string
+	req, resp string
+}{
+	{"01 read coils", "01 0013 0013", "01 03 CD 6B 05"},
+	{"02 read discrete inputs", "02 00C4 0016", "02 03 AC DB 35"},
+	{"03 read holding registers", "03 006B 0003", "03 06 022B 0000 0064"},
+	{"04 read input registers", "04 0008 0001", "04 02 000A"},
+	{"05 write single coil", "05 00AC FF00", "05 00AC FF00"},
+	{"06 write single register", "06 0001 0003", "06 0001 0003"},
+	{"07 read exception status", "07", "07 6D"},
+	{"08 diagnostics echo", "08 0000 A537", "08 0000 A537"},
+	{"0B comm event counter", "0B", "0B FFFF 0108"},
+	{"0C comm event log", "0C", "0C 08 0000 0108 0121 20 00"},
+	{"0F write multiple coils", "0F 0013 000A 02 CD 01", "0F 0013 000A"},
+	{"10 write multiple registers", "10 0001 0002 04 000A 0102", "10 0001 0002"},
+	{"11 report server id", "11", "11 04 2A FF 01 02"},
+	{"14 read file record", "14 0E 06 0004 0001 0002 06 0003 0009 0002", "14 0C 05 06 0DFE 0020 05 06 33CD 0040"},
+	{"15 write file record", "15 0D 06 0004 0007 0003 06AF 04BE 100D", "15 0D 06 0004 0007 0003 06AF 04BE 100D"},
+	{"16 mask write register", "16 0004 00F2 0025", "16 0004 00F2 0025"},
+	{"17 read/write multiple registers", "17 0003 0006 000E 0003 06 00FF 00FF 00FF", "17 0C 00FE 0ACD 0001 0003 000D 00FF"},
+	{"18 read FIFO queue", "18 04DE", "18 0006 0002 01B8 1284"},
+	{"2B/0E read device identification", "2B 0E 01 00",
+		"2B 0E 01 01 00 00 03" +
+			" 00 16" + hex.EncodeToString([]byte("Company identification")) +
+			" 01 0F" + hex.EncodeToString([]byte("Product code XX")) +
+			" 02 05" + hex.EncodeToString([]byte("V2.11"))},
+	{"exception 84/02", "04 FFFF 0001", "84 02"},
+}
+
+func TestLengthsOfSpecFrames(t *testing.T) {
+	for _, tt := range specPairs {
+		t.Run(tt.name, func(t *testing.T) {
+			req := AppendADU(nil, 0x11, unhex(t, tt.req))
+			resp := AppendADU(nil, 0x11, unhex(t, tt.resp))
+			checkLen(t, "request", RequestLen, req)
+			checkLen(t, "response", ResponseLen, resp)
+		})
+	}
+}
+
+// checkLen feeds adu byte by byte: every prefix must ask for more (and for
+// no more than the whole), and the whole must give its exact length.
+func checkLen(t *testing.T, what string, fn LenFunc, adu []byte) {
+	t.Helper()
+	for i := range len(adu) {
+		n, err := fn(adu[:i])
+		if err == nil {
+			if n != len(adu) {
+				t.Fatalf("%s prefix %d: length %d, want %d", what, i, n, len(adu))
+			}
+			continue
+		}
+		if !errors.Is(err, ErrNeedMore) || n <= i || n > len(adu) {
+			t.Fatalf("%s prefix %d of % X: n=%d err=%v", what, i, adu, n, err)
+		}
+	}
+	if n, err := fn(adu); err != nil || n != len(adu) {
+		t.Fatalf("%s % X: n=%d err=%v, want %d", what, adu, n, err, len(adu))
+	}
+	frame, used, err := Scan(adu, fn, false)
+	if err != nil || used != len(adu) || !bytes.Equal(frame, adu) {
+		t.Fatalf("Scan(%s) = % X, %d, %v", what, frame, used, err)
+	}
+}
+
+func TestSerialLineSpecFrame(t *testing.T) {
+	// MODBUS.md and Modbus over Serial Line: 01 03 50 00 00 18 goes out with CRC 54 C0.
+	got := AppendADU(nil, 0x01, unhex(t, "03 5000 0018"))
+	if want := unhex(t, "01 03 50 00 00 18 54 C0"); !bytes.Equal(got, want) {
+		t.Fatalf("AppendADU = % X, want % X", got, want)
+	}
+}
+
+func TestAppendADUMatchesGoburrow(t *testing.T) {
+	for _, tt := range specPairs {
+		p := unhex(t, tt.req)
+		h := modbus.NewRTUClientHandler("unused")
+		h.SlaveId = 0x11
+		want, err := h.Encode(&modbus.ProtocolDataUnit{FunctionCode: p[0], Data: p[1:]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendADU(nil, 0x11, p); !bytes.Equal(got, want) {
+			t.Errorf("%s: ours % X, goburrow % X", tt.name, got, want)
+		}
+	}
+}
+
+func TestUnpredictableEndsAtSilence(t *testing.T) {
+	// A user-defined function code (0x41) and a MEI type other than 0x0E.
+	for _, p := range []string{"41 01 02 03", "2B 0D 00 01"} {
+		adu := AppendADU(nil, 0x05, unhex(t, p))
+		for _, fn := range []LenFunc{RequestLen, ResponseLen} {
+			if _, err := fn(adu); !errors.Is(err, ErrUnpredictable) {
+				t.Fatalf("% X: err %v, want ErrUnpredictable", adu, err)
+			}
+			if _, used, err := Scan(adu, fn, false); !errors.Is(err, ErrNeedMore) || used != 0 {
+				t.Fatalf("Scan before silence: %d %v", used, err)
+			}
+			frame, used, err := Scan(adu, fn, true)
+			if err != nil || used != len(adu) || !bytes.Equal(frame, adu) {
+				t.Fatalf("Scan at silence: % X %d %v", frame, used, err)
+			}
+		}
+	}
+}
+
+func TestScanErrors(t *testing.T) {
+	good := AppendADU(nil, 0x01, unhex(t, "03 0000 000A"))
+	bad := bytes.Clone(good)
+	bad[len(bad)-1] ^= 0xFF
+	tests := []struct {
+		name   string
+		buf    []byte
+		fn     LenFunc
+		silent bool
+		used   int
+		err    error
+	}{
+		{"empty", nil, RequestLen, true, 0, ErrNeedMore},
+		{"partial, line busy", good[:5], RequestLen, false, 0, ErrNeedMore},
+		{"partial, line silent", good[:5], RequestLen, true, 1, ErrShortFrame},
+		{"bad CRC", bad, RequestLen, false, 1, ErrBadCRC},
+		{"byte count past 256", unhex(t, "01 03 FF"), ResponseLen, false, 1, ErrBadLength},
+		{"FIFO count past 256", unhex(t, "01 18 01 00"), ResponseLen, false, 1, ErrBadLength},
+		{"unpredictable too short", unhex(t, "01 41 00"), RequestLen, true, 1, ErrShortFrame},
+		{"answer from another unit", AppendADU(nil, 0x02, unhex(t, "03 02 1234")), (&Expect{1, 3}).Len, false, 1, ErrUnexpected},
+		{"answer to another function", AppendADU(nil, 0x01, unhex(t, "04 02 1234")), (&Expect{1, 3}).Len, false, 1, ErrUnexpected},
+		{"unpredictable bad CRC", unhex(t, "01 41 00 00 00"), RequestLen, true, 1, ErrBadCRC},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			frame, used, err := Scan(tt.buf, tt.fn, tt.silent)
+			if !errors.Is(err, tt.err) || used != tt.used || frame != nil {
+				t.Fatalf("Scan = % X, %d, %v; want nil, %d, %v", frame, used, err, tt.used, tt.err)
+			}
+		})
+	}
+}
+
+// TestResyncAfterNoise drops bytes one at a time, as the bus does, until
+// a good frame appears behind noise and a broken frame.
+func TestResyncAfterNoise(t *testing.T) {
+	good := AppendADU(nil, 0x01, unhex(t, "03 02 1234"))
+	broken := bytes.Clone(good)
+	broken[3] ^= 0x40
+	buf := append(append([]byte{0xFF, 0x00, 0x55}, broken...), good...)
+	dropped := 0
+	want := &Expect{Unit: 0x01, FC: 0x03}
+	for {
+		frame, used, err := Scan(buf, want.Len, false)
+		if err == nil {
+			if !bytes.Equal(frame, good) {
+				t.Fatalf("resync found % X, want % X", frame, good)
+			}
+			break
+		}
+		if used == 0 {
+			t.Fatalf("stalled with %d bytes left: %v", len(buf), err)
+		}
+		dropped += used
+		buf = buf[used:]
+	}
+	if dropped != 3+len(broken) {
+		t.Fatalf("dropped %d bytes, want %d", dropped, 3+len(broken))
+	}
+}
+
+func FuzzScan(f *testing.F) {
+	for _, tt := range specPairs {
+		f.Add(AppendADU(nil, 1, unhex(f, tt.req)), true)
+		f.Add(AppendADU(nil, 1, unhex(f, tt.resp)), false)
+	}
+	f.Fuzz(func(t *testing.T, buf []byte, silent bool) {
+		for _, fn := range []LenFunc{RequestLen, ResponseLen} {
+			n, err := fn(buf)
+			if err == nil && (n < 4 || n > MaxADU) {
+				t.Fatalf("length %d out of range for % X", n, buf)
+			}
+			if errors.Is(err, ErrNeedMore) && (n <= len(buf) || n > MaxADU) {
+				t.Fatalf("need-more length %d with %d bytes", n, len(buf))
+			}
+			frame, used, err := Scan(buf, fn, silent)
+			switch {
+			case err == nil:
+				if used != len(frame) || used < MinADU || used > MaxADU {
+					t.Fatalf("frame of %d bytes, used %d", len(frame), used)
+				}
+				// Decoding then encoding gives the same bytes.
+				if re := AppendADU(nil, frame[0], frame[1:len(frame)-2]); !bytes.Equal(re, frame) {
+					t.Fatalf("re-encode % X != % X", re, frame)
+				}
+			case errors.Is(err, ErrNeedMore):
+				if used != 0 {
+					t.Fatal("need-more consumed bytes")
+				}
+			default:
+				if used != 1 {
+					t.Fatalf("error %v consumed %d", err, used)
+				}
+			}
+		}
+	})
+}
+
+func BenchmarkScanResponse(b *testing.B) {
+	frame := AppendADU(nil, 1, append([]byte{0x03, 250}, make([]byte, 250)...))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	for b.Loop() {
+		if _, _, err := Scan(frame, ResponseLen, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
