@@ -2,6 +2,11 @@ module github.com/mcpgw/mcpgw
 
 go 1.26.8
 
-require github.com/goburrow/modbus v0.1.0
+require (
+	github.com/creack/pty v1.1.24
+	github.com/goburrow/modbus v0.1.0
+	go.bug.st/serial v1.8.0
+	golang.org/x/sys v0.49.0
+)
 
 require github.com/goburrow/serial v0.1.0 // indirect

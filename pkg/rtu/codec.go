@@ -217,3 +217,35 @@ func Scan(buf []byte, lenFn LenFunc, silent bool) (frame []byte, consumed int, e
 		return nil, 1, err
 	}
 }
+
+// Matches reports whether response PDU resp can be the answer to request
+// PDU req: the byte count of a read must fit the quantity asked for, and
+// the echo of a write must repeat the request. Exceptions always fit; so
+// does anything whose shape the request does not determine.
+func Matches(req, resp []byte) bool {
+	if len(req) == 0 || len(resp) == 0 {
+		return false
+	}
+	if _, ok := pdu.IsException(resp); ok {
+		return len(resp) == 2
+	}
+	qty := func(off int) int {
+		if len(req) < off+2 {
+			return -1
+		}
+		return int(req[off])<<8 | int(req[off+1])
+	}
+	switch req[0] {
+	case pdu.ReadCoils, pdu.ReadDiscreteInputs:
+		return len(resp) >= 2 && int(resp[1]) == (qty(3)+7)/8
+	case pdu.ReadHoldingRegisters, pdu.ReadInputRegisters:
+		return len(resp) >= 2 && int(resp[1]) == 2*qty(3)
+	case pdu.ReadWriteMultipleRegisters:
+		return len(resp) >= 2 && int(resp[1]) == 2*qty(3)
+	case pdu.WriteSingleCoil, pdu.WriteSingleRegister, pdu.MaskWriteRegister:
+		return string(resp) == string(req)
+	case pdu.WriteMultipleCoils, pdu.WriteMultipleRegisters:
+		return len(req) >= 5 && string(resp) == string(req[:5])
+	}
+	return true
+}

@@ -237,3 +237,23 @@ func BenchmarkScanResponse(b *testing.B) {
 		}
 	}
 }
+
+func TestMatches(t *testing.T) {
+	for _, tt := range specPairs {
+		if !Matches(unhex(t, tt.req), unhex(t, tt.resp)) {
+			t.Errorf("%s: the spec's answer does not match its request", tt.name)
+		}
+	}
+	wrong := []struct{ name, req, resp string }{
+		{"read 3 registers, 2 came", "03 006B 0003", "03 04 022B 0000"},
+		{"read 19 coils, 2 bytes came", "01 0013 0013", "01 02 CD 6B"},
+		{"write register 2, echo of register 3", "06 0001 0003", "06 0002 0003"},
+		{"write 2 registers, echo says 3", "10 0001 0002 04 000A 0102", "10 0001 0003"},
+		{"exception with a trailing byte", "03 0000 0001", "83 02 00"},
+	}
+	for _, tt := range wrong {
+		if Matches(unhex(t, tt.req), unhex(t, tt.resp)) {
+			t.Errorf("%s: accepted", tt.name)
+		}
+	}
+}

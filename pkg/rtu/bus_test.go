@@ -1,0 +1,186 @@
+package rtu_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/registers"
+	"github.com/mcpgw/mcpgw/pkg/rtu"
+	"github.com/mcpgw/mcpgw/pkg/serialport"
+	"github.com/mcpgw/mcpgw/pkg/sim"
+)
+
+// line starts a bus on one end of a virtual line and simulated units on
+// the other.
+func line(t *testing.T, cfg rtu.Config, faults sim.Faults, units ...byte) (*rtu.Bus, *sim.Line) {
+	t.Helper()
+	p, err := serialport.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := &sim.Line{Port: p.Device, Units: sim.NewUnits(units, 1000), Faults: faults}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { dev.Serve(ctx) })
+	cfg.Open = func() (rtu.Port, error) {
+		return serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'E', StopBits: 1})
+	}
+	bus := rtu.NewBus(cfg)
+	wg.Go(func() { bus.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait(); p.Close() })
+	for !bus.Up() {
+		time.Sleep(time.Millisecond)
+	}
+	return bus, dev
+}
+
+func readHolding(addr, qty uint16) []byte {
+	return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16([]byte{pdu.ReadHoldingRegisters}, addr), qty)
+}
+
+func wantHolding(unit byte, addr, qty int) []byte {
+	want := []byte{pdu.ReadHoldingRegisters, byte(2 * qty)}
+	for i := range qty {
+		want = binary.BigEndian.AppendUint16(want, registers.PatternHolding(unit, addr+i))
+	}
+	return want
+}
+
+func TestBusReadsAndExceptions(t *testing.T) {
+	bus, _ := line(t, rtu.Config{Name: "t", Timeout: 200 * time.Millisecond, Retries: 2}, sim.Faults{}, 1, 2)
+	ctx := context.Background()
+	r := &rtu.Request{Unit: 2, PDU: readHolding(10, 125), Retries: -1}
+	bus.Do(ctx, r)
+	if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, wantHolding(2, 10, 125)) {
+		t.Fatalf("read: %v %v % X", r.Outcome, r.Err, r.Resp)
+	}
+	// A device's exception is an answer: one attempt, passed on unchanged.
+	r.Unit, r.PDU = 1, readHolding(999, 2)
+	bus.Do(ctx, r)
+	if r.Outcome != rtu.OK || r.Attempts != 1 || !bytes.Equal(r.Resp, []byte{0x83, 0x02}) {
+		t.Fatalf("exception: %v attempts=%d % X", r.Outcome, r.Attempts, r.Resp)
+	}
+	// Nobody at unit 9: every attempt times out.
+	r.Unit, r.PDU, r.Timeout = 9, readHolding(0, 1), 30*time.Millisecond
+	bus.Do(ctx, r)
+	if r.Outcome != rtu.Timeout || r.Attempts != 3 || !errors.Is(r.Err, rtu.ErrNoAnswer) {
+		t.Fatalf("silent unit: %v attempts=%d err=%v", r.Outcome, r.Attempts, r.Err)
+	}
+}
+
+func TestBusBroadcast(t *testing.T) {
+	bus, dev := line(t, rtu.Config{BroadcastDelay: 10 * time.Millisecond}, sim.Faults{}, 1, 2)
+	r := &rtu.Request{Unit: 0, PDU: []byte{pdu.WriteSingleRegister, 0, 5, 0xAB, 0xCD}, Retries: -1}
+	bus.Do(context.Background(), r)
+	if r.Outcome != rtu.Sent || r.Attempts != 1 {
+		t.Fatalf("broadcast: %v attempts=%d", r.Outcome, r.Attempts)
+	}
+	for _, u := range []byte{1, 2} {
+		r := &rtu.Request{Unit: u, PDU: readHolding(5, 1), Retries: -1}
+		bus.Do(context.Background(), r)
+		if !bytes.Equal(r.Resp, []byte{3, 2, 0xAB, 0xCD}) {
+			t.Fatalf("unit %d after broadcast: % X", u, r.Resp)
+		}
+	}
+	if s := dev.Stats(); s.Broadcasts != 1 {
+		t.Fatalf("device saw %d broadcasts", s.Broadcasts)
+	}
+}
+
+// TestBusFaultyLine: with half the answers corrupted or noisy, retries get
+// every request a right answer or a timeout, never a wrong one.
+func TestBusFaultyLine(t *testing.T) {
+	for _, f := range []sim.Faults{
+		{Corrupt: 0.4, Seed: 1},
+		{Noise: 0.5, Seed: 2},
+		{Drop: 0.3, Seed: 3},
+		{Echo: true, Seed: 4},
+	} {
+		bus, dev := line(t, rtu.Config{Timeout: 50 * time.Millisecond, Retries: 4, Echo: f.Echo}, f, 1, 2, 3)
+		ok := 0
+		for i := range 60 {
+			unit, addr := byte(1+i%3), uint16(i*7%800)
+			r := &rtu.Request{Unit: unit, PDU: readHolding(addr, 10), Retries: -1}
+			bus.Do(context.Background(), r)
+			if r.Outcome == rtu.OK {
+				ok++
+				if want := wantHolding(unit, int(addr), 10); !bytes.Equal(r.Resp, want) {
+					t.Fatalf("%+v: wrong answer % X, want % X", f, r.Resp, want)
+				}
+			}
+		}
+		if ok < 50 {
+			t.Errorf("%+v: only %d of 60 answered; device %+v", f, ok, dev.Stats())
+		}
+	}
+}
+
+// TestBusUnpredictableLength: a user-defined function code's answer has no
+// length field; the bus ends it at silence and passes it on whole.
+func TestBusUnpredictableLength(t *testing.T) {
+	p, err := serialport.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	answer := []byte{0x41, 0xDE, 0xAD, 0xBE, 0xEF, 0x00, 0x01}
+	go func() {
+		buf := make([]byte, 256)
+		p.Device.SetReadTimeout(2 * time.Second)
+		n, _ := p.Device.Read(buf)
+		if n > 0 {
+			p.Device.Write(rtu.AppendADU(nil, buf[0], answer))
+		}
+	}()
+	bus := rtu.NewBus(rtu.Config{Timeout: time.Second, Open: func() (rtu.Port, error) {
+		return serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go bus.Run(ctx)
+	for !bus.Up() {
+		time.Sleep(time.Millisecond)
+	}
+	r := &rtu.Request{Unit: 7, PDU: []byte{0x41, 0x01}, Retries: 0}
+	bus.Do(ctx, r)
+	if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, answer) {
+		t.Fatalf("%v %v % X", r.Outcome, r.Err, r.Resp)
+	}
+}
+
+func TestBusLineDown(t *testing.T) {
+	bus := rtu.NewBus(rtu.Config{Open: func() (rtu.Port, error) {
+		return serialport.Open("/dev/does-not-exist", serialport.Settings{Baud: 9600, DataBits: 8, Parity: 'N', StopBits: 1})
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go bus.Run(ctx)
+	r := &rtu.Request{Unit: 1, PDU: readHolding(0, 1)}
+	bus.Do(ctx, r)
+	if r.Outcome != rtu.LineDown {
+		t.Fatalf("missing port: %v", r.Outcome)
+	}
+}
+
+func TestFrameGap(t *testing.T) {
+	tests := []struct {
+		baud, bits int
+		want       time.Duration
+	}{
+		{9600, 11, 4010416 * time.Nanosecond},
+		{19200, 11, 2005208 * time.Nanosecond},
+		{38400, 11, 1750 * time.Microsecond},
+		{115200, 10, 1750 * time.Microsecond},
+	}
+	for _, tt := range tests {
+		if got := rtu.FrameGap(rtu.CharTime(tt.baud, tt.bits)); got.Round(time.Microsecond) != tt.want.Round(time.Microsecond) {
+			t.Errorf("%d baud: t3.5 = %v, want %v", tt.baud, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package serialport
+
+import (
+	"bytes"
+	"testing"
+	"time"
+)
+
+func TestPtyBothWays(t *testing.T) {
+	line, err := NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer line.Close()
+	gw, err := Open(line.Path, Settings{Baud: 19200, DataBits: 8, Parity: 'E', StopBits: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+
+	// A read with nothing to read times out with 0, nil on both ends.
+	for _, p := range []Port{gw, line.Device} {
+		p.SetReadTimeout(10 * time.Millisecond)
+		if n, err := p.Read(make([]byte, 8)); n != 0 || err != nil {
+			t.Fatalf("idle read: %d, %v", n, err)
+		}
+	}
+	check := func(from, to Port, msg []byte) {
+		t.Helper()
+		if _, err := from.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		to.SetReadTimeout(time.Second)
+		got := make([]byte, 0, len(msg))
+		for len(got) < len(msg) {
+			buf := make([]byte, 64)
+			n, err := to.Read(buf)
+			if err != nil || n == 0 {
+				t.Fatalf("read: %d, %v", n, err)
+			}
+			got = append(got, buf[:n]...)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("got % X, want % X", got, msg)
+		}
+	}
+	// Raw mode: CR, LF, XON/XOFF and 0xFF pass unchanged.
+	msg := []byte{0x01, 0x0D, 0x0A, 0x11, 0x13, 0xFF, 0x00, 0x7F}
+	check(gw, line.Device, msg)
+	check(line.Device, gw, msg)
+
+	line.Device.Write([]byte{1, 2, 3})
+	time.Sleep(20 * time.Millisecond)
+	if err := gw.ResetInputBuffer(); err != nil {
+		t.Fatal(err)
+	}
+	gw.SetReadTimeout(10 * time.Millisecond)
+	if n, _ := gw.Read(make([]byte, 8)); n != 0 {
+		t.Fatalf("ResetInputBuffer left %d bytes", n)
+	}
+}
+
+func TestSettings(t *testing.T) {
+	good := Settings{Baud: 19200, DataBits: 8, Parity: 'E', StopBits: 1}
+	if err := good.Validate(); err != nil || good.CharBits() != 11 {
+		t.Fatalf("8E1: %v, %d bits", err, good.CharBits())
+	}
+	if n := (Settings{Baud: 9600, DataBits: 8, Parity: 'N', StopBits: 1}).CharBits(); n != 10 {
+		t.Fatalf("8N1: %d bits", n)
+	}
+	for _, bad := range []Settings{{0, 8, 'N', 1}, {9600, 9, 'N', 1}, {9600, 8, 'X', 1}, {9600, 8, 'N', 3}} {
+		if bad.Validate() == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,180 @@
+// Package sim runs simulated Modbus RTU devices on a serial port: one
+// goroutine reads requests off the line and answers, for each unit id it
+// serves, from a registers.Model. Faults can be injected to test what
+// reads from it.
+package sim
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/crc"
+	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/registers"
+	"github.com/mcpgw/mcpgw/pkg/rtu"
+	"github.com/mcpgw/mcpgw/pkg/serialport"
+)
+
+// Faults make a simulated line misbehave. Rates are shares from 0 to 1,
+// drawn for each answer.
+type Faults struct {
+	Drop    float64       // answer nothing
+	Corrupt float64       // answer with a wrong CRC
+	Late    float64       // answer after LateBy instead of at once
+	LateBy  time.Duration // how late a late answer is
+	Noise   float64       // add random bytes before the answer
+	Echo    bool          // echo each request back first, as some RS-485 adapters do
+	Slow    time.Duration // pause before every answer
+	Seed    uint64        // for repeatable runs; 0 picks one
+}
+
+// Stats count what a simulated line did.
+type Stats struct {
+	Requests, Answers, Broadcasts, Dropped, Corrupted, LateAnswers, BadFrames int
+}
+
+// Line serves simulated devices on one port.
+type Line struct {
+	Port     serialport.Port
+	Units    map[byte]*registers.Model
+	Faults   Faults
+	FrameGap time.Duration // silence that ends a request; default 1750 µs
+	Log      *slog.Logger
+
+	mu    sync.Mutex
+	stats Stats
+}
+
+// NewUnits returns patterned models (see registers.Model.Pattern) of size
+// objects for each unit in units.
+func NewUnits(units []byte, size int) map[byte]*registers.Model {
+	m := make(map[byte]*registers.Model, len(units))
+	for _, u := range units {
+		m[u] = registers.New(size)
+		m[u].Pattern(u)
+	}
+	return m
+}
+
+// Stats returns a copy of the counters.
+func (l *Line) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stats
+}
+
+func (l *Line) count(f func(*Stats)) {
+	l.mu.Lock()
+	f(&l.stats)
+	l.mu.Unlock()
+}
+
+// Serve answers requests until ctx ends or the port fails.
+func (l *Line) Serve(ctx context.Context) error {
+	if l.Log == nil {
+		l.Log = slog.New(slog.DiscardHandler)
+	}
+	gap := l.FrameGap
+	if gap <= 0 {
+		gap = 1750 * time.Microsecond
+	}
+	seed := l.Faults.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	rnd := rand.New(rand.NewPCG(seed, seed^0x9E3779B97F4A7C15))
+	var (
+		buf    = make([]byte, 0, 1024)
+		rx     = make([]byte, 512)
+		out    = make([]byte, 0, 600)
+		resp   = make([]byte, 0, 256)
+		silent bool
+	)
+	for ctx.Err() == nil {
+		wait := 100 * time.Millisecond
+		if len(buf) > 0 {
+			wait = gap
+		}
+		l.Port.SetReadTimeout(wait)
+		n, err := l.Port.Read(rx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("sim: read: %w", err)
+		}
+		silent = n == 0
+		buf = append(buf, rx[:n]...)
+		for len(buf) > 0 {
+			frame, used, err := rtu.Scan(buf, rtu.RequestLen, silent)
+			if errors.Is(err, rtu.ErrNeedMore) {
+				break
+			}
+			if err != nil {
+				l.count(func(s *Stats) { s.BadFrames++ })
+				l.Log.Debug("sim: dropped byte", "err", err, "hex", hex.EncodeToString(buf[:used]))
+			} else {
+				out = l.answer(frame, out[:0], resp[:0], rnd)
+				if len(out) > 0 {
+					if _, err := l.Port.Write(out); err != nil {
+						return fmt.Errorf("sim: write: %w", err)
+					}
+				}
+			}
+			buf = buf[:copy(buf, buf[used:])]
+		}
+	}
+	return nil
+}
+
+// answer returns the bytes to put on the line in reply to one frame.
+func (l *Line) answer(frame, out, resp []byte, rnd *rand.Rand) []byte {
+	f := &l.Faults
+	unit, req := frame[0], frame[1:len(frame)-crc.Size]
+	if f.Echo {
+		out = append(out, frame...)
+	}
+	if unit == pdu.Broadcast {
+		l.count(func(s *Stats) { s.Requests++; s.Broadcasts++ })
+		for _, m := range l.Units {
+			m.Handle(req, resp[:0])
+		}
+		return out
+	}
+	m, ok := l.Units[unit]
+	if !ok {
+		return out // not ours: stay silent, as a device on a shared line does
+	}
+	l.count(func(s *Stats) { s.Requests++ })
+	resp = m.Handle(req, resp)
+	if f.Drop > 0 && rnd.Float64() < f.Drop {
+		l.count(func(s *Stats) { s.Dropped++ })
+		return out
+	}
+	if f.Slow > 0 {
+		time.Sleep(f.Slow)
+	}
+	if f.Late > 0 && rnd.Float64() < f.Late {
+		l.count(func(s *Stats) { s.LateAnswers++ })
+		time.Sleep(f.LateBy)
+	}
+	if f.Noise > 0 && rnd.Float64() < f.Noise {
+		for range 1 + rnd.IntN(4) {
+			out = append(out, byte(rnd.IntN(256)))
+		}
+	}
+	start := len(out)
+	out = rtu.AppendADU(out, unit, resp)
+	if f.Corrupt > 0 && rnd.Float64() < f.Corrupt {
+		l.count(func(s *Stats) { s.Corrupted++ })
+		out[start+1+rnd.IntN(len(out)-start-1)] ^= 1 << rnd.IntN(8)
+	}
+	l.count(func(s *Stats) { s.Answers++ })
+	return out
+}
