@@ -22,7 +22,7 @@ const (
 // Identity is what a device reports through FC 17 (report server id) and
 // FC 43/14 (read device identification).
 type Identity struct {
-	VendorName, ProductCode, Revision         string // basic objects 0..2
+	VendorName, ProductCode, Revision          string // basic objects 0..2
 	VendorURL, ProductName, ModelName, AppName string // regular objects 3..6
 	ServerID                                   byte   // first byte of the FC 17 answer
 }

@@ -1,0 +1,221 @@
+package tcp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Request is one Modbus TCP request. PDU points into the connection's
+// buffer and is valid only until the handler returns.
+type Request struct {
+	TID    uint16
+	Unit   byte
+	PDU    []byte
+	Client string // the client's address, host:port
+	ConnID uint64
+}
+
+// Handler answers Modbus requests. ServeModbus appends the response PDU
+// (normal or exception) to dst and returns it; a nil result means no
+// answer is sent (a broadcast). It is called from many connections at
+// once; each connection calls it for one request at a time, in order.
+type Handler interface {
+	ServeModbus(ctx context.Context, r *Request, dst []byte) []byte
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, r *Request, dst []byte) []byte
+
+func (f HandlerFunc) ServeModbus(ctx context.Context, r *Request, dst []byte) []byte {
+	return f(ctx, r, dst)
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("tcp: server closed")
+
+// Server accepts Modbus TCP connections. Zero values of the limits take
+// the defaults noted on each field.
+type Server struct {
+	Handler     Handler
+	MaxConns    int           // open connections at most: default 1000
+	IdleTimeout time.Duration // close a connection silent this long: default 60s
+	Log         *slog.Logger
+
+	mu       sync.Mutex
+	listener net.Listener
+	conns    map[*conn]struct{}
+	closing  atomic.Bool
+	wg       sync.WaitGroup
+	nextID   atomic.Uint64
+	ctx      context.Context
+	cancel   context.CancelFunc
+}
+
+type conn struct {
+	srv  *Server
+	nc   net.Conn
+	id   uint64
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
+// Serve accepts connections on l until Shutdown, serving each in its own
+// goroutine. It always returns a non-nil error.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = make(map[*conn]struct{})
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+	}
+	s.listener = l
+	s.mu.Unlock()
+	maxConns := s.MaxConns
+	if maxConns <= 0 {
+		maxConns = 1000
+	}
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log().Warn("accept failed, backing off", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("tcp: accept: %w", err)
+		}
+		backoff = 0
+		c := &conn{srv: s, nc: nc, id: s.nextID.Add(1)}
+		s.mu.Lock()
+		full := len(s.conns) >= maxConns
+		if !full {
+			s.conns[c] = struct{}{}
+			s.wg.Add(1)
+		}
+		s.mu.Unlock()
+		if full {
+			s.log().Warn("connection refused: max_conns reached", "client", nc.RemoteAddr().String(), "max_conns", maxConns)
+			nc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, lets transactions in
+// flight finish and answer, and returns when every connection is closed or
+// ctx ends (then it closes the rest and returns ctx's error).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	if s.listener != nil {
+		s.listener.Close()
+	}
+	for c := range s.conns {
+		// A connection waiting for a request wakes now; one in a
+		// transaction finishes it, answers, then sees the deadline.
+		c.nc.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		if s.cancel != nil {
+			s.cancel()
+		}
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// NumConns returns the number of open connections.
+func (s *Server) NumConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (c *conn) serve() {
+	s := c.srv
+	client := c.nc.RemoteAddr().String()
+	log := s.log()
+	defer func() {
+		if v := recover(); v != nil {
+			log.Error("panic serving connection", "client", client, "panic", v, "stack", string(debug.Stack()))
+		}
+		c.nc.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.wg.Done()
+		log.Debug("client disconnected", "client", client, "conn", c.id)
+	}()
+	log.Debug("client connected", "client", client, "conn", c.id)
+	idle := s.IdleTimeout
+	if idle <= 0 {
+		idle = 60 * time.Second
+	}
+	br := bufio.NewReaderSize(c.nc, 4096)
+	var (
+		in  [MaxADU]byte
+		out = make([]byte, 0, MaxADU)
+		req = Request{Client: client, ConnID: c.id}
+	)
+	for !s.closing.Load() {
+		c.nc.SetReadDeadline(time.Now().Add(idle))
+		if _, err := io.ReadFull(br, in[:HeaderLen]); err != nil {
+			if !errors.Is(err, io.EOF) && !s.closing.Load() {
+				log.Debug("connection closed while reading a header", "client", client, "err", err)
+			}
+			return
+		}
+		h, err := ParseHeader(in[:HeaderLen])
+		if err != nil {
+			log.Warn("malformed MBAP header, closing connection", "client", client, "err", err)
+			return
+		}
+		body := in[HeaderLen : HeaderLen+h.PDULen()]
+		if _, err := io.ReadFull(br, body); err != nil {
+			log.Warn("connection closed inside a request", "client", client, "tid", h.TID, "err", err)
+			return
+		}
+		req.TID, req.Unit, req.PDU = h.TID, h.Unit, body
+		frame := s.Handler.ServeModbus(s.ctx, &req, out[:HeaderLen])
+		if frame == nil {
+			continue
+		}
+		putHeader(frame, h.TID, h.Unit)
+		c.nc.SetWriteDeadline(time.Now().Add(idle))
+		if _, err := c.nc.Write(frame); err != nil {
+			log.Debug("client gone before its answer", "client", client, "tid", h.TID, "err", err)
+			return
+		}
+	}
+}
