@@ -50,7 +50,7 @@ func (s Settings) Validate() error {
 	case s.DataBits < 5 || s.DataBits > 8:
 		return fmt.Errorf("data_bits %d: must be 5, 6, 7 or 8 (Modbus RTU uses 8)", s.DataBits)
 	case s.Parity != 'N' && s.Parity != 'E' && s.Parity != 'O':
-		return fmt.Errorf("parity %q: must be \"N\", \"E\" or \"O\"", s.Parity)
+		return fmt.Errorf("parity %q: must be \"N\", \"E\" or \"O\"", string(rune(s.Parity)))
 	case s.StopBits != 1 && s.StopBits != 2:
 		return fmt.Errorf("stop_bits %d: must be 1 or 2", s.StopBits)
 	}

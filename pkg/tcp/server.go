@@ -61,9 +61,9 @@ type Server struct {
 }
 
 type conn struct {
-	srv  *Server
-	nc   net.Conn
-	id   uint64
+	srv *Server
+	nc  net.Conn
+	id  uint64
 }
 
 func (s *Server) log() *slog.Logger {

@@ -1,0 +1,299 @@
+// Package config reads mcpgw's config.toml: it applies defaults, rejects
+// unknown keys, and checks every value, naming the key at fault, so that
+// the gateway never starts half-configured.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/mcpgw/mcpgw/pkg/serialport"
+)
+
+// Duration is a time.Duration written as a string: "500ms", "2s".
+type Duration struct{ time.Duration }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (write it like \"500ms\" or \"2s\")", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// Config is the whole file.
+type Config struct {
+	Server Server `toml:"server"`
+	Log    Log    `toml:"log"`
+	Bus    []Bus  `toml:"bus"`
+}
+
+// Server is the Modbus TCP side.
+type Server struct {
+	Listen      string   `toml:"listen"`       // default 127.0.0.1:5020
+	MaxConns    int      `toml:"max_conns"`    // default 1000
+	IdleTimeout Duration `toml:"idle_timeout"` // default 60s
+}
+
+// Log is where and how the transaction log goes.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info (default), warn, error
+	Format string `toml:"format"` // text (default) or json
+	File   string `toml:"file"`   // empty: standard error
+}
+
+// Bus is one serial line.
+type Bus struct {
+	Name           string   `toml:"name"`
+	Port           string   `toml:"port"`
+	Baud           int      `toml:"baud"`      // default 19200
+	DataBits       int      `toml:"data_bits"` // default 8
+	Parity         string   `toml:"parity"`    // N, E (default) or O
+	StopBits       int      `toml:"stop_bits"` // default 1
+	Timeout        Duration `toml:"timeout"`   // default 500ms
+	Retries        *int     `toml:"retries"`   // default 1
+	Units          []string `toml:"units"`     // required
+	Broadcast      *bool    `toml:"broadcast"` // send unit 0 here: default true
+	BroadcastDelay Duration `toml:"broadcast_delay"`
+	FrameGap       Duration `toml:"frame_gap"`
+	Echo           bool     `toml:"echo"`
+	QueueSize      int      `toml:"queue_size"`
+	QueueTimeout   Duration `toml:"queue_timeout"`
+	Device         []Device `toml:"device"`
+
+	UnitIDs []byte `toml:"-"` // Units, parsed
+}
+
+// Device overrides a line's timing for one slow unit.
+type Device struct {
+	Unit    int      `toml:"unit"`
+	Timeout Duration `toml:"timeout"`
+	Retries *int     `toml:"retries"`
+}
+
+// Settings returns the line's character format.
+func (b *Bus) Settings() serialport.Settings {
+	return serialport.Settings{Baud: b.Baud, DataBits: b.DataBits, Parity: b.Parity[0], StopBits: b.StopBits}
+}
+
+// Load reads and checks a config file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(string(data))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse reads and checks a config from TOML text.
+func Parse(text string) (*Config, error) {
+	var c Config
+	md, err := toml.Decode(text, &c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("line %d: %s", pe.Position.Line, pe.Message)
+		}
+		return nil, err
+	}
+	if un := md.Undecoded(); len(un) > 0 {
+		keys := make([]string, len(un))
+		for i, k := range un {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("unknown key %s: check the spelling against the shipped config.toml", strings.Join(keys, ", "))
+	}
+	if err := c.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() error {
+	s := &c.Server
+	if s.Listen == "" {
+		s.Listen = "127.0.0.1:5020"
+	}
+	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+		return fmt.Errorf("server.listen %q: want host:port, such as \"0.0.0.0:502\"", s.Listen)
+	}
+	if s.MaxConns == 0 {
+		s.MaxConns = 1000
+	}
+	if s.MaxConns < 0 {
+		return fmt.Errorf("server.max_conns %d: must be positive", s.MaxConns)
+	}
+	if s.IdleTimeout.Duration == 0 {
+		s.IdleTimeout.Duration = 60 * time.Second
+	}
+	if s.IdleTimeout.Duration < 0 {
+		return fmt.Errorf("server.idle_timeout %v: must be positive", s.IdleTimeout)
+	}
+	switch c.Log.Level {
+	case "":
+		c.Log.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level %q: must be debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "":
+		c.Log.Format = "text"
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format %q: must be text or json", c.Log.Format)
+	}
+	if len(c.Bus) == 0 {
+		return errors.New("no [[bus]] table: configure at least one serial line")
+	}
+	owner := map[byte]string{}
+	names := map[string]bool{}
+	for i := range c.Bus {
+		b := &c.Bus[i]
+		key := fmt.Sprintf("bus[%d]", i)
+		if b.Name != "" {
+			key = fmt.Sprintf("bus %q", b.Name)
+		}
+		if err := b.setDefaults(); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		if names[b.Name] {
+			return fmt.Errorf("%s: name: another [[bus]] has the same name", key)
+		}
+		names[b.Name] = true
+		for _, u := range b.UnitIDs {
+			if other, ok := owner[u]; ok {
+				return fmt.Errorf("%s: units: unit %d is already served by bus %q; a unit id belongs to one line", key, u, other)
+			}
+			owner[u] = b.Name
+		}
+	}
+	return nil
+}
+
+func (b *Bus) setDefaults() error {
+	if b.Name == "" {
+		return errors.New("name: required, a short name for the line used in logs")
+	}
+	if b.Port == "" {
+		return errors.New("port: required, the serial device such as \"/dev/ttyUSB0\"")
+	}
+	if b.Baud == 0 {
+		b.Baud = 19200
+	}
+	if b.DataBits == 0 {
+		b.DataBits = 8
+	}
+	if b.Parity == "" {
+		b.Parity = "E"
+	}
+	b.Parity = strings.ToUpper(b.Parity)
+	if len(b.Parity) != 1 {
+		return fmt.Errorf("parity %q: must be \"N\", \"E\" or \"O\"", b.Parity)
+	}
+	if b.StopBits == 0 {
+		b.StopBits = 1
+	}
+	if err := b.Settings().Validate(); err != nil {
+		return err
+	}
+	if b.Timeout.Duration == 0 {
+		b.Timeout.Duration = 500 * time.Millisecond
+	}
+	if b.Timeout.Duration < 0 {
+		return fmt.Errorf("timeout %v: must be positive", b.Timeout)
+	}
+	if b.Retries == nil {
+		one := 1
+		b.Retries = &one
+	}
+	if *b.Retries < 0 || *b.Retries > 10 {
+		return fmt.Errorf("retries %d: must be 0..10", *b.Retries)
+	}
+	if b.Broadcast == nil {
+		yes := true
+		b.Broadcast = &yes
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"broadcast_delay", b.BroadcastDelay}, {"frame_gap", b.FrameGap}, {"queue_timeout", b.QueueTimeout}} {
+		if d.v.Duration < 0 {
+			return fmt.Errorf("%s %v: must be positive", d.key, d.v)
+		}
+	}
+	if b.QueueSize < 0 {
+		return fmt.Errorf("queue_size %d: must be positive", b.QueueSize)
+	}
+	if len(b.Units) == 0 {
+		return errors.New("units: required, the unit ids on this line, such as [\"1-247\"] or [\"1\", \"5-8\"]")
+	}
+	ids, err := ParseUnits(b.Units)
+	if err != nil {
+		return fmt.Errorf("units: %w", err)
+	}
+	b.UnitIDs = ids
+	for j, d := range b.Device {
+		if d.Unit < 1 || d.Unit > 247 || !contains(ids, byte(d.Unit)) {
+			return fmt.Errorf("device[%d]: unit %d: must be one of this line's units", j, d.Unit)
+		}
+		if d.Timeout.Duration < 0 {
+			return fmt.Errorf("device[%d]: timeout %v: must be positive", j, d.Timeout)
+		}
+		if d.Retries != nil && (*d.Retries < 0 || *d.Retries > 10) {
+			return fmt.Errorf("device[%d]: retries %d: must be 0..10", j, *d.Retries)
+		}
+	}
+	return nil
+}
+
+func contains(ids []byte, u byte) bool {
+	for _, id := range ids {
+		if id == u {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseUnits parses unit ids written as numbers and "a-b" ranges, each
+// within 1..247 (0 is broadcast, 248..255 are reserved).
+func ParseUnits(specs []string) ([]byte, error) {
+	var ids []byte
+	seen := [256]bool{}
+	for _, s := range specs {
+		for part := range strings.SplitSeq(s, ",") {
+			part = strings.TrimSpace(part)
+			lo, hi, isRange := strings.Cut(part, "-")
+			a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+			b, err2 := a, error(nil)
+			if isRange {
+				b, err2 = strconv.Atoi(strings.TrimSpace(hi))
+			}
+			if err1 != nil || err2 != nil || a > b {
+				return nil, fmt.Errorf("%q: want a unit id or a range such as \"1-247\"", part)
+			}
+			if a < 1 || b > 247 {
+				return nil, fmt.Errorf("%q: unit ids run from 1 to 247 (0 is broadcast, 248-255 are reserved)", part)
+			}
+			for u := a; u <= b; u++ {
+				if !seen[u] {
+					seen[u] = true
+					ids = append(ids, byte(u))
+				}
+			}
+		}
+	}
+	return ids, nil
+}

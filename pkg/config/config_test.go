@@ -1,0 +1,135 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const issueExample = `
+[server]
+listen = "127.0.0.1:5020"
+max_conns = 1000
+idle_timeout = "60s"
+
+[log]
+level = "info"
+format = "text"
+file = ""
+
+[[bus]]
+name = "line1"
+port = "/dev/ttyUSB0"
+baud = 19200
+data_bits = 8
+parity = "E"
+stop_bits = 1
+timeout = "500ms"
+retries = 1
+units = ["1-247"]
+`
+
+func TestIssueExample(t *testing.T) {
+	c, err := Parse(issueExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.Bus[0]
+	if len(b.UnitIDs) != 247 || b.UnitIDs[0] != 1 || b.UnitIDs[246] != 247 {
+		t.Fatalf("units: %d ids", len(b.UnitIDs))
+	}
+	if b.Timeout.Duration != 500*time.Millisecond || *b.Retries != 1 || b.Settings().CharBits() != 11 {
+		t.Fatalf("bus: %+v", b)
+	}
+	if c.Server.IdleTimeout.Duration != time.Minute || c.Server.MaxConns != 1000 {
+		t.Fatalf("server: %+v", c.Server)
+	}
+}
+
+func TestShippedConfigLoads(t *testing.T) {
+	c, err := Load(filepath.Join("..", "..", "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Bus) == 0 {
+		t.Fatal("shipped config.toml has no bus")
+	}
+}
+
+func TestDefaultsAndOverrides(t *testing.T) {
+	c, err := Parse(`
+[[bus]]
+name = "a"
+port = "/dev/ttyS0"
+units = ["1", "5-7"]
+[[bus.device]]
+unit = 5
+timeout = "2s"
+retries = 0
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.Bus[0]
+	if c.Server.Listen != "127.0.0.1:5020" || c.Log.Level != "info" || c.Log.Format != "text" {
+		t.Fatalf("defaults: %+v %+v", c.Server, c.Log)
+	}
+	if b.Baud != 19200 || b.Parity != "E" || b.DataBits != 8 || b.StopBits != 1 || !*b.Broadcast {
+		t.Fatalf("serial defaults: %+v", b)
+	}
+	if string(b.UnitIDs) != "\x01\x05\x06\x07" {
+		t.Fatalf("units % X", b.UnitIDs)
+	}
+	if d := b.Device[0]; d.Timeout.Duration != 2*time.Second || *d.Retries != 0 {
+		t.Fatalf("device override: %+v", d)
+	}
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	base := "[[bus]]\nname = \"l1\"\nport = \"/dev/x\"\nunits = [\"1-3\"]\n"
+	tests := []struct{ name, text, want string }{
+		{"unknown key", base + "prity = \"E\"\n", "unknown key bus.prity"},
+		{"bad parity", base + "parity = \"X\"\n", `bus "l1": parity "X"`},
+		{"bad duration", base + "timeout = \"fast\"\n", `"fast" is not a duration`},
+		{"unit 0", "[[bus]]\nname = \"l1\"\nport = \"/dev/x\"\nunits = [\"0-3\"]\n", "unit ids run from 1 to 247"},
+		{"unit range", "[[bus]]\nname = \"l1\"\nport = \"/dev/x\"\nunits = [\"5-3\"]\n", `"5-3": want a unit id or a range`},
+		{"no units", "[[bus]]\nname = \"l1\"\nport = \"/dev/x\"\n", `bus "l1": units: required`},
+		{"no port", "[[bus]]\nname = \"l1\"\nunits = [\"1\"]\n", "port: required"},
+		{"no bus", "[server]\n", "no [[bus]] table"},
+		{"unit on two lines", base + "[[bus]]\nname = \"l2\"\nport = \"/dev/y\"\nunits = [\"3\"]\n", `unit 3 is already served by bus "l1"`},
+		{"same name", base + "[[bus]]\nname = \"l1\"\nport = \"/dev/y\"\nunits = [\"9\"]\n", "same name"},
+		{"baud", base + "baud = -1\n", "baud -1"},
+		{"retries", base + "retries = 99\n", "retries 99: must be 0..10"},
+		{"device not on line", base + "[[bus.device]]\nunit = 9\n", "device[0]: unit 9"},
+		{"log level", "[log]\nlevel = \"loud\"\n" + base, `log.level "loud"`},
+		{"listen", "[server]\nlisten = \"5020\"\n" + base, `server.listen "5020"`},
+		{"syntax", "[[bus]\n", "line 2: expected end of table array"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(tt.text)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
+	if err == nil || !os.IsNotExist(errorsUnwrapAll(err)) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func errorsUnwrapAll(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		err = u.Unwrap()
+	}
+}
