@@ -6,6 +6,7 @@ require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/creack/pty v1.1.24
 	github.com/goburrow/modbus v0.1.0
+	github.com/lmittmann/tint v1.2.1
 	go.bug.st/serial v1.8.0
 	golang.org/x/sys v0.49.0
 )

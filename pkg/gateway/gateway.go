@@ -83,7 +83,7 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 		if e, ok := pdu.IsException(r.Resp); ok {
 			g.logTx(tr, route.Line.Name(), "exception", e, r.Attempts, start)
 		} else {
-			g.logTx(tr, route.Line.Name(), "ok", 0, r.Attempts, start, slog.Int("noise_bytes", r.Noise))
+			g.logTx(tr, route.Line.Name(), "ok", 0, r.Attempts, start)
 		}
 		return dst
 	case rtu.Timeout, rtu.Expired:
@@ -116,11 +116,11 @@ func (g *Gateway) doBroadcast(ctx context.Context, tr *tcp.Request, start time.T
 
 // logTx writes the transaction log line: at info, so the default
 // configuration logs every transaction.
-func (g *Gateway) logTx(tr *tcp.Request, line, outcome string, exc pdu.Exception, attempts int, start time.Time, extra ...slog.Attr) {
+func (g *Gateway) logTx(tr *tcp.Request, line, outcome string, exc pdu.Exception, attempts int, start time.Time) {
 	if !g.log.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 10+len(extra))
+	attrs := make([]slog.Attr, 0, 10)
 	attrs = append(attrs,
 		slog.Int("unit", int(tr.Unit)),
 		slog.Int("fc", int(tr.PDU[0])),
@@ -133,6 +133,5 @@ func (g *Gateway) logTx(tr *tcp.Request, line, outcome string, exc pdu.Exception
 		attrs = append(attrs, slog.Int("exception", int(exc)))
 	}
 	attrs = append(attrs, slog.Int("attempts", attempts), slog.Duration("duration", time.Since(start)))
-	attrs = append(attrs, extra...)
 	g.log.LogAttrs(context.Background(), slog.LevelInfo, "transaction", attrs...)
 }

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/gateway"
+	"github.com/mcpgw/mcpgw/pkg/serialport"
+	"github.com/mcpgw/mcpgw/pkg/sim"
+)
+
+// cmdDemo runs the gateway against simulated devices on a virtual serial
+// line it makes itself: no hardware, nothing to install.
+func cmdDemo(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:5020", "Modbus TCP address to listen on")
+	units := fs.String("units", "1-3", "simulated unit ids")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	format := fs.String("log-format", "text", "text or json")
+	faults := faultFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ids, err := config.ParseUnits(strings.Split(*units, ","))
+	if err != nil {
+		return usageErr("-units: %v", err)
+	}
+	log, err := newLogger(stderr, *level, *format)
+	if err != nil {
+		return err
+	}
+	line, err := serialport.NewPty()
+	if err != nil {
+		return err
+	}
+	defer line.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dev := &sim.Line{Port: line.Device, Units: sim.NewUnits(ids, 10000), Faults: *faults, Log: log}
+	go dev.Serve(ctx)
+
+	// The gateway's side goes through the same configuration as mcpgw run.
+	cfg, err := config.Parse(fmt.Sprintf(`
+[server]
+listen = %q
+[log]
+level = %q
+format = %q
+[[bus]]
+name = "demo"
+port = %q
+baud = 19200
+parity = "N"
+stop_bits = 2
+timeout = "200ms"
+units = [%q]
+`, *listen, *level, *format, line.Path, *units))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `mcpgw demo: simulated units %s on virtual serial line %s
+Modbus TCP on %s. Try:
+  mbpoll -m tcp -p %s -a 1 -0 -r 0 -c 10 -1 %s
+  go run ./cmd/mcpgw poll -tcp %s -unit 1 -r 0 -c 10
+Holding register N of unit U holds U*1000+N. Ctrl-C stops.
+`, *units, line.Path, *listen, port(*listen), host(*listen), *listen)
+	return serve(gateway.NewService(cfg, log), 2*time.Second)
+}
+
+func port(addr string) string { _, p, _ := strings.Cut(addr, ":"); return p }
+func host(addr string) string { h, _, _ := strings.Cut(addr, ":"); return h }

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/gateway"
+)
+
+func cmdRun(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.toml", "configuration file")
+	grace := fs.Duration("grace", 5*time.Second, "on SIGTERM/SIGINT, how long transactions in flight may take to finish")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	out := stderr
+	if cfg.Log.File != "" {
+		f, err := os.OpenFile(cfg.Log.File, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("log.file: %w", err)
+		}
+		defer f.Close()
+		out = f
+	}
+	log, err := newLogger(out, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return err
+	}
+	return serve(gateway.NewService(cfg, log), *grace)
+}
+
+// serve starts svc and runs it until SIGTERM or SIGINT, then shuts it
+// down within grace.
+func serve(svc *gateway.Service, grace time.Duration) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if _, err := svc.Start(); err != nil {
+		return err
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-svc.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := svc.Shutdown(sctx); err != nil {
+		return err
+	}
+	return serveErr
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/serialport"
+	"github.com/mcpgw/mcpgw/pkg/sim"
+)
+
+// serialFlags registers the flags of a serial line's settings.
+func serialFlags(fs *flag.FlagSet) func() (serialport.Settings, error) {
+	baud := fs.Int("baud", 19200, "bit rate")
+	parity := fs.String("parity", "E", "parity: N, E or O")
+	dataBits := fs.Int("data-bits", 8, "data bits")
+	stopBits := fs.Int("stop-bits", 1, "stop bits: 1 or 2")
+	return func() (serialport.Settings, error) {
+		p := strings.ToUpper(*parity)
+		if len(p) != 1 {
+			return serialport.Settings{}, usageErr("-parity %q: want N, E or O", *parity)
+		}
+		s := serialport.Settings{Baud: *baud, DataBits: *dataBits, Parity: p[0], StopBits: *stopBits}
+		if err := s.Validate(); err != nil {
+			return s, usageErr("%v", err)
+		}
+		return s, nil
+	}
+}
+
+// faultFlags registers the fault injection flags.
+func faultFlags(fs *flag.FlagSet) *sim.Faults {
+	f := &sim.Faults{}
+	fs.Float64Var(&f.Drop, "drop", 0, "share of answers to drop (0..1)")
+	fs.Float64Var(&f.Corrupt, "corrupt", 0, "share of answers sent with a wrong CRC (0..1)")
+	fs.Float64Var(&f.Late, "late", 0, "share of answers sent late (0..1)")
+	fs.DurationVar(&f.LateBy, "late-by", time.Second, "how late a late answer is")
+	fs.Float64Var(&f.Noise, "noise", 0, "share of answers preceded by random bytes (0..1)")
+	fs.BoolVar(&f.Echo, "echo", false, "echo each request back, as some RS-485 adapters do")
+	fs.DurationVar(&f.Slow, "slow", 0, "pause before every answer")
+	fs.Uint64Var(&f.Seed, "seed", 0, "random seed for repeatable faults (0: random)")
+	return f
+}
+
+func cmdSim(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	port := fs.String("port", "", "serial port to serve, such as /dev/ttyUSB1 or /dev/pts/7 (required)")
+	units := fs.String("units", "1", "unit ids to simulate: numbers and ranges, such as 1-3,7")
+	size := fs.Int("size", 10000, "coils, discrete inputs, holding and input registers per unit")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	settings := serialFlags(fs)
+	faults := faultFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *port == "" {
+		return usageErr("-port is required: the serial device the simulated units answer on")
+	}
+	ids, err := config.ParseUnits(strings.Split(*units, ","))
+	if err != nil {
+		return usageErr("-units: %v", err)
+	}
+	if *size < 1 || *size > 65536 {
+		return usageErr("-size %d: want 1..65536", *size)
+	}
+	s, err := settings()
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *level, "text")
+	if err != nil {
+		return err
+	}
+	p, err := serialport.Open(*port, s)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	line := &sim.Line{Port: p, Units: sim.NewUnits(ids, *size), Faults: *faults, Log: log}
+	log.Info("simulating devices", "port", *port, "units", *units, "baud", s.Baud, "parity", string(rune(s.Parity)))
+	err = line.Serve(ctx)
+	log.Info("simulator stopped", "stats", fmt.Sprintf("%+v", line.Stats()))
+	return err
+}

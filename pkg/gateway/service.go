@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/rtu"
+	"github.com/mcpgw/mcpgw/pkg/serialport"
+	"github.com/mcpgw/mcpgw/pkg/tcp"
+)
+
+// Service is a configured gateway: its serial lines, the router and the
+// TCP server, started and stopped in order.
+type Service struct {
+	Lines  []*rtu.Bus
+	Router *Gateway
+	Server *tcp.Server
+
+	cfg    *config.Config
+	log    *slog.Logger
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	serve  chan error
+}
+
+// NewService builds a gateway from cfg. Nothing runs until Start.
+func NewService(cfg *config.Config, log *slog.Logger) *Service {
+	s := &Service{cfg: cfg, log: log, Router: New(log)}
+	for i := range cfg.Bus {
+		b := &cfg.Bus[i]
+		settings := b.Settings()
+		path := b.Port
+		bus := rtu.NewBus(rtu.Config{
+			Name:           b.Name,
+			Open:           func() (rtu.Port, error) { return serialport.Open(path, settings) },
+			CharTime:       rtu.CharTime(settings.Baud, settings.CharBits()),
+			FrameGap:       b.FrameGap.Duration,
+			Timeout:        b.Timeout.Duration,
+			Retries:        *b.Retries,
+			BroadcastDelay: b.BroadcastDelay.Duration,
+			Echo:           b.Echo,
+			QueueSize:      b.QueueSize,
+			QueueTimeout:   b.QueueTimeout.Duration,
+			Log:            log,
+		})
+		s.Lines = append(s.Lines, bus)
+		for _, u := range b.UnitIDs {
+			s.Router.AddRoute(u, Route{Line: bus, Retries: -1})
+		}
+		for _, d := range b.Device {
+			r := Route{Line: bus, Timeout: d.Timeout.Duration, Retries: -1}
+			if d.Retries != nil {
+				r.Retries = *d.Retries
+			}
+			s.Router.AddRoute(byte(d.Unit), r)
+		}
+		if *b.Broadcast {
+			s.Router.AddBroadcast(bus)
+		}
+	}
+	s.Server = &tcp.Server{
+		Handler:     s.Router,
+		MaxConns:    cfg.Server.MaxConns,
+		IdleTimeout: cfg.Server.IdleTimeout.Duration,
+		Log:         log,
+	}
+	return s
+}
+
+// Start opens the listener and starts the lines and the server. A line
+// whose port cannot be opened is not fatal: it retries in the background
+// and its units get 0x0A meanwhile. A listen error is returned.
+func (s *Service) Start() (net.Addr, error) {
+	l, err := net.Listen("tcp", s.cfg.Server.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (server.listen): %w", s.cfg.Server.Listen, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	for _, bus := range s.Lines {
+		s.wg.Go(func() { bus.Run(ctx) })
+	}
+	s.serve = make(chan error, 1)
+	go func() { s.serve <- s.Server.Serve(l) }()
+	s.log.Info("gateway listening", "addr", l.Addr().String(), "lines", len(s.Lines))
+	return l.Addr(), nil
+}
+
+// Done returns a channel that receives the server's error if it stops
+// serving on its own.
+func (s *Service) Done() <-chan error { return s.serve }
+
+// Shutdown stops in reverse order: the server stops accepting and lets
+// transactions in flight answer (until ctx ends), then the lines close
+// their ports.
+func (s *Service) Shutdown(ctx context.Context) error {
+	err := s.Server.Shutdown(ctx)
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	s.log.Info("gateway stopped")
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: transactions still in flight were cut off: %w", err)
+	}
+	return err
+}
