@@ -293,9 +293,12 @@ func (b *Bus) serve(r *Request) {
 			return
 		}
 		r.Err = err
-		// The device may still answer this attempt: whatever arrives before
-		// the next transaction is drained as late (see settle).
-		b.unsettled = timeout
+		// The device may still answer this attempt, and other devices on a
+		// multi-drop line may take the next frame for that answer (libmodbus
+		// slaves ignore the frame after a request to another unit). So the
+		// next frame waits for the line to be quiet for as long again,
+		// counted from now, draining what arrives as late (see settle).
+		b.unsettled, b.lastIO = timeout, time.Now()
 	}
 	r.Outcome = Timeout
 	b.stats.Timeouts++
@@ -303,8 +306,9 @@ func (b *Bus) serve(r *Request) {
 
 // settle waits before a transmission until the line is free: the
 // broadcast turnaround, the inter-frame gap since the last byte, and after
-// a failed attempt, silence for as long as that attempt's timeout, so that
-// a late answer is drained here and never taken for the next request's.
+// a failed attempt, silence for as long as that attempt's timeout from the
+// moment it gave up, so that a late answer is drained here and never taken
+// for the next request's.
 func (b *Bus) settle() error {
 	if d := time.Until(b.quietTill); d > 0 {
 		time.Sleep(d)
