@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/goburrow/modbus"
+)
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestExitStatus(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", nil, 2, "Usage:"},
+		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"missing config file", []string{"run", "-config", "/nonexistent/config.toml"}, 1, "no such file"},
+		{"bad key", []string{"run", "-config", writeConfig(t, "[[bus]]\nname=\"a\"\nport=\"/dev/x\"\nunits=[\"1\"]\nbaud=\"fast\"\n")}, 1, "baud"},
+		{"bad parity", []string{"run", "-config", writeConfig(t, "[[bus]]\nname=\"a\"\nport=\"/dev/x\"\nunits=[\"1\"]\nparity=\"Q\"\n")}, 1, `bus "a": parity "Q"`},
+		{"listen in use", []string{"run", "-config", writeConfig(t, "[server]\nlisten=\""+busy.Addr().String()+"\"\n[log]\nlevel=\"error\"\n[[bus]]\nname=\"a\"\nport=\"/dev/x\"\nunits=[\"1\"]\n")}, 1, "server.listen"},
+		{"sim without port", []string{"sim"}, 2, "-port is required"},
+		{"poll without target", []string{"poll"}, 2, "-tcp host:port or -rtu"},
+		{"version", []string{"version"}, 0, "mcpgw"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(tt.args, &out, &errb)
+			if code != tt.code || !strings.Contains(out.String()+errb.String(), tt.want) {
+				t.Fatalf("exit %d, want %d; output %q, want it to contain %q", code, tt.code, out.String()+errb.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestRunWithMissingPort: a serial port missing at start-up is retried,
+// not fatal; its units get 0x0A meanwhile; SIGTERM stops the process
+// cleanly with status 0.
+func TestRunWithMissingPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "mcpgw")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	cfg := writeConfig(t, "[server]\nlisten=\""+addr+"\"\n[log]\nformat=\"json\"\n[[bus]]\nname=\"gone\"\nport=\"/dev/ttyMCPGW-missing\"\nunits=[\"1-5\"]\n")
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "run", "-config", cfg)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	h := modbus.NewTCPClientHandler(addr)
+	h.SlaveId, h.Timeout = 1, 2*time.Second
+	for range 100 {
+		if h.Connect() == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	defer h.Close()
+	_, err := modbus.NewClient(h).ReadHoldingRegisters(0, 1)
+	if me, ok := err.(*modbus.ModbusError); !ok || me.ExceptionCode != 0x0A {
+		t.Fatalf("unit on a missing port: %v, want exception 0x0A", err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+	}
+	log := stderr.String()
+	for _, want := range []string{`"msg":"serial line down, will retry"`, `"line":"gone"`, `"msg":"gateway stopped"`, `"unit":1`, `"fc":3`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %s:\n%s", want, log)
+		}
+	}
+}
