@@ -96,7 +96,7 @@ func TestRunWithMissingPort(t *testing.T) {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
 	}
 	log := stderr.String()
-	for _, want := range []string{`"msg":"serial line down, will retry"`, `"line":"gone"`, `"msg":"gateway stopped"`, `"unit":1`, `"fc":3`} {
+	for _, want := range []string{`"msg":"serial line down, retrying"`, `"line":"gone"`, `"msg":"gateway stopped"`, `"unit":1`, `"fc":3`} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %s:\n%s", want, log)
 		}

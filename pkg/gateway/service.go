@@ -38,6 +38,7 @@ func NewService(cfg *config.Config, log *slog.Logger) *Service {
 		bus := rtu.NewBus(rtu.Config{
 			Name:           b.Name,
 			Open:           func() (rtu.Port, error) { return serialport.Open(path, settings) },
+			Path:           path,
 			CharTime:       rtu.CharTime(settings.Baud, settings.CharBits()),
 			FrameGap:       b.FrameGap.Duration,
 			Timeout:        b.Timeout.Duration,

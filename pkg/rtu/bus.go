@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -63,6 +64,9 @@ type Request struct {
 // ErrNoAnswer means an attempt heard nothing valid before its timeout.
 var ErrNoAnswer = errors.New("rtu: no answer")
 
+// errTrailing marks bytes after a good answer.
+var errTrailing = errors.New("rtu: bytes after the answer")
+
 // ErrMismatch means a frame from the right unit and function answered a
 // different request (its byte count or echo does not fit).
 var ErrMismatch = errors.New("rtu: answer does not fit the request")
@@ -72,6 +76,7 @@ var ErrMismatch = errors.New("rtu: answer does not fit the request")
 type Config struct {
 	Name           string
 	Open           func() (Port, error) // opens (and reopens) the port
+	Path           string               // the port's device node, watched while it is missing; optional
 	CharTime       time.Duration        // one character on the wire; see CharTime
 	FrameGap       time.Duration        // silence that ends a frame: default t3.5 from CharTime
 	Timeout        time.Duration        // per attempt: default 500ms
@@ -113,12 +118,37 @@ type Bus struct {
 	unsettled time.Duration
 	expect    Expect
 	lenFn     LenFunc
-	stats     Stats
+	dropped   []byte // bytes discarded in the current attempt, for the log
+	why       error  // the first reason they were discarded
+	stats     counters
 }
 
 // Stats are a line's counters, after the FC 08 diagnostics counters.
 type Stats struct {
-	Requests, Answers, Exceptions, Timeouts, CRCErrors, Unexpected, NoiseBytes, LateBytes uint64
+	Requests   uint64 // transactions served (not counting retries)
+	Frames     uint64 // frames sent, retries included
+	Answers    uint64 // transactions answered (normal or exception)
+	Exceptions uint64 // answers that were the device's exception
+	Timeouts   uint64 // transactions with no valid answer after every attempt
+	CRCErrors  uint64 // attempts that saw a frame with a bad CRC
+	Unexpected uint64 // attempts that saw a frame from another unit, to another function, or not fitting the request
+	ShortFrame uint64 // attempts that saw a frame cut short by silence
+	NoiseBytes uint64 // bytes discarded while waiting for answers
+	LateBytes  uint64 // bytes drained before a transmission (late answers)
+	LineDowns  uint64 // times the port failed or could not be opened
+}
+
+type counters struct {
+	requests, frames, answers, exceptions, timeouts, crcErrors, unexpected,
+	shortFrame, noiseBytes, lateBytes, lineDowns atomic.Uint64
+}
+
+// Stats returns a snapshot of the line's counters; safe from any goroutine.
+func (b *Bus) Stats() Stats {
+	c := &b.stats
+	return Stats{c.requests.Load(), c.frames.Load(), c.answers.Load(), c.exceptions.Load(),
+		c.timeouts.Load(), c.crcErrors.Load(), c.unexpected.Load(), c.shortFrame.Load(),
+		c.noiseBytes.Load(), c.lateBytes.Load(), c.lineDowns.Load()}
 }
 
 // NewBus checks cfg and returns a bus; start it with Run.
@@ -141,7 +171,8 @@ func NewBus(cfg Config) *Bus {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	b := &Bus{cfg: cfg, queue: make(chan *Request, cfg.QueueSize), buf: make([]byte, 0, 2*MaxADU)}
+	b := &Bus{cfg: cfg, queue: make(chan *Request, cfg.QueueSize), buf: make([]byte, 0, 2*MaxADU),
+		dropped: make([]byte, 0, 2*MaxADU)}
 	b.lenFn = b.expect.Len
 	return b
 }
@@ -179,38 +210,97 @@ func (b *Bus) Do(ctx context.Context, r *Request) {
 	}
 }
 
-// Run serves the line until ctx ends: it opens the port (retrying with
-// backoff while it cannot), runs queued transactions one at a time, and
-// reopens the port after an I/O error. It closes the port before it returns.
+// Run serves the line until ctx ends: it opens the port (retrying while it
+// cannot), runs queued transactions one at a time, and reopens the port
+// after an I/O error. It closes the port before it returns.
+//
+// While the port's device node is missing (Config.Path), Run looks for it
+// every 200 ms and opens it as soon as it is back; other open failures are
+// retried with backoff from 100 ms to 3 s.
 func (b *Bus) Run(ctx context.Context) {
 	backoff := 100 * time.Millisecond
+	var (
+		lastErr  string
+		lastLog  time.Time
+		downFrom time.Time
+	)
 	for ctx.Err() == nil {
 		if b.port == nil {
 			p, err := b.cfg.Open()
 			if err != nil {
-				b.cfg.Log.Warn("serial line down, will retry", "line", b.cfg.Name, "err", err, "retry_in", backoff)
+				if downFrom.IsZero() {
+					downFrom = time.Now()
+					b.stats.lineDowns.Add(1)
+				}
+				wait := backoff
+				if b.cfg.Path != "" && missing(b.cfg.Path) {
+					wait = 200 * time.Millisecond
+				} else {
+					backoff = min(backoff*2, 3*time.Second)
+				}
+				if err.Error() != lastErr || time.Since(lastLog) > 30*time.Second {
+					b.cfg.Log.Warn("serial line down, retrying", "line", b.cfg.Name, "err", err,
+						"down_for", time.Since(downFrom).Round(time.Millisecond), "retry_in", wait)
+					lastErr, lastLog = err.Error(), time.Now()
+				}
 				b.failQueued()
-				if !sleepCtx(ctx, backoff) {
+				if !b.waitDown(ctx, wait) {
 					break
 				}
-				backoff = min(backoff*2, 3*time.Second)
 				continue
 			}
-			b.port, backoff = p, 100*time.Millisecond
+			b.port, backoff, lastErr = p, 100*time.Millisecond, ""
 			b.port.ResetInputBuffer()
 			b.lastIO = time.Now()
 			b.up.Store(true)
-			b.cfg.Log.Info("serial line up", "line", b.cfg.Name)
+			if downFrom.IsZero() {
+				b.cfg.Log.Info("serial line up", "line", b.cfg.Name)
+			} else {
+				b.cfg.Log.Info("serial line up again", "line", b.cfg.Name, "was_down_for", time.Since(downFrom).Round(time.Millisecond))
+			}
+			downFrom = time.Time{}
 		}
 		select {
 		case <-ctx.Done():
 		case r := <-b.queue:
 			b.serve(r)
 			r.done <- struct{}{}
+			if b.port == nil {
+				downFrom = time.Now()
+				b.stats.lineDowns.Add(1)
+			}
 		}
 	}
 	b.closePort(nil)
 	b.failQueued()
+	st := b.Stats()
+	b.cfg.Log.Info("serial line closed", "line", b.cfg.Name, "requests", st.Requests, "frames", st.Frames,
+		"answers", st.Answers, "exceptions", st.Exceptions, "timeouts", st.Timeouts, "crc_errors", st.CRCErrors,
+		"unexpected", st.Unexpected, "short_frames", st.ShortFrame, "noise_bytes", st.NoiseBytes, "late_bytes", st.LateBytes,
+		"line_downs", st.LineDowns)
+}
+
+// waitDown waits d while the line is down, answering whatever is queued
+// with LineDown at once. It returns false if ctx ended.
+func (b *Bus) waitDown(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case r := <-b.queue:
+			r.Outcome = LineDown
+			r.done <- struct{}{}
+		}
+	}
+}
+
+func missing(path string) bool {
+	_, err := os.Stat(path)
+	return errors.Is(err, os.ErrNotExist)
 }
 
 // failQueued answers every queued request with LineDown.
@@ -237,17 +327,6 @@ func (b *Bus) closePort(err error) {
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // ioError marks a failure of the port itself, as opposed to the protocol.
 type ioError struct{ err error }
 
@@ -271,7 +350,7 @@ func (b *Bus) serve(r *Request) {
 		retries = b.cfg.Retries
 	}
 	r.adu = AppendADU(r.adu[:0], r.Unit, r.PDU)
-	b.stats.Requests++
+	b.stats.requests.Add(1)
 	for range 1 + retries {
 		err := b.attempt(r, timeout)
 		if err == nil {
@@ -279,9 +358,9 @@ func (b *Bus) serve(r *Request) {
 				r.Outcome = Sent
 			} else {
 				r.Outcome = OK
-				b.stats.Answers++
+				b.stats.answers.Add(1)
 				if _, ok := pdu.IsException(r.Resp); ok {
-					b.stats.Exceptions++
+					b.stats.exceptions.Add(1)
 				}
 			}
 			return
@@ -301,7 +380,7 @@ func (b *Bus) serve(r *Request) {
 		b.unsettled, b.lastIO = timeout, time.Now()
 	}
 	r.Outcome = Timeout
-	b.stats.Timeouts++
+	b.stats.timeouts.Add(1)
 }
 
 // settle waits before a transmission until the line is free: the
@@ -329,8 +408,8 @@ func (b *Bus) settle() error {
 		}
 		if n > 0 {
 			b.lastIO = time.Now()
-			b.stats.LateBytes += uint64(n)
-			b.cfg.Log.Debug("discarded late bytes", "line", b.cfg.Name, "hex", hex.EncodeToString(b.rx[:n]))
+			b.stats.lateBytes.Add(uint64(n))
+			b.cfg.Log.Warn("discarded a late answer", "line", b.cfg.Name, "bytes", n, "hex", hex.EncodeToString(b.rx[:n]))
 		}
 	}
 	if err := b.port.ResetInputBuffer(); err != nil {
@@ -339,12 +418,23 @@ func (b *Bus) settle() error {
 	return nil
 }
 
-// attempt sends r once and waits up to timeout for its answer.
+// attempt sends r once and waits up to timeout for its answer. Bytes it
+// had to discard are logged once, with the reason, when it ends.
 func (b *Bus) attempt(r *Request, timeout time.Duration) error {
+	b.dropped, b.why = b.dropped[:0], nil
+	err := b.exchange(r, timeout)
+	if len(b.dropped) > 0 {
+		b.reportDropped(r, err)
+	}
+	return err
+}
+
+func (b *Bus) exchange(r *Request, timeout time.Duration) error {
 	if err := b.settle(); err != nil {
 		return err
 	}
 	r.Attempts++
+	b.stats.frames.Add(1)
 	if _, err := b.port.Write(r.adu); err != nil {
 		return ioError{fmt.Errorf("write: %w", err)}
 	}
@@ -374,7 +464,7 @@ func (b *Bus) attempt(r *Request, timeout time.Duration) error {
 				} else {
 					r.Resp = append(r.Resp[:0], frame[1:len(frame)-2]...)
 					if rest := len(b.buf) - used; rest > 0 {
-						b.noise(r, b.buf[used:], "trailing bytes after answer")
+						b.noise(r, b.buf[used:], errTrailing)
 					}
 					return nil
 				}
@@ -382,14 +472,14 @@ func (b *Bus) attempt(r *Request, timeout time.Duration) error {
 			if errors.Is(err, ErrNeedMore) {
 				break
 			}
-			b.noise(r, b.buf[:used], err.Error())
+			b.noise(r, b.buf[:used], err)
 			lastErr = err
 			b.buf = b.buf[:copy(b.buf, b.buf[used:])]
 		}
 		now := time.Now()
 		if !now.Before(deadline) {
 			if len(b.buf) > 0 {
-				b.noise(r, b.buf, "incomplete frame at timeout")
+				b.noise(r, b.buf, ErrShortFrame)
 				lastErr = ErrShortFrame
 			}
 			return lastErr
@@ -435,16 +525,33 @@ func (b *Bus) readEcho(adu []byte, deadline time.Time) error {
 	return nil
 }
 
-func (b *Bus) noise(r *Request, p []byte, why string) {
+// noise sets aside bytes that are not the answer.
+func (b *Bus) noise(r *Request, p []byte, why error) {
 	r.Noise += len(p)
-	b.stats.NoiseBytes += uint64(len(p))
-	switch why {
-	case ErrBadCRC.Error():
-		b.stats.CRCErrors++
-	case ErrUnexpected.Error(), ErrMismatch.Error():
-		b.stats.Unexpected++
+	b.stats.noiseBytes.Add(uint64(len(p)))
+	if b.why == nil {
+		b.why = why
 	}
-	if b.cfg.Log.Enabled(context.Background(), slog.LevelDebug) {
-		b.cfg.Log.Debug("discarded bytes", "line", b.cfg.Name, "unit", r.Unit, "why", why, "hex", hex.EncodeToString(p))
+	if len(b.dropped)+len(p) <= cap(b.dropped) {
+		b.dropped = append(b.dropped, p...)
 	}
+}
+
+// reportDropped counts and logs what an attempt discarded: one line with
+// the bytes in hex and the first reason.
+func (b *Bus) reportDropped(r *Request, err error) {
+	switch {
+	case errors.Is(b.why, ErrBadCRC):
+		b.stats.crcErrors.Add(1)
+	case errors.Is(b.why, ErrUnexpected), errors.Is(b.why, ErrMismatch), errors.Is(b.why, ErrBadLength):
+		b.stats.unexpected.Add(1)
+	case errors.Is(b.why, ErrShortFrame):
+		b.stats.shortFrame.Add(1)
+	}
+	result := "answer found"
+	if err != nil {
+		result = err.Error()
+	}
+	b.cfg.Log.Warn("discarded bytes on the line", "line", b.cfg.Name, "unit", r.Unit, "fc", r.PDU[0],
+		"why", b.why.Error(), "bytes", len(b.dropped), "hex", hex.EncodeToString(b.dropped), "attempt", r.Attempts, "result", result)
 }
