@@ -354,6 +354,11 @@ func (b *Bus) serve(r *Request) {
 	for range 1 + retries {
 		err := b.attempt(r, timeout)
 		if err == nil {
+			if r.Attempts > 1 {
+				// An earlier attempt may still be answered: drain it before
+				// the next request, as after a timeout.
+				b.unsettled, b.lastIO = timeout, time.Now()
+			}
 			if r.Unit == pdu.Broadcast {
 				r.Outcome = Sent
 			} else {
