@@ -5,13 +5,15 @@
 #   make build   bin/mcpgw for this machine, plus static linux/arm64 and linux/arm (GOARM=7)
 #   make bench   the Go benchmarks
 #   make fuzz    each fuzz target for FUZZTIME (default 30s)
+#   make soak    many checking clients against faulty simulated devices for SOAK (default 3m)
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 30s
+SOAK     ?= 3m
 
-.PHONY: all run test build bench fuzz vet fmt clean
+.PHONY: all run test build bench fuzz soak vet clean
 
 all: vet test build
 
@@ -42,6 +44,10 @@ fuzz:
 		echo "== $$fn ($$pkg) for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
 	done
+
+soak:
+	$(GO) build -o bin/mcpgw ./cmd/mcpgw
+	./bin/mcpgw soak -duration $(SOAK)
 
 clean:
 	rm -rf bin dist

@@ -26,6 +26,7 @@ Usage:
   mcpgw demo [-listen addr]        the gateway with simulated devices on a virtual serial line
   mcpgw sim  -port PATH [flags]    simulated RTU devices on a serial port
   mcpgw poll [flags]               read or write registers, via TCP or straight on a line
+  mcpgw soak [-duration 3m]        many checking clients against faulty simulated devices
   mcpgw version
 
 Run 'mcpgw COMMAND -h' for a command's flags.
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSim(args[1:], stderr)
 	case "poll":
 		err = cmdPoll(args[1:], stdout, stderr)
+	case "soak":
+		err = cmdSoak(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "mcpgw", version)
 	case "-h", "-help", "--help", "help":

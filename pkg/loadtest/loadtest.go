@@ -1,0 +1,228 @@
+// Package loadtest drives a Modbus TCP server with many concurrent clients
+// and checks every answer: the load behind mcpgw soak and mcpgw bench.
+package loadtest
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/registers"
+	"github.com/mcpgw/mcpgw/pkg/tcp"
+)
+
+// Config says what load to make. Requests read Qty holding registers
+// (FC 03) at random addresses below MaxAddr from random Units; answers are
+// checked against registers.Pattern, what mcpgw sim serves.
+type Config struct {
+	Addr     string
+	Clients  int
+	Duration time.Duration // how long to run; 0: until each client made Requests
+	Requests int           // per client; 0: until Duration
+	Units    []byte
+	Qty      int // registers per read, 1..125
+	MaxAddr  int // exclusive; default 9000
+	Timeout  time.Duration
+	Seed     uint64
+}
+
+// Result counts what happened.
+type Result struct {
+	Transactions int            // requests answered (right, wrong or exception)
+	OK           int            // right answers
+	Wrong        int            // answers with values that are not the unit's: must be 0
+	Exceptions   map[byte]int   // exception code: count
+	Errors       map[string]int // transport errors: count
+	PerClient    []int          // right answers per client
+	Latencies    []time.Duration
+	Elapsed      time.Duration
+	FirstWrong   string
+}
+
+// Percentile returns the p-th percentile (0..100) of the latencies.
+func (r *Result) Percentile(p float64) time.Duration {
+	if len(r.Latencies) == 0 {
+		return 0
+	}
+	s := slices.Clone(r.Latencies)
+	slices.Sort(s)
+	i := int(p / 100 * float64(len(s)-1))
+	return s[i]
+}
+
+// Fairness returns the fewest and most right answers any client got.
+func (r *Result) Fairness() (least, most int) {
+	if len(r.PerClient) == 0 {
+		return 0, 0
+	}
+	return slices.Min(r.PerClient), slices.Max(r.PerClient)
+}
+
+type clientResult struct {
+	ok, wrong, total int
+	exc              map[byte]int
+	errs             map[string]int
+	lat              []time.Duration
+	firstWrong       string
+}
+
+// Run makes the load and returns when every client is done.
+func Run(ctx context.Context, cfg Config) *Result {
+	if cfg.MaxAddr <= 0 {
+		cfg.MaxAddr = 9000
+	}
+	if cfg.Qty <= 0 {
+		cfg.Qty = 10
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	results := make([]clientResult, cfg.Clients)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for k := range cfg.Clients {
+		wg.Go(func() { results[k] = runClient(ctx, cfg, k) })
+	}
+	wg.Wait()
+	res := &Result{Exceptions: map[byte]int{}, Errors: map[string]int{}, Elapsed: time.Since(start)}
+	for _, c := range results {
+		res.Transactions += c.total
+		res.OK += c.ok
+		res.Wrong += c.wrong
+		res.PerClient = append(res.PerClient, c.ok)
+		res.Latencies = append(res.Latencies, c.lat...)
+		for k, v := range c.exc {
+			res.Exceptions[k] += v
+		}
+		for k, v := range c.errs {
+			res.Errors[k] += v
+		}
+		if res.FirstWrong == "" {
+			res.FirstWrong = c.firstWrong
+		}
+	}
+	return res
+}
+
+func runClient(ctx context.Context, cfg Config, k int) clientResult {
+	cr := clientResult{exc: map[byte]int{}, errs: map[string]int{}}
+	rnd := rand.New(rand.NewPCG(cfg.Seed, uint64(k)))
+	var conn net.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	req := make([]byte, 0, 16)
+	hdr := make([]byte, tcp.HeaderLen)
+	body := make([]byte, 256)
+	tid := uint16(rnd.Uint32())
+	for i := 0; cfg.Requests == 0 || i < cfg.Requests; i++ {
+		if ctx.Err() != nil {
+			break
+		}
+		if conn == nil {
+			d := net.Dialer{Timeout: cfg.Timeout}
+			c, err := d.DialContext(ctx, "tcp", cfg.Addr)
+			if err != nil {
+				if ctx.Err() == nil {
+					cr.errs["dial: "+errKind(err)]++
+					time.Sleep(50 * time.Millisecond)
+				}
+				continue
+			}
+			conn = c
+		}
+		unit := cfg.Units[rnd.IntN(len(cfg.Units))]
+		addr := rnd.IntN(cfg.MaxAddr - cfg.Qty + 1)
+		tid++
+		req = tcp.AppendADU(req[:0], tid, unit, []byte{pdu.ReadHoldingRegisters,
+			byte(addr >> 8), byte(addr), byte(cfg.Qty >> 8), byte(cfg.Qty)})
+		start := time.Now()
+		conn.SetDeadline(start.Add(cfg.Timeout))
+		n, err := exchange(conn, req, hdr, body, tid, unit)
+		lat := time.Since(start)
+		if err != nil {
+			if ctx.Err() == nil {
+				cr.errs[errKind(err)]++
+			}
+			conn.Close()
+			conn = nil
+			continue
+		}
+		cr.total++
+		p := body[:n]
+		if e, ok := pdu.IsException(p); ok {
+			cr.exc[byte(e)]++
+			continue
+		}
+		if why := check(unit, addr, cfg.Qty, p); why != "" {
+			cr.wrong++
+			if cr.firstWrong == "" {
+				cr.firstWrong = why
+			}
+			continue
+		}
+		cr.ok++
+		cr.lat = append(cr.lat, lat)
+	}
+	return cr
+}
+
+// exchange sends one request and reads its answer's PDU into body,
+// returning its length. The answer must carry the request's tid and unit.
+func exchange(conn net.Conn, req, hdr, body []byte, tid uint16, unit byte) (int, error) {
+	if _, err := conn.Write(req); err != nil {
+		return 0, err
+	}
+	if _, err := io.ReadFull(conn, hdr); err != nil {
+		return 0, err
+	}
+	h, err := tcp.ParseHeader(hdr)
+	if err != nil {
+		return 0, err
+	}
+	if h.TID != tid || h.Unit != unit {
+		return 0, fmt.Errorf("answer for tid %d unit %d to tid %d unit %d", h.TID, h.Unit, tid, unit)
+	}
+	n := h.PDULen()
+	_, err = io.ReadFull(conn, body[:n])
+	return n, err
+}
+
+// check compares a read's answer with registers.Pattern.
+func check(unit byte, addr, qty int, p []byte) string {
+	if len(p) != 2+2*qty || p[0] != pdu.ReadHoldingRegisters || int(p[1]) != 2*qty {
+		return fmt.Sprintf("unit %d addr %d: answer % X has the wrong shape", unit, addr, p)
+	}
+	for i := range qty {
+		if v, want := binary.BigEndian.Uint16(p[2+2*i:]), registers.PatternHolding(unit, addr+i); v != want {
+			return fmt.Sprintf("unit %d register %d = %d, want %d", unit, addr+i, v, want)
+		}
+	}
+	return ""
+}
+
+func errKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return err.Error()
+}
