@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/specframes"
 )
 
 func unhex(t testing.TB, s string) []byte {
@@ -162,6 +163,9 @@ func FuzzHandle(f *testing.F) {
 		"10 0001 0002 04 000A 0102", "16 0004 00F2 0025", "17 0003 0006 000E 0003 06 00FF 00FF 00FF",
 		"2B 0E 01 00", "11", "05 00AC FF00"} {
 		f.Add(unhex(f, s))
+	}
+	for _, p := range specframes.MustLoad() {
+		f.Add(p.Req)
 	}
 	m := New(300)
 	f.Fuzz(func(t *testing.T, req []byte) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/goburrow/modbus"
+	"github.com/mcpgw/mcpgw/pkg/specframes"
 )
 
 func unhex(t testing.TB, s string) []byte {
@@ -19,43 +20,18 @@ func unhex(t testing.TB, s string) []byte {
 	return b
 }
 
-// specPairs are the request and response PDUs of the examples in the
-// Modbus Application Protocol v1.1b3, one per function code.
-var specPairs = []struct {
-	name      string
-	req, resp string
-}{
-	{"01 read coils", "01 0013 0013", "01 03 CD 6B 05"},
-	{"02 read discrete inputs", "02 00C4 0016", "02 03 AC DB 35"},
-	{"03 read holding registers", "03 006B 0003", "03 06 022B 0000 0064"},
-	{"04 read input registers", "04 0008 0001", "04 02 000A"},
-	{"05 write single coil", "05 00AC FF00", "05 00AC FF00"},
-	{"06 write single register", "06 0001 0003", "06 0001 0003"},
-	{"07 read exception status", "07", "07 6D"},
-	{"08 diagnostics echo", "08 0000 A537", "08 0000 A537"},
-	{"0B comm event counter", "0B", "0B FFFF 0108"},
-	{"0C comm event log", "0C", "0C 08 0000 0108 0121 20 00"},
-	{"0F write multiple coils", "0F 0013 000A 02 CD 01", "0F 0013 000A"},
-	{"10 write multiple registers", "10 0001 0002 04 000A 0102", "10 0001 0002"},
-	{"11 report server id", "11", "11 04 2A FF 01 02"},
-	{"14 read file record", "14 0E 06 0004 0001 0002 06 0003 0009 0002", "14 0C 05 06 0DFE 0020 05 06 33CD 0040"},
-	{"15 write file record", "15 0D 06 0004 0007 0003 06AF 04BE 100D", "15 0D 06 0004 0007 0003 06AF 04BE 100D"},
-	{"16 mask write register", "16 0004 00F2 0025", "16 0004 00F2 0025"},
-	{"17 read/write multiple registers", "17 0003 0006 000E 0003 06 00FF 00FF 00FF", "17 0C 00FE 0ACD 0001 0003 000D 00FF"},
-	{"18 read FIFO queue", "18 04DE", "18 0006 0002 01B8 1284"},
-	{"2B/0E read device identification", "2B 0E 01 00",
-		"2B 0E 01 01 00 00 03" +
-			" 00 16" + hex.EncodeToString([]byte("Company identification")) +
-			" 01 0F" + hex.EncodeToString([]byte("Product code XX")) +
-			" 02 05" + hex.EncodeToString([]byte("V2.11"))},
-	{"exception 84/02", "04 FFFF 0001", "84 02"},
-}
+// specPairs are the example transactions of the Modbus Application
+// Protocol, one per function code, from testdata/spec-frames.txt.
+var specPairs = specframes.MustLoad()
 
 func TestLengthsOfSpecFrames(t *testing.T) {
+	if len(specPairs) < 20 {
+		t.Fatalf("%d spec frames loaded", len(specPairs))
+	}
 	for _, tt := range specPairs {
-		t.Run(tt.name, func(t *testing.T) {
-			req := AppendADU(nil, 0x11, unhex(t, tt.req))
-			resp := AppendADU(nil, 0x11, unhex(t, tt.resp))
+		t.Run(tt.Name, func(t *testing.T) {
+			req := AppendADU(nil, 0x11, tt.Req)
+			resp := AppendADU(nil, 0x11, tt.Resp)
 			checkLen(t, "request", RequestLen, req)
 			checkLen(t, "response", ResponseLen, resp)
 		})
@@ -97,7 +73,7 @@ func TestSerialLineSpecFrame(t *testing.T) {
 
 func TestAppendADUMatchesGoburrow(t *testing.T) {
 	for _, tt := range specPairs {
-		p := unhex(t, tt.req)
+		p := tt.Req
 		h := modbus.NewRTUClientHandler("unused")
 		h.SlaveId = 0x11
 		want, err := h.Encode(&modbus.ProtocolDataUnit{FunctionCode: p[0], Data: p[1:]})
@@ -105,7 +81,7 @@ func TestAppendADUMatchesGoburrow(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := AppendADU(nil, 0x11, p); !bytes.Equal(got, want) {
-			t.Errorf("%s: ours % X, goburrow % X", tt.name, got, want)
+			t.Errorf("%s: ours % X, goburrow % X", tt.Name, got, want)
 		}
 	}
 }
@@ -192,8 +168,8 @@ func TestResyncAfterNoise(t *testing.T) {
 
 func FuzzScan(f *testing.F) {
 	for _, tt := range specPairs {
-		f.Add(AppendADU(nil, 1, unhex(f, tt.req)), true)
-		f.Add(AppendADU(nil, 1, unhex(f, tt.resp)), false)
+		f.Add(AppendADU(nil, 1, tt.Req), true)
+		f.Add(AppendADU(nil, 1, tt.Resp), false)
 	}
 	f.Fuzz(func(t *testing.T, buf []byte, silent bool) {
 		for _, fn := range []LenFunc{RequestLen, ResponseLen} {
@@ -240,8 +216,8 @@ func BenchmarkScanResponse(b *testing.B) {
 
 func TestMatches(t *testing.T) {
 	for _, tt := range specPairs {
-		if !Matches(unhex(t, tt.req), unhex(t, tt.resp)) {
-			t.Errorf("%s: the spec's answer does not match its request", tt.name)
+		if !Matches(tt.Req, tt.Resp) {
+			t.Errorf("%s: the spec's answer does not match its request", tt.Name)
 		}
 	}
 	wrong := []struct{ name, req, resp string }{

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/specframes"
 )
 
 func unhex(t testing.TB, s string) []byte {
@@ -52,6 +54,10 @@ func TestHeaderGolden(t *testing.T) {
 func FuzzMBAP(f *testing.F) {
 	f.Add(unhex(f, "0001 0000 0006 11 03 006B 0003"))
 	f.Add(unhex(f, "FFFF 0000 00FE 00"))
+	for i, p := range specframes.MustLoad() {
+		f.Add(AppendADU(nil, uint16(i), 0x11, p.Req))
+		f.Add(AppendADU(nil, uint16(i), 0x11, p.Resp))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseHeader(b)
 		if err != nil {
