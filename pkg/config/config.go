@@ -63,6 +63,7 @@ type Bus struct {
 	Broadcast      *bool    `toml:"broadcast"` // send unit 0 here: default true
 	BroadcastDelay Duration `toml:"broadcast_delay"`
 	FrameGap       Duration `toml:"frame_gap"`
+	CharGap        Duration `toml:"char_gap"`
 	Echo           bool     `toml:"echo"`
 	QueueSize      int      `toml:"queue_size"`
 	QueueTimeout   Duration `toml:"queue_timeout"`
@@ -228,7 +229,7 @@ func (b *Bus) setDefaults() error {
 	for _, d := range []struct {
 		key string
 		v   Duration
-	}{{"broadcast_delay", b.BroadcastDelay}, {"frame_gap", b.FrameGap}, {"queue_timeout", b.QueueTimeout}} {
+	}{{"broadcast_delay", b.BroadcastDelay}, {"frame_gap", b.FrameGap}, {"char_gap", b.CharGap}, {"queue_timeout", b.QueueTimeout}} {
 		if d.v.Duration < 0 {
 			return fmt.Errorf("%s %v: must be positive", d.key, d.v)
 		}

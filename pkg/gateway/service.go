@@ -41,6 +41,7 @@ func NewService(cfg *config.Config, log *slog.Logger) *Service {
 			Path:           path,
 			CharTime:       rtu.CharTime(settings.Baud, settings.CharBits()),
 			FrameGap:       b.FrameGap.Duration,
+			CharGap:        b.CharGap.Duration,
 			Timeout:        b.Timeout.Duration,
 			Retries:        *b.Retries,
 			BroadcastDelay: b.BroadcastDelay.Duration,

@@ -78,7 +78,8 @@ type Config struct {
 	Open           func() (Port, error) // opens (and reopens) the port
 	Path           string               // the port's device node, watched while it is missing; optional
 	CharTime       time.Duration        // one character on the wire; see CharTime
-	FrameGap       time.Duration        // silence that ends a frame: default t3.5 from CharTime
+	FrameGap       time.Duration        // silence between frames, and the end of a frame of unpredictable length: default t3.5 from CharTime
+	CharGap        time.Duration        // silence inside a frame that makes it incomplete: default t1.5 from CharTime, at least 1.5 ms
 	Timeout        time.Duration        // per attempt: default 500ms
 	Retries        int                  // further attempts after the first
 	BroadcastDelay time.Duration        // turnaround after a broadcast: default 100ms
@@ -100,6 +101,17 @@ func FrameGap(char time.Duration) time.Duration {
 		return 1750 * time.Microsecond
 	}
 	return char * 7 / 2
+}
+
+// CharGap returns t1.5 for a character time (750 µs above 19200 baud), but
+// at least 1.5 ms: a user-space program's timers and a serial driver's
+// buffering cannot tell shorter gaps from none.
+func CharGap(char time.Duration) time.Duration {
+	t := char * 3 / 2
+	if char < CharTime(19200, 11) {
+		t = 750 * time.Microsecond
+	}
+	return max(t, 1500*time.Microsecond)
 }
 
 // Bus owns one serial line. Its Run goroutine is the only code that
@@ -158,6 +170,9 @@ func NewBus(cfg Config) *Bus {
 	}
 	if cfg.FrameGap <= 0 {
 		cfg.FrameGap = FrameGap(cfg.CharTime)
+	}
+	if cfg.CharGap <= 0 {
+		cfg.CharGap = CharGap(cfg.CharTime)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 500 * time.Millisecond
@@ -491,8 +506,13 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) error {
 		}
 		wait := deadline.Sub(now)
 		if len(b.buf) > 0 {
-			// Mid-frame: a silence of one frame gap ends it.
-			wait = min(wait, b.cfg.FrameGap)
+			// Mid-frame: silence of t1.5 makes a frame of known length
+			// incomplete; one of unpredictable length ends at t3.5.
+			gap := b.cfg.CharGap
+			if _, err := b.lenFn(b.buf); errors.Is(err, ErrUnpredictable) {
+				gap = b.cfg.FrameGap
+			}
+			wait = min(wait, gap)
 		}
 		b.port.SetReadTimeout(wait)
 		n, err := b.port.Read(b.rx[:])

@@ -168,6 +168,60 @@ func TestBusLineDown(t *testing.T) {
 	}
 }
 
+func TestCharGap(t *testing.T) {
+	if got := rtu.CharGap(rtu.CharTime(9600, 11)); got.Round(time.Microsecond) != 1719*time.Microsecond {
+		t.Errorf("9600 baud: t1.5 = %v", got)
+	}
+	if got := rtu.CharGap(rtu.CharTime(115200, 11)); got != 1500*time.Microsecond {
+		t.Errorf("115200 baud: t1.5 = %v, want the 1.5 ms floor", got)
+	}
+}
+
+// TestBusGapInsideFrame: a device sends half an answer, pauses longer than
+// t3.5, then the rest: the halves are not one frame. The retry's answer,
+// sent whole, is taken.
+func TestBusGapInsideFrame(t *testing.T) {
+	p, err := serialport.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	answer := rtu.AppendADU(nil, 1, []byte{0x03, 0x04, 0x00, 0x01, 0x00, 0x02})
+	go func() {
+		buf := make([]byte, 256)
+		p.Device.SetReadTimeout(5 * time.Second)
+		for i := 0; i < 2; i++ {
+			if n, _ := p.Device.Read(buf); n == 0 {
+				return
+			}
+			if i == 0 {
+				p.Device.Write(answer[:4])
+				time.Sleep(20 * time.Millisecond)
+				p.Device.Write(answer[4:])
+			} else {
+				p.Device.Write(answer)
+			}
+		}
+	}()
+	bus := rtu.NewBus(rtu.Config{Timeout: 200 * time.Millisecond, Retries: 1, Open: func() (rtu.Port, error) {
+		return serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go bus.Run(ctx)
+	for !bus.Up() {
+		time.Sleep(time.Millisecond)
+	}
+	r := &rtu.Request{Unit: 1, PDU: readHolding(0, 2), Retries: -1}
+	bus.Do(ctx, r)
+	if r.Outcome != rtu.OK || r.Attempts != 2 || !bytes.Equal(r.Resp, answer[1:len(answer)-2]) {
+		t.Fatalf("%v attempts=%d % X", r.Outcome, r.Attempts, r.Resp)
+	}
+	if s := bus.Stats(); s.ShortFrame != 1 && s.CRCErrors == 0 {
+		t.Fatalf("the split frame was not counted: %+v", s)
+	}
+}
+
 func TestFrameGap(t *testing.T) {
 	tests := []struct {
 		baud, bits int
