@@ -27,6 +27,7 @@ Usage:
   mcpgw sim  -port PATH [flags]    simulated RTU devices on a serial port
   mcpgw poll [flags]               read or write registers, via TCP or straight on a line
   mcpgw soak [-duration 3m]        many checking clients against faulty simulated devices
+  mcpgw bench [-out BENCHMARKS.md] the gateway against a direct RTU master, side by side
   mcpgw version
 
 Run 'mcpgw COMMAND -h' for a command's flags.
@@ -58,6 +59,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdPoll(args[1:], stdout, stderr)
 	case "soak":
 		err = cmdSoak(args[1:], stdout, stderr)
+	case "bench":
+		err = cmdBench(args[1:], stdout, stderr)
+	case "simline": // bench's helper, not for users
+		err = cmdSimline(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "mcpgw", version)
 	case "-h", "-help", "--help", "help":

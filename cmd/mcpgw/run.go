@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "config.toml", "configuration file")
 	grace := fs.Duration("grace", 5*time.Second, "on SIGTERM/SIGINT, how long transactions in flight may take to finish")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for finding where time goes)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -38,6 +40,17 @@ func cmdRun(args []string, stderr io.Writer) error {
 	log, err := newLogger(out, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	return serve(gateway.NewService(cfg, log), *grace)
 }

@@ -29,30 +29,37 @@ type Config struct {
 	Requests int           // per client; 0: until Duration
 	Units    []byte
 	Qty      int // registers per read, 1..125
+	MinAddr  int // first address requests may start at
 	MaxAddr  int // exclusive; default 9000
 	Timeout  time.Duration
+	Think    time.Duration // pause after each answer, as a polling client makes
 	Seed     uint64
 }
 
 // Result counts what happened.
 type Result struct {
-	Transactions int            // requests answered (right, wrong or exception)
-	OK           int            // right answers
-	Wrong        int            // answers with values that are not the unit's: must be 0
-	Exceptions   map[byte]int   // exception code: count
-	Errors       map[string]int // transport errors: count
-	PerClient    []int          // right answers per client
-	Latencies    []time.Duration
+	Transactions int             // requests answered (right, wrong or exception)
+	OK           int             // right answers
+	Wrong        int             // answers with values that are not the unit's: must be 0
+	Exceptions   map[byte]int    // exception code: count
+	Errors       map[string]int  // transport errors: count
+	PerClient    []int           // right answers per client
+	Latencies    []time.Duration // of right answers
+	ExcLatencies []time.Duration // of exception answers
 	Elapsed      time.Duration
 	FirstWrong   string
 }
 
-// Percentile returns the p-th percentile (0..100) of the latencies.
-func (r *Result) Percentile(p float64) time.Duration {
-	if len(r.Latencies) == 0 {
+// Percentile returns the p-th percentile (0..100) of the latencies of
+// right answers.
+func (r *Result) Percentile(p float64) time.Duration { return Percentile(r.Latencies, p) }
+
+// Percentile returns the p-th percentile (0..100) of ds.
+func Percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
 		return 0
 	}
-	s := slices.Clone(r.Latencies)
+	s := slices.Clone(ds)
 	slices.Sort(s)
 	i := int(p / 100 * float64(len(s)-1))
 	return s[i]
@@ -70,7 +77,7 @@ type clientResult struct {
 	ok, wrong, total int
 	exc              map[byte]int
 	errs             map[string]int
-	lat              []time.Duration
+	lat, excLat      []time.Duration
 	firstWrong       string
 }
 
@@ -104,6 +111,7 @@ func Run(ctx context.Context, cfg Config) *Result {
 		res.Wrong += c.wrong
 		res.PerClient = append(res.PerClient, c.ok)
 		res.Latencies = append(res.Latencies, c.lat...)
+		res.ExcLatencies = append(res.ExcLatencies, c.excLat...)
 		for k, v := range c.exc {
 			res.Exceptions[k] += v
 		}
@@ -147,7 +155,7 @@ func runClient(ctx context.Context, cfg Config, k int) clientResult {
 			conn = c
 		}
 		unit := cfg.Units[rnd.IntN(len(cfg.Units))]
-		addr := rnd.IntN(cfg.MaxAddr - cfg.Qty + 1)
+		addr := cfg.MinAddr + rnd.IntN(cfg.MaxAddr-cfg.Qty+1-cfg.MinAddr)
 		tid++
 		req = tcp.AppendADU(req[:0], tid, unit, []byte{pdu.ReadHoldingRegisters,
 			byte(addr >> 8), byte(addr), byte(cfg.Qty >> 8), byte(cfg.Qty)})
@@ -167,6 +175,7 @@ func runClient(ctx context.Context, cfg Config, k int) clientResult {
 		p := body[:n]
 		if e, ok := pdu.IsException(p); ok {
 			cr.exc[byte(e)]++
+			cr.excLat = append(cr.excLat, lat)
 			continue
 		}
 		if why := check(unit, addr, cfg.Qty, p); why != "" {
@@ -178,6 +187,9 @@ func runClient(ctx context.Context, cfg Config, k int) clientResult {
 		}
 		cr.ok++
 		cr.lat = append(cr.lat, lat)
+		if cfg.Think > 0 {
+			time.Sleep(cfg.Think)
+		}
 	}
 	return cr
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"golang.org/x/sys/unix"
 )
 
 // Port is what the bus needs of a serial port. A Read that times out
@@ -79,7 +80,7 @@ type Config struct {
 	Path           string               // the port's device node, watched while it is missing; optional
 	CharTime       time.Duration        // one character on the wire; see CharTime
 	FrameGap       time.Duration        // silence between frames, and the end of a frame of unpredictable length: default t3.5 from CharTime
-	CharGap        time.Duration        // silence inside a frame that makes it incomplete: default t1.5 from CharTime, at least 1.5 ms
+	CharGap        time.Duration        // silence inside a frame that makes it incomplete: default CharGap(CharTime)
 	Timeout        time.Duration        // per attempt: default 500ms
 	Retries        int                  // further attempts after the first
 	BroadcastDelay time.Duration        // turnaround after a broadcast: default 100ms
@@ -103,16 +104,22 @@ func FrameGap(char time.Duration) time.Duration {
 	return char * 7 / 2
 }
 
-// CharGap returns t1.5 for a character time (750 µs above 19200 baud), but
-// at least 1.5 ms: a user-space program's timers and a serial driver's
-// buffering cannot tell shorter gaps from none.
+// CharGap returns the default silence inside a frame that makes it
+// incomplete: t1.5 for a character time (750 µs above 19200 baud), but at
+// least 10 ms. Pseudo-terminals, USB adapters and busy machines deliver
+// bytes with gaps of a few milliseconds that were never on the wire;
+// treating those as the end of a frame throws good answers away, while a
+// frame that really stops short still fails its length and CRC check.
 func CharGap(char time.Duration) time.Duration {
 	t := char * 3 / 2
 	if char < CharTime(19200, 11) {
 		t = 750 * time.Microsecond
 	}
-	return max(t, 1500*time.Microsecond)
+	return max(t, MinCharGap)
 }
+
+// MinCharGap is the least default CharGap.
+const MinCharGap = 10 * time.Millisecond
 
 // Bus owns one serial line. Its Run goroutine is the only code that
 // touches the port; everyone else hands it Requests through Do.
@@ -526,7 +533,30 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) error {
 		silent = false
 		b.lastIO = time.Now()
 		b.buf = append(b.buf, b.rx[:n]...)
+		b.awaitRest(deadline)
 	}
+}
+
+// awaitRest sleeps while the rest of a frame of known length is still on
+// the wire: a line trickles bytes in at one a character time, and waking
+// for each costs the CPU of a small edge box for nothing. It wakes one
+// character (and a little) before the last byte is due, so the answer is
+// handed on no later. Where the whole frame came at once (a pty, an
+// adapter's burst) there is nothing to wait for.
+func (b *Bus) awaitRest(deadline time.Time) {
+	total, err := b.lenFn(b.buf)
+	if err != nil || total <= len(b.buf)+1 {
+		return
+	}
+	d := time.Duration(total-len(b.buf)-1)*b.cfg.CharTime - 100*time.Microsecond
+	d = min(d, time.Until(deadline))
+	if d < 200*time.Microsecond {
+		return
+	}
+	// nanosleep holds this goroutine's thread, which the line owns anyway;
+	// time.Sleep can oversleep by a millisecond when the process is idle.
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	unix.Nanosleep(&ts, nil)
 }
 
 // readEcho reads back the frame just sent from an adapter that echoes.

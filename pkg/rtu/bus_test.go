@@ -169,16 +169,16 @@ func TestBusLineDown(t *testing.T) {
 }
 
 func TestCharGap(t *testing.T) {
-	if got := rtu.CharGap(rtu.CharTime(9600, 11)); got.Round(time.Microsecond) != 1719*time.Microsecond {
-		t.Errorf("9600 baud: t1.5 = %v", got)
+	if got := rtu.CharGap(rtu.CharTime(300, 11)); got.Round(time.Microsecond) != 55*time.Millisecond {
+		t.Errorf("300 baud: t1.5 = %v, want 55 ms", got)
 	}
-	if got := rtu.CharGap(rtu.CharTime(115200, 11)); got != 1500*time.Microsecond {
-		t.Errorf("115200 baud: t1.5 = %v, want the 1.5 ms floor", got)
+	if got := rtu.CharGap(rtu.CharTime(19200, 11)); got != rtu.MinCharGap {
+		t.Errorf("19200 baud: %v, want the floor", got)
 	}
 }
 
 // TestBusGapInsideFrame: a device sends half an answer, pauses longer than
-// t3.5, then the rest: the halves are not one frame. The retry's answer,
+// the char gap, then the rest: the halves are not one frame. The retry's answer,
 // sent whole, is taken.
 func TestBusGapInsideFrame(t *testing.T) {
 	p, err := serialport.NewPty()
@@ -196,7 +196,7 @@ func TestBusGapInsideFrame(t *testing.T) {
 			}
 			if i == 0 {
 				p.Device.Write(answer[:4])
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(40 * time.Millisecond)
 				p.Device.Write(answer[4:])
 			} else {
 				p.Device.Write(answer)

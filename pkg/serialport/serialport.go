@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/creack/pty"
@@ -77,6 +80,25 @@ func Open(path string, s Settings) (Port, error) {
 		return nil, fmt.Errorf("open serial port %s: %w", path, err)
 	}
 	return p, nil
+}
+
+// LatencyTimer returns the latency timer of the USB serial adapter behind
+// path (ftdi_sio and others expose it in sysfs), or 0 if there is none. An
+// adapter with one delivers received bytes in bursts up to that far apart.
+func LatencyTimer(path string) time.Duration {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/class/tty", filepath.Base(real), "device", "latency_timer"))
+	if err != nil {
+		return 0
+	}
+	ms, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || ms <= 0 {
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // Pty is a virtual serial line: a pseudo-terminal pair. Path is the device

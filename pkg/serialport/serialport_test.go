@@ -74,3 +74,48 @@ func TestSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestPacedLine: 20 bytes at 1 ms a character take about 20 ms to cross,
+// and arrive unchanged in both directions.
+func TestPacedLine(t *testing.T) {
+	l, err := NewPacedLine(time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s := Settings{Baud: 9600, DataBits: 8, Parity: 'N', StopBits: 1}
+	m, err := Open(l.Path, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	d, err := Open(l.DevicePath, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	msg := []byte("0123456789abcdefghij")
+	for _, dir := range [][2]Port{{m, d}, {d, m}} {
+		start := time.Now()
+		dir[0].Write(msg)
+		var got []byte
+		buf := make([]byte, 64)
+		dir[1].SetReadTimeout(time.Second)
+		for len(got) < len(msg) {
+			n, err := dir[1].Read(buf)
+			if err != nil || n == 0 {
+				t.Fatalf("read: %d %v", n, err)
+			}
+			got = append(got, buf[:n]...)
+		}
+		took := time.Since(start)
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("got %q", got)
+		}
+		// Not a timing assertion on the machine's speed: only that the
+		// pacer did not deliver faster than the wire it stands for.
+		if took < 20*time.Millisecond {
+			t.Fatalf("20 characters of 1 ms crossed in %v", took)
+		}
+	}
+}

@@ -1,0 +1,432 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/loadtest"
+	"github.com/mcpgw/mcpgw/pkg/rtu"
+	"github.com/mcpgw/mcpgw/pkg/serialport"
+	"github.com/mcpgw/mcpgw/pkg/sim"
+)
+
+// benchLine is one kind of line in the benchmark: the gateway gets one,
+// the direct master an identical twin, each with the same simulated units.
+type benchLine struct {
+	name  string
+	baud  int // nominal; 11-bit characters (8N2)
+	paced bool
+	units []byte
+
+	gwPath string          // the gateway's end of its line
+	master serialport.Port // the direct master's end of the twin line
+	gap    time.Duration
+	closer []func()
+}
+
+func (l *benchLine) char() time.Duration { return rtu.CharTime(l.baud, 11) }
+
+// open makes the gateway's line and the twin, each with its devices (and
+// its pacer) in a process of its own (mcpgw simline), so that neither the
+// gateway nor the direct master shares a process with them.
+func (l *benchLine) open(ctx context.Context) error {
+	l.gap = rtu.FrameGap(l.char())
+	settings := serialport.Settings{Baud: l.baud, DataBits: 8, Parity: 'N', StopBits: 2}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(l.units))
+	for k, u := range l.units {
+		ids[k] = strconv.Itoa(int(u))
+	}
+	var paths [2]string
+	for i := range paths {
+		cmd := exec.CommandContext(ctx, self, "simline", "-baud", strconv.Itoa(l.baud),
+			"-paced="+strconv.FormatBool(l.paced), "-units", strings.Join(ids, ","))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		l.closer = append(l.closer, func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("simline: %w", err)
+		}
+		paths[i] = strings.TrimSpace(line)
+	}
+	l.gwPath = paths[0]
+	m, err := serialport.Open(paths[1], settings)
+	if err != nil {
+		return err
+	}
+	l.master = m
+	l.closer = append(l.closer, func() { m.Close() })
+	return nil
+}
+
+// cmdSimline is bench's helper: a virtual line (paced or not) with
+// simulated devices at its far end. It prints the near end's path and
+// serves until interrupted.
+func cmdSimline(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("simline", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	baud := fs.Int("baud", 19200, "nominal bit rate, 11-bit characters")
+	paced := fs.Bool("paced", false, "deliver bytes at the baud rate's pace")
+	units := fs.String("units", "1", "unit ids")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ids, err := config.ParseUnits(strings.Split(*units, ","))
+	if err != nil {
+		return usageErr("-units: %v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var (
+		path string
+		dev  serialport.Port
+	)
+	if *paced {
+		pl, err := serialport.NewPacedLine(rtu.CharTime(*baud, 11))
+		if err != nil {
+			return err
+		}
+		defer pl.Close()
+		if dev, err = serialport.Open(pl.DevicePath, serialport.Settings{Baud: *baud, DataBits: 8, Parity: 'N', StopBits: 2}); err != nil {
+			return err
+		}
+		defer dev.Close()
+		path = pl.Path
+	} else {
+		p, err := serialport.NewPty()
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		dev, path = p.Device, p.Path
+	}
+	// The devices end requests by their length; a long FrameGap keeps
+	// scheduling jitter from looking like a gap inside a frame, which a
+	// real device's UART would never see.
+	s := &sim.Line{Port: dev, Units: sim.NewUnits(ids, 10000), FrameGap: 50 * time.Millisecond}
+	fmt.Fprintln(stdout, path)
+	return s.Serve(ctx)
+}
+
+func (l *benchLine) close() {
+	for i := len(l.closer) - 1; i >= 0; i-- {
+		l.closer[i]()
+	}
+}
+
+// cmdBench measures the gateway against a direct RTU master, side by side,
+// and writes the table to BENCHMARKS.md.
+func cmdBench(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "BENCHMARKS.md", "file to write the table to (empty: none)")
+	scale := fs.Float64("scale", 1, "multiply request counts and durations (0.2 for a quick look)")
+	many := fs.Int("many", 1000, "clients in the many-clients run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	n := func(v int) int { return max(1, int(float64(v)**scale)) }
+	d := func(v time.Duration) time.Duration { return time.Duration(float64(v) * *scale) }
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lines := []*benchLine{
+		{name: "unpaced pty", baud: 19200, units: []byte{1, 2, 3}},
+		{name: "paced 19200 8N2", baud: 19200, paced: true, units: []byte{11, 12, 13}},
+		{name: "paced 115200 8N2", baud: 115200, paced: true, units: []byte{21, 22, 23}},
+	}
+	for _, l := range lines {
+		if err := l.open(ctx); err != nil {
+			return err
+		}
+		defer l.close()
+	}
+	gw, addr, err := startGatewayProcess(lines, max(*many, 256)+50, stderr)
+	if err != nil {
+		return err
+	}
+	defer gw.stop()
+
+	var rep report
+	rep.printf("# mcpgw benchmarks\n\n")
+	rep.printf("Made by `%s` on %s, %d CPUs, %s; %s.\n\n", "make bench", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), cpuModel())
+	rep.printf("The gateway runs as its own process (`mcpgw run`); simulated devices (`mcpgw sim`'s code) answer on pseudo-terminal lines. The direct master is a plain RTU master on an identical twin line: it writes a request, reads the answer to its predicted length, and keeps t3.5 between frames as the spec asks. Every request reads 10 holding registers at a random address of a random unit, and every answer is checked against the device's contents. A paced line delivers each byte one character time (11 bits) after the previous one, one direction at a time.\n\n")
+
+	// Latency: one client polling, a short pause after each answer.
+	rep.printf("## Latency, one client polling (5 ms between polls)\n\n")
+	rep.printf("| line | requests | direct p50 | p90 | p99 | max | gateway p50 | p90 | p99 | max | added p50 | added p99 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	type latRow struct {
+		name               string
+		direct, via        *loadtest.Result
+		addedP50, addedP99 time.Duration
+	}
+	var latRows []latRow
+	for i, l := range lines {
+		count := []int{2000, 150, 500}[i]
+		cfg := loadtest.Config{Addr: addr, Clients: 1, Requests: n(count), Units: l.units, Qty: 10, Think: 5 * time.Millisecond, Seed: 1}
+		direct := loadtest.RunRTU(ctx, l.master, cfg, l.gap)
+		via := loadtest.Run(ctx, cfg)
+		if err := sane(l.name+" direct", direct); err != nil {
+			return err
+		}
+		if err := sane(l.name+" gateway", via); err != nil {
+			return err
+		}
+		r := latRow{l.name, direct, via, via.Percentile(50) - direct.Percentile(50), via.Percentile(99) - direct.Percentile(99)}
+		latRows = append(latRows, r)
+		rep.printf("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", l.name, direct.OK,
+			us(direct.Percentile(50)), us(direct.Percentile(90)), us(direct.Percentile(99)), us(direct.Percentile(100)),
+			us(via.Percentile(50)), us(via.Percentile(90)), us(via.Percentile(99)), us(via.Percentile(100)),
+			us(r.addedP50), us(r.addedP99))
+	}
+
+	// Exceptions: as fast as normal answers.
+	paced := lines[1]
+	excCfg := loadtest.Config{Addr: addr, Clients: 1, Requests: n(60), Units: paced.units, Qty: 10, MinAddr: 9995, MaxAddr: 10100, Think: 5 * time.Millisecond, Seed: 2}
+	exc := loadtest.Run(ctx, excCfg)
+	normal := latRows[1].via
+	rep.printf("\n## A device's exception, through the gateway (paced 19200)\n\n")
+	rep.printf("| answer | count | p50 | p99 |\n|---|---|---|---|\n")
+	rep.printf("| normal, 10 registers (25-byte answer) | %d | %s | %s |\n", len(normal.Latencies), us(normal.Percentile(50)), us(normal.Percentile(99)))
+	rep.printf("| exception 02 (5-byte answer) | %d | %s | %s |\n", len(exc.ExcLatencies), us(loadtest.Percentile(exc.ExcLatencies, 50)), us(loadtest.Percentile(exc.ExcLatencies, 99)))
+	rep.printf("\nAn exception answer is shorter on the wire, so it returns sooner: the gateway ends it at its fifth byte instead of waiting for a timeout.\n")
+
+	// Throughput on the paced 19200 line.
+	rep.printf("\n## Throughput, paced 19200 8N2 line\n\n")
+	window := d(6 * time.Second)
+	capCfg := loadtest.Config{Clients: 1, Duration: window, Units: paced.units, Qty: 10, Seed: 3}
+	capacity := loadtest.RunRTU(ctx, paced.master, capCfg, paced.gap)
+	if err := sane("capacity", capacity); err != nil {
+		return err
+	}
+	if len(capacity.Errors) > 0 {
+		fmt.Fprintf(stderr, "capacity: errors %v\n", capacity.Errors)
+	}
+	capRate := float64(capacity.OK) / capacity.Elapsed.Seconds()
+	wire := time.Duration(8+25) * paced.char()
+	rep.printf("One transaction is 8 + 25 bytes on the wire: %s, plus t3.5 (%s) between frames, so at most %.1f/s. A direct master sending back to back (the line's capacity for this mix) made **%.1f/s**.\n\n",
+		ms(wire), ms(paced.gap), 1/(wire+paced.gap).Seconds(), capRate)
+	rep.printf("| clients | transactions | per second | of capacity | p50 | p99 | wrong | gateway CPU per transaction |\n|---|---|---|---|---|---|---|---|\n")
+	var thr16 float64
+	for _, c := range []int{1, 16, 256} {
+		cpu0 := gw.cpu()
+		r := loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: c, Duration: window, Units: paced.units, Qty: 10, Timeout: 30 * time.Second, Seed: 4})
+		cpu := gw.cpu() - cpu0
+		if err := sane(fmt.Sprintf("%d clients", c), r); err != nil {
+			return err
+		}
+		rate := float64(r.OK) / r.Elapsed.Seconds()
+		if c == 16 {
+			thr16 = rate / capRate
+		}
+		rep.printf("| %d | %d | %.1f | %.1f %% | %s | %s | %d | %s |\n", c, r.OK, rate, 100*rate/capRate,
+			ms(r.Percentile(50)), ms(r.Percentile(99)), r.Wrong, us(cpu/time.Duration(max(1, r.Transactions))))
+	}
+
+	// Many clients on one line.
+	unp := lines[0]
+	rep.printf("\n## %d clients at once on one line (unpaced)\n\n", *many)
+	cpu0, rss0 := gw.cpu(), gw.rss()
+	peak := rss0
+	done := make(chan *loadtest.Result)
+	go func() {
+		done <- loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: *many, Duration: d(20 * time.Second), Units: unp.units, Qty: 10, Timeout: 60 * time.Second, Seed: 5})
+	}()
+	var many1 *loadtest.Result
+	for many1 == nil {
+		select {
+		case many1 = <-done:
+		case <-time.After(200 * time.Millisecond):
+			peak = max(peak, gw.rss())
+		}
+	}
+	cpu := gw.cpu() - cpu0
+	if err := sane("many clients", many1); err != nil {
+		return err
+	}
+	if len(many1.Errors) > 0 {
+		fmt.Fprintf(stderr, "many clients: client errors %v\n", many1.Errors)
+	}
+	least, most := many1.Fairness()
+	served := 0
+	for _, k := range many1.PerClient {
+		if k > 0 {
+			served++
+		}
+	}
+	fairness := float64(least) / float64(max(1, most))
+	rep.printf("| clients served | transactions | per second | fewest / most per client | wrong answers | client errors | gateway RSS before / peak | gateway CPU per transaction |\n|---|---|---|---|---|---|---|---|\n")
+	rep.printf("| %d of %d | %d | %.0f | %d / %d (%.2f) | %d | %d | %.1f / %.1f MiB | %s |\n", served, *many, many1.OK,
+		float64(many1.OK)/many1.Elapsed.Seconds(), least, most, fairness, many1.Wrong, errCount(many1),
+		float64(rss0)/1024, float64(peak)/1024, us(cpu/time.Duration(max(1, many1.Transactions))))
+
+	// Targets.
+	rep.printf("\n## Targets\n\n| target | measured | met |\n|---|---|---|\n")
+	check := func(name, got string, ok bool) {
+		mark := "yes"
+		if !ok {
+			mark = "**no**"
+		}
+		rep.printf("| %s | %s | %s |\n", name, got, mark)
+	}
+	u := latRows[0]
+	check("unpaced: gateway adds at most 100 µs at p50", us(u.addedP50), u.addedP50 <= 100*time.Microsecond)
+	check("unpaced: gateway adds at most 300 µs at p99", us(u.addedP99), u.addedP99 <= 300*time.Microsecond)
+	for _, r := range latRows[1:] {
+		ratio := float64(r.via.Percentile(50))/float64(r.direct.Percentile(50)) - 1
+		check(r.name+": latency within 2 % of a direct master's (p50)", fmt.Sprintf("%+.2f %%", 100*ratio), ratio <= 0.02)
+	}
+	check("16 clients: at least 97 % of the line's capacity", fmt.Sprintf("%.1f %%", 100*thr16), thr16 >= 0.97)
+	excP50, normP50 := loadtest.Percentile(exc.ExcLatencies, 50), normal.Percentile(50)
+	check("an exception returns as fast as a normal answer (p50)", fmt.Sprintf("%s vs %s", us(excP50), us(normP50)), len(exc.ExcLatencies) > 0 && excP50 <= normP50)
+	check(fmt.Sprintf("%d clients: all served", *many), fmt.Sprintf("%d", served), served == *many)
+	check(fmt.Sprintf("%d clients: fewest/most at least 0.8", *many), fmt.Sprintf("%.2f", fairness), fairness >= 0.8)
+	check("zero wrong answers", fmt.Sprintf("%d", many1.Wrong), many1.Wrong == 0)
+	check("peak memory under 64 MB", fmt.Sprintf("%.1f MiB", float64(peak)/1024), peak < 64*1000)
+
+	fmt.Fprint(stdout, rep.String())
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(rep.String()), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\nwritten to %s\n", *out)
+	}
+	return nil
+}
+
+type report struct{ strings.Builder }
+
+func (r *report) printf(format string, a ...any) { fmt.Fprintf(&r.Builder, format, a...) }
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+func errCount(r *loadtest.Result) int {
+	n := 0
+	for _, v := range r.Errors {
+		n += v
+	}
+	return n
+}
+
+// sane fails a run that gave wrong answers or none at all.
+func sane(what string, r *loadtest.Result) error {
+	if r.Wrong > 0 {
+		return fmt.Errorf("%s: %d WRONG ANSWERS, first: %s", what, r.Wrong, r.FirstWrong)
+	}
+	if r.Transactions == 0 {
+		return fmt.Errorf("%s: no answers; errors %v", what, r.Errors)
+	}
+	return nil
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+		}
+	}
+	return runtime.GOARCH
+}
+
+// gatewayProcess is mcpgw run in a process of its own.
+type gatewayProcess struct {
+	cmd *exec.Cmd
+	dir string
+}
+
+func startGatewayProcess(lines []*benchLine, maxConns int, stderr io.Writer) (*gatewayProcess, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	dir, err := os.MkdirTemp("", "mcpgw-bench")
+	if err != nil {
+		return nil, "", err
+	}
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "[server]\nlisten = %q\nmax_conns = %d\n[log]\nlevel = \"warn\"\n", addr, maxConns)
+	for i, l := range lines {
+		ids := make([]string, len(l.units))
+		for k, u := range l.units {
+			ids[k] = strconv.Itoa(int(u))
+		}
+		fmt.Fprintf(&cfg, "[[bus]]\nname = \"line%d\"\nport = %q\nbaud = %d\nparity = \"N\"\nstop_bits = 2\ntimeout = \"500ms\"\nunits = [\"%s\"]\n",
+			i, l.gwPath, l.baud, strings.Join(ids, `", "`))
+	}
+	path := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(path, []byte(cfg.String()), 0o644); err != nil {
+		return nil, "", err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", err
+	}
+	args := []string{"run", "-config", path}
+	if prof := os.Getenv("MCPGW_BENCH_CPUPROFILE"); prof != "" {
+		args = append(args, "-cpuprofile", prof)
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	g := &gatewayProcess{cmd: cmd, dir: dir}
+	if err := waitListening(addr, 5*time.Second); err != nil {
+		g.stop()
+		return nil, "", err
+	}
+	time.Sleep(300 * time.Millisecond) // let every line open
+	return g, addr, nil
+}
+
+func (g *gatewayProcess) stop() {
+	g.cmd.Process.Signal(os.Interrupt)
+	g.cmd.Wait()
+	os.RemoveAll(g.dir)
+}
+
+func (g *gatewayProcess) rss() int { return rssKB(g.cmd.Process.Pid) }
+
+// cpu returns the CPU time all the process's threads have used so far,
+// from /proc/PID/task/*/schedstat (nanoseconds; /proc/PID/stat counts in
+// 10 ms ticks, too coarse for a few hundred transactions).
+func (g *gatewayProcess) cpu() time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", g.cmd.Process.Pid))
+	var total time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			total += time.Duration(ns)
+		}
+	}
+	return total
+}
