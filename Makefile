@@ -3,7 +3,7 @@
 #   make test    all tests, with the race detector (interop tests need socat, mbpoll,
 #                libmodbus-dev and python3-pymodbus; .ci/run installs them)
 #   make build   bin/mcpgw for this machine, plus static linux/arm64 and linux/arm (GOARM=7)
-#   make bench   the Go benchmarks
+#   make bench   the Go benchmarks, then mcpgw bench (writes BENCHMARKS.md)
 #   make fuzz    each fuzz target for FUZZTIME (default 30s)
 #   make soak    many checking clients against faulty simulated devices for SOAK (default 3m)
 
@@ -33,8 +33,12 @@ build:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/mcpgw-linux-armv7 ./cmd/mcpgw
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/mcpgw-linux-amd64 ./cmd/mcpgw
 
+# The Go benchmarks of the hot path, then the end-to-end benchmark, which
+# writes BENCHMARKS.md.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) build -o bin/mcpgw ./cmd/mcpgw
+	./bin/mcpgw bench -out BENCHMARKS.md
 
 # Each target alone: go test -fuzz takes one target per run.
 FUZZ_TARGETS := pkg/crc:FuzzChecksum pkg/rtu:FuzzScan pkg/tcp:FuzzMBAP pkg/registers:FuzzHandle

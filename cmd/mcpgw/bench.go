@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -175,9 +176,15 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	rep.printf("Made by `%s` on %s, %d CPUs, %s; %s.\n\n", "make bench", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), cpuModel())
 	rep.printf("The gateway runs as its own process (`mcpgw run`); simulated devices (`mcpgw sim`'s code) answer on pseudo-terminal lines. The direct master is a plain RTU master on an identical twin line: it writes a request, reads the answer to its predicted length, and keeps t3.5 between frames as the spec asks. Every request reads 10 holding registers at a random address of a random unit, and every answer is checked against the device's contents. A paced line delivers each byte one character time (11 bits) after the previous one, one direction at a time.\n\n")
 
+	floor, err := tcpFloor(ctx, n(2000))
+	if err != nil {
+		return err
+	}
+
 	// Latency: one client polling, a short pause after each answer.
 	rep.printf("## Latency, one client polling (5 ms between polls)\n\n")
-	rep.printf("| line | requests | direct p50 | p90 | p99 | max | gateway p50 | p90 | p99 | max | added p50 | added p99 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	rep.printf("For scale: a bare TCP round trip between two processes on this machine (an echo server, the same 5 ms pauses) takes **%s** at p50 and %s at p99. The gateway cannot add less than that to a Modbus TCP transaction; the last column is what it adds beyond it.\n\n", us(floor.p50), us(floor.p99))
+	rep.printf("| line | requests | direct p50 | p90 | p99 | max | gateway p50 | p90 | p99 | max | added p50 | added p99 | added p50 beyond TCP |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	type latRow struct {
 		name               string
 		direct, via        *loadtest.Result
@@ -197,10 +204,10 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		r := latRow{l.name, direct, via, via.Percentile(50) - direct.Percentile(50), via.Percentile(99) - direct.Percentile(99)}
 		latRows = append(latRows, r)
-		rep.printf("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", l.name, direct.OK,
+		rep.printf("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", l.name, direct.OK,
 			us(direct.Percentile(50)), us(direct.Percentile(90)), us(direct.Percentile(99)), us(direct.Percentile(100)),
 			us(via.Percentile(50)), us(via.Percentile(90)), us(via.Percentile(99)), us(via.Percentile(100)),
-			us(r.addedP50), us(r.addedP99))
+			us(r.addedP50), us(r.addedP99), us(r.addedP50-floor.p50))
 	}
 
 	// Exceptions: as fast as normal answers.
@@ -315,6 +322,64 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "\nwritten to %s\n", *out)
 	}
 	return nil
+}
+
+type rtt struct{ p50, p99 time.Duration }
+
+// tcpFloor measures a bare TCP round trip to an echo server in another
+// process (mcpgw tcpecho), polled like the latency runs.
+func tcpFloor(ctx context.Context, n int) (rtt, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return rtt{}, err
+	}
+	cmd := exec.CommandContext(ctx, self, "tcpecho")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return rtt{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return rtt{}, err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return rtt{}, err
+	}
+	c, err := net.Dial("tcp", strings.TrimSpace(addr))
+	if err != nil {
+		return rtt{}, err
+	}
+	defer c.Close()
+	b := make([]byte, 12)
+	lat := make([]time.Duration, 0, n)
+	for range n {
+		t := time.Now()
+		if _, err := c.Write(b); err != nil {
+			return rtt{}, err
+		}
+		if _, err := io.ReadFull(c, b); err != nil {
+			return rtt{}, err
+		}
+		lat = append(lat, time.Since(t))
+		time.Sleep(5 * time.Millisecond)
+	}
+	return rtt{loadtest.Percentile(lat, 50), loadtest.Percentile(lat, 99)}, nil
+}
+
+// cmdTCPEcho is bench's helper: a TCP echo server for one connection.
+func cmdTCPEcho(stdout io.Writer) error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, l.Addr())
+	c, err := l.Accept()
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(c, c)
+	return err
 }
 
 type report struct{ strings.Builder }

@@ -63,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdBench(args[1:], stdout, stderr)
 	case "simline": // bench's helper, not for users
 		err = cmdSimline(args[1:], stdout, stderr)
+	case "tcpecho": // bench's helper, not for users
+		err = cmdTCPEcho(stdout)
 	case "version":
 		fmt.Fprintln(stdout, "mcpgw", version)
 	case "-h", "-help", "--help", "help":

@@ -102,3 +102,25 @@ func TestRunWithMissingPort(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchSmoke runs mcpgw bench at a tiny scale: every part of it must
+// run and every answer be right. It asserts no timing: those are the
+// benchmark's to report, not a test's to judge on a shared machine.
+func TestBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs lines in processes of their own")
+	}
+	bin := filepath.Join(t.TempDir(), "mcpgw")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "bench", "-scale", "0.05", "-many", "40", "-out", "").CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out)
+	}
+	for _, want := range []string{"## Latency", "## Throughput", "40 clients at once", "| zero wrong answers | 0 | yes |", "| 40 clients: all served | 40 | yes |"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("bench output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"golang.org/x/sys/unix"
 )
 
 // Port is what the bus needs of a serial port. A Read that times out
@@ -548,15 +547,16 @@ func (b *Bus) awaitRest(deadline time.Time) {
 	if err != nil || total <= len(b.buf)+1 {
 		return
 	}
-	d := time.Duration(total-len(b.buf)-1)*b.cfg.CharTime - 100*time.Microsecond
+	// Aim early by the runtime's timer granularity (a millisecond when the
+	// process is idle): a parked goroutine costs nothing while it waits,
+	// where a thread held in a long syscall makes the scheduler hand its
+	// P around.
+	d := time.Duration(total-len(b.buf)-1)*b.cfg.CharTime - 1200*time.Microsecond
 	d = min(d, time.Until(deadline))
-	if d < 200*time.Microsecond {
+	if d < 500*time.Microsecond {
 		return
 	}
-	// nanosleep holds this goroutine's thread, which the line owns anyway;
-	// time.Sleep can oversleep by a millisecond when the process is idle.
-	ts := unix.NsecToTimespec(d.Nanoseconds())
-	unix.Nanosleep(&ts, nil)
+	time.Sleep(d)
 }
 
 // readEcho reads back the frame just sent from an adapter that echoes.
