@@ -1,7 +1,7 @@
 # mcpgw: a Modbus TCP to RTU gateway.
 #   make run     the gateway on 127.0.0.1:5020 with simulated devices on a virtual serial line
 #   make test    all tests, with the race detector (interop tests need socat, mbpoll,
-#                libmodbus-dev and python3-pymodbus; .ci/run installs them)
+#                libmodbus-dev, python3-pymodbus and tshark; .ci/run installs them)
 #   make build   bin/mcpgw for this machine, plus static linux/arm64 and linux/arm (GOARM=7)
 #   make bench   the Go benchmarks, then mcpgw bench (writes BENCHMARKS.md)
 #   make fuzz    each fuzz target for FUZZTIME (default 30s)
@@ -41,7 +41,8 @@ bench:
 	./bin/mcpgw bench -out BENCHMARKS.md
 
 # Each target alone: go test -fuzz takes one target per run.
-FUZZ_TARGETS := pkg/crc:FuzzChecksum pkg/rtu:FuzzScan pkg/tcp:FuzzMBAP pkg/registers:FuzzHandle
+FUZZ_TARGETS := pkg/crc:FuzzChecksum pkg/rtu:FuzzScan pkg/tcp:FuzzMBAP pkg/registers:FuzzHandle \
+                pkg/capture:FuzzRead pkg/replay:FuzzAnalyze
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

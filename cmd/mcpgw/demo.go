@@ -70,7 +70,11 @@ Modbus TCP on %s. Try:
   go run ./cmd/mcpgw poll -tcp %s -unit 1 -r 0 -c 10
 Holding register N of unit U holds U*1000+N. Ctrl-C stops.
 `, *units, line.Path, *listen, port(*listen), host(*listen), *listen)
-	return serve(gateway.NewService(cfg, log), 2*time.Second)
+	svc, err := gateway.NewService(cfg, log)
+	if err != nil {
+		return err
+	}
+	return serve(svc, 2*time.Second)
 }
 
 func port(addr string) string { _, p, _ := strings.Cut(addr, ":"); return p }

@@ -26,6 +26,7 @@ Usage:
   mcpgw demo [-listen addr]        the gateway with simulated devices on a virtual serial line
   mcpgw sim  -port PATH [flags]    simulated RTU devices on a serial port
   mcpgw poll [flags]               read or write registers, via TCP or straight on a line
+  mcpgw replay [-format json] FILE the transactions in a capture (.pcap, .txt, socat -x -v)
   mcpgw soak [-duration 3m]        many checking clients against faulty simulated devices
   mcpgw bench [-out BENCHMARKS.md] the gateway against a direct RTU master, side by side
   mcpgw version
@@ -61,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSoak(args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(args[1:], stdout, stderr)
+	case "replay":
+		err = cmdReplay(args[1:], stdout, stderr)
 	case "simline": // bench's helper, not for users
 		err = cmdSimline(args[1:], stdout, stderr)
 	case "tcpecho": // bench's helper, not for users

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -20,9 +21,14 @@ func cmdRun(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "config.toml", "configuration file")
 	grace := fs.Duration("grace", 5*time.Second, "on SIGTERM/SIGINT, how long transactions in flight may take to finish")
+	captureDir := fs.String("capture", "", "record every line to DIR/<line name>.pcap (lines with their own capture key keep it)")
+	captureFormat := fs.String("capture-format", "pcap", "format for -capture: pcap or txt")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for finding where time goes)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *captureFormat != "pcap" && *captureFormat != "txt" {
+		return usageErr("-capture-format %q: want pcap or txt", *captureFormat)
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -52,7 +58,21 @@ func cmdRun(args []string, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return serve(gateway.NewService(cfg, log), *grace)
+	if *captureDir != "" {
+		if err := os.MkdirAll(*captureDir, 0o755); err != nil {
+			return fmt.Errorf("-capture: %w", err)
+		}
+		for i := range cfg.Bus {
+			if cfg.Bus[i].Capture == "" {
+				cfg.Bus[i].Capture = filepath.Join(*captureDir, cfg.Bus[i].Name+"."+*captureFormat)
+			}
+		}
+	}
+	svc, err := gateway.NewService(cfg, log)
+	if err != nil {
+		return err
+	}
+	return serve(svc, *grace)
 }
 
 // serve starts svc and runs it until SIGTERM or SIGINT, then shuts it

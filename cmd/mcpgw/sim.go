@@ -10,7 +10,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/replay"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/sim"
 )
@@ -55,6 +57,7 @@ func cmdSim(args []string, stderr io.Writer) error {
 	units := fs.String("units", "1", "unit ids to simulate: numbers and ranges, such as 1-3,7")
 	size := fs.Int("size", 10000, "coils, discrete inputs, holding and input registers per unit")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	replayFile := fs.String("replay", "", "answer from this capture (.pcap, .txt, socat -x -v) instead of register models")
 	settings := serialFlags(fs)
 	faults := faultFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -86,6 +89,15 @@ func cmdSim(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	line := &sim.Line{Port: p, Units: sim.NewUnits(ids, *size), Faults: *faults, Log: log}
+	if *replayFile != "" {
+		recs, err := capture.ReadFile(*replayFile)
+		if err != nil {
+			return err
+		}
+		txs, _ := replay.Analyze(recs)
+		line.Replay = replay.Answers(txs)
+		log.Info("answering from a capture", "file", *replayFile, "transactions", len(txs), "distinct_requests", len(line.Replay))
+	}
 	log.Info("simulating devices", "port", *port, "units", *units, "baud", s.Baud, "parity", string(rune(s.Parity)))
 	err = line.Serve(ctx)
 	log.Info("simulator stopped", "stats", fmt.Sprintf("%+v", line.Stats()))

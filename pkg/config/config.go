@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +68,8 @@ type Bus struct {
 	Echo           bool     `toml:"echo"`
 	QueueSize      int      `toml:"queue_size"`
 	QueueTimeout   Duration `toml:"queue_timeout"`
+	Capture        string   `toml:"capture"`        // record the line to this .pcap or .txt file
+	CaptureMaxMB   int      `toml:"capture_max_mb"` // rotate the capture past this size; 0: never
 	Device         []Device `toml:"device"`
 
 	UnitIDs []byte `toml:"-"` // Units, parsed
@@ -233,6 +236,16 @@ func (b *Bus) setDefaults() error {
 		if d.v.Duration < 0 {
 			return fmt.Errorf("%s %v: must be positive", d.key, d.v)
 		}
+	}
+	if b.Capture != "" {
+		switch ext := strings.ToLower(filepath.Ext(b.Capture)); ext {
+		case ".pcap", ".txt":
+		default:
+			return fmt.Errorf("capture %q: the file must end in .pcap or .txt", b.Capture)
+		}
+	}
+	if b.CaptureMaxMB < 0 {
+		return fmt.Errorf("capture_max_mb %d: must be positive", b.CaptureMaxMB)
 	}
 	if b.QueueSize < 0 {
 		return fmt.Errorf("queue_size %d: must be positive", b.QueueSize)

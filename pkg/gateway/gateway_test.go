@@ -80,7 +80,10 @@ units = ["1-9"]
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	svc := gateway.NewService(cfg, slog.New(slog.NewJSONHandler(logs, nil)))
+	svc, err := gateway.NewService(cfg, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	addr, err := svc.Start()
 	if err != nil {
 		t.Fatal(err)

@@ -32,9 +32,9 @@ func need(t *testing.T, tools ...string) {
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed: .ci/run must install it (apt-get install socat mbpoll libmodbus-dev python3-pymodbus)", tool)
+				t.Fatalf("%s is not installed: .ci/run must install it (apt-get install socat mbpoll libmodbus-dev python3-pymodbus tshark)", tool)
 			}
-			t.Skipf("%s is not installed (apt-get install socat mbpoll libmodbus-dev python3-pymodbus)", tool)
+			t.Skipf("%s is not installed (apt-get install socat mbpoll libmodbus-dev python3-pymodbus tshark)", tool)
 		}
 	}
 }
@@ -147,7 +147,10 @@ units = [%q]
 	if os.Getenv("MCPGW_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	svc := gateway.NewService(cfg, log)
+	svc, err := gateway.NewService(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	addr, err := svc.Start()
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
@@ -22,15 +23,17 @@ type Service struct {
 	Router *Gateway
 	Server *tcp.Server
 
-	cfg    *config.Config
-	log    *slog.Logger
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	serve  chan error
+	cfg       *config.Config
+	log       *slog.Logger
+	recorders []*capture.Recorder
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	serve     chan error
 }
 
-// NewService builds a gateway from cfg. Nothing runs until Start.
-func NewService(cfg *config.Config, log *slog.Logger) *Service {
+// NewService builds a gateway from cfg. Nothing runs until Start, but
+// capture files are created here: an error names the one that failed.
+func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, log: log, Router: New(log)}
 	for i := range cfg.Bus {
 		b := &cfg.Bus[i]
@@ -49,6 +52,17 @@ func NewService(cfg *config.Config, log *slog.Logger) *Service {
 			log.Info("USB serial adapter with a latency timer: frame_gap and char_gap allow for its bursts",
 				"line", b.Name, "port", path, "latency_timer", lt, "frame_gap", frameGap, "char_gap", charGap)
 		}
+		var rec *capture.Recorder
+		if b.Capture != "" {
+			w, err := capture.Create(b.Capture, int64(b.CaptureMaxMB)<<20)
+			if err != nil {
+				s.closeRecorders()
+				return nil, fmt.Errorf("bus %q: %w", b.Name, err)
+			}
+			rec = capture.NewRecorder(w, log)
+			s.recorders = append(s.recorders, rec)
+			log.Info("capturing serial line", "line", b.Name, "file", b.Capture)
+		}
 		bus := rtu.NewBus(rtu.Config{
 			Name:           b.Name,
 			Open:           func() (rtu.Port, error) { return serialport.Open(path, settings) },
@@ -62,6 +76,7 @@ func NewService(cfg *config.Config, log *slog.Logger) *Service {
 			Echo:           b.Echo,
 			QueueSize:      b.QueueSize,
 			QueueTimeout:   b.QueueTimeout.Duration,
+			Capture:        rec,
 			Log:            log,
 		})
 		s.Lines = append(s.Lines, bus)
@@ -85,7 +100,16 @@ func NewService(cfg *config.Config, log *slog.Logger) *Service {
 		IdleTimeout: cfg.Server.IdleTimeout.Duration,
 		Log:         log,
 	}
-	return s
+	return s, nil
+}
+
+func (s *Service) closeRecorders() {
+	for _, r := range s.recorders {
+		if err := r.Close(); err != nil {
+			s.log.Error("closing capture", "err", err)
+		}
+	}
+	s.recorders = nil
 }
 
 // Start opens the listener and starts the lines and the server. A line
@@ -120,6 +144,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		s.cancel()
 	}
 	s.wg.Wait()
+	s.closeRecorders()
 	s.log.Info("gateway stopped")
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: transactions still in flight were cut off: %w", err)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 )
 
@@ -86,6 +87,7 @@ type Config struct {
 	Echo           bool                 // the adapter echoes what is sent: read it back first
 	QueueSize      int                  // pending transactions: default 4096
 	QueueTimeout   time.Duration        // longest wait in the queue: default none
+	Capture        *capture.Recorder    // records every byte sent and received; nil: none
 	Log            *slog.Logger
 }
 
@@ -136,8 +138,10 @@ type Bus struct {
 	unsettled time.Duration
 	expect    Expect
 	lenFn     LenFunc
-	dropped   []byte // bytes discarded in the current attempt, for the log
-	why       error  // the first reason they were discarded
+	dropped   []byte    // bytes discarded in the current attempt, for the log
+	why       error     // the first reason they were discarded
+	rxStart   time.Time // when the first byte now in buf arrived
+	noiseRec  []byte    // discarded bytes not yet recorded in the capture
 	stats     counters
 }
 
@@ -434,6 +438,7 @@ func (b *Bus) settle() error {
 		}
 		if n > 0 {
 			b.lastIO = time.Now()
+			b.cfg.Capture.Record(capture.RX, b.lastIO, b.lastIO, b.rx[:n])
 			b.stats.lateBytes.Add(uint64(n))
 			b.cfg.Log.Warn("discarded a late answer", "line", b.cfg.Name, "bytes", n, "hex", hex.EncodeToString(b.rx[:n]))
 		}
@@ -449,6 +454,7 @@ func (b *Bus) settle() error {
 func (b *Bus) attempt(r *Request, timeout time.Duration) error {
 	b.dropped, b.why = b.dropped[:0], nil
 	err := b.exchange(r, timeout)
+	b.recordNoise()
 	if len(b.dropped) > 0 {
 		b.reportDropped(r, err)
 	}
@@ -466,6 +472,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) error {
 	}
 	start := time.Now()
 	b.lastIO = start
+	b.cfg.Capture.Record(capture.TX, start, start, r.adu)
 	deadline := start.Add(timeout)
 	b.buf = b.buf[:0]
 	if b.cfg.Echo {
@@ -489,6 +496,8 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) error {
 					used = len(frame)
 				} else {
 					r.Resp = append(r.Resp[:0], frame[1:len(frame)-2]...)
+					b.recordNoise()
+					b.cfg.Capture.Record(capture.RX, b.rxStart, b.lastIO, frame)
 					if rest := len(b.buf) - used; rest > 0 {
 						b.noise(r, b.buf[used:], errTrailing)
 					}
@@ -531,6 +540,9 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) error {
 		}
 		silent = false
 		b.lastIO = time.Now()
+		if len(b.buf) == 0 {
+			b.rxStart = b.lastIO
+		}
 		b.buf = append(b.buf, b.rx[:n]...)
 		b.awaitRest(deadline)
 	}
@@ -571,17 +583,27 @@ func (b *Bus) readEcho(adu []byte, deadline time.Time) error {
 		if err != nil {
 			return ioError{fmt.Errorf("read: %w", err)}
 		}
+		if n > 0 && len(b.buf) == 0 {
+			b.rxStart = time.Now()
+		}
 		b.buf = append(b.buf, b.rx[:n]...)
 	}
+	b.cfg.Capture.Record(capture.RX, b.rxStart, time.Now(), b.buf[:len(adu)])
 	if string(b.buf[:len(adu)]) != string(adu) {
 		return fmt.Errorf("rtu: echo differs from the request (%x): %w", b.buf[:len(adu)], ErrUnexpected)
 	}
 	b.buf = b.buf[:copy(b.buf, b.buf[len(adu):])]
+	if len(b.buf) > 0 {
+		b.rxStart = time.Now()
+	}
 	return nil
 }
 
 // noise sets aside bytes that are not the answer.
 func (b *Bus) noise(r *Request, p []byte, why error) {
+	if b.cfg.Capture != nil {
+		b.noiseRec = append(b.noiseRec, p...)
+	}
 	r.Noise += len(p)
 	b.stats.noiseBytes.Add(uint64(len(p)))
 	if b.why == nil {
@@ -589,6 +611,15 @@ func (b *Bus) noise(r *Request, p []byte, why error) {
 	}
 	if len(b.dropped)+len(p) <= cap(b.dropped) {
 		b.dropped = append(b.dropped, p...)
+	}
+}
+
+// recordNoise puts the bytes discarded since the last record into the
+// capture as one record, so the capture keeps the line's order.
+func (b *Bus) recordNoise() {
+	if len(b.noiseRec) > 0 {
+		b.cfg.Capture.Record(capture.RX, b.rxStart, b.lastIO, b.noiseRec)
+		b.noiseRec = b.noiseRec[:0]
 	}
 }
 

@@ -45,7 +45,14 @@ type Line struct {
 	Units    map[byte]*registers.Model
 	Faults   Faults
 	FrameGap time.Duration // silence that ends a request; default 1750 µs
-	Log      *slog.Logger
+	// Replay, if set, answers from a capture instead of the models: each
+	// request with the answers recorded for the same bytes, in turn (the
+	// last one again once they run out), nil meaning silence; requests
+	// the capture never saw get no answer. See replay.Answers.
+	Replay map[string][][]byte
+	Log    *slog.Logger
+
+	replayed map[string]int
 
 	mu    sync.Mutex
 	stats Stats
@@ -140,6 +147,9 @@ func (l *Line) answer(frame, out, resp []byte, rnd *rand.Rand) []byte {
 	if f.Echo {
 		out = append(out, frame...)
 	}
+	if l.Replay != nil {
+		return l.replayAnswer(frame, out)
+	}
 	if unit == pdu.Broadcast {
 		l.count(func(s *Stats) { s.Requests++; s.Broadcasts++ })
 		for _, m := range l.Units {
@@ -177,4 +187,24 @@ func (l *Line) answer(frame, out, resp []byte, rnd *rand.Rand) []byte {
 	}
 	l.count(func(s *Stats) { s.Answers++ })
 	return out
+}
+
+func (l *Line) replayAnswer(frame, out []byte) []byte {
+	key := string(frame[:len(frame)-crc.Size])
+	answers, ok := l.Replay[key]
+	l.count(func(s *Stats) { s.Requests++ })
+	if !ok || len(answers) == 0 {
+		return out
+	}
+	if l.replayed == nil {
+		l.replayed = map[string]int{}
+	}
+	i := min(l.replayed[key], len(answers)-1)
+	l.replayed[key]++
+	if answers[i] == nil {
+		l.count(func(s *Stats) { s.Dropped++ })
+		return out
+	}
+	l.count(func(s *Stats) { s.Answers++ })
+	return append(out, answers[i]...)
 }
