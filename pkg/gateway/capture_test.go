@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/capture"
-	"github.com/mcpgw/mcpgw/pkg/config"
-	"github.com/mcpgw/mcpgw/pkg/gateway"
 	"github.com/mcpgw/mcpgw/pkg/replay"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/sim"
@@ -30,7 +28,7 @@ func runSession(t *testing.T, dev *sim.Line, line *serialport.Pty, capPath strin
 	done := make(chan struct{})
 	go func() { dev.Serve(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	cfg, err := config.Parse(fmt.Sprintf(`
+	svc, addr := startService(t, fmt.Sprintf(`
 [server]
 listen = "127.0.0.1:0"
 [[bus]]
@@ -42,22 +40,8 @@ timeout = "100ms"
 retries = 0
 units = ["1-9"]
 capture = %q
-`, line.Path, capPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := gateway.NewService(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, err := svc.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for !svc.Lines[0].Up() {
-		time.Sleep(time.Millisecond)
-	}
-	c, err := net.Dial("tcp", addr.String())
+`, line.Path, capPath), slog.New(slog.DiscardHandler))
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

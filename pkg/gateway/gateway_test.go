@@ -51,6 +51,33 @@ type rig struct {
 	log  *syncBuffer
 }
 
+// startService runs a gateway from config text, stops it when the test
+// ends, and returns it with its address once its first line is up.
+func startService(t *testing.T, cfgText string, log *slog.Logger) (*gateway.Service, string) {
+	t.Helper()
+	cfg, err := config.Parse(cfgText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := gateway.NewService(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := svc.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		svc.Shutdown(ctx)
+	})
+	for !svc.Lines[0].Up() {
+		time.Sleep(time.Millisecond)
+	}
+	return svc, addr.String()
+}
+
 // startRig runs the gateway from a config over a virtual line to
 // simulated units 1..3; units 4..9 are routed to the line but silent.
 func startRig(t *testing.T, faults sim.Faults, extra string) *rig {
@@ -63,7 +90,9 @@ func startRig(t *testing.T, faults sim.Faults, extra string) *rig {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { dev.Serve(ctx); close(done) }()
-	cfg, err := config.Parse(fmt.Sprintf(`
+	t.Cleanup(func() { cancel(); <-done; line.Close() }) // after the gateway's own cleanup
+	logs := &syncBuffer{}
+	svc, addr := startService(t, fmt.Sprintf(`
 [server]
 listen = "127.0.0.1:0"
 [[bus]]
@@ -75,31 +104,8 @@ timeout = "100ms"
 retries = 1
 broadcast_delay = "5ms"
 units = ["1-9"]
-%s`, line.Path, extra))
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	svc, err := gateway.NewService(cfg, slog.New(slog.NewJSONHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, err := svc.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sctx, c := context.WithTimeout(context.Background(), 3*time.Second)
-		defer c()
-		svc.Shutdown(sctx)
-		cancel()
-		<-done
-		line.Close()
-	})
-	for !svc.Lines[0].Up() {
-		time.Sleep(time.Millisecond)
-	}
-	return &rig{addr: addr.String(), dev: dev, svc: svc, log: logs}
+%s`, line.Path, extra), slog.New(slog.NewJSONHandler(logs, nil)))
+	return &rig{addr: addr, dev: dev, svc: svc, log: logs}
 }
 
 func client(t *testing.T, addr string, unit byte) modbus.Client {

@@ -8,7 +8,6 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -22,9 +21,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/mcpgw/mcpgw/pkg/config"
-	"github.com/mcpgw/mcpgw/pkg/gateway"
 )
 
 func need(t *testing.T, tools ...string) {
@@ -127,10 +123,13 @@ func libmodbusSlave(t *testing.T) string {
 // gatewayOn runs the gateway with one line on port.
 func gatewayOn(t *testing.T, port, units, timeout string) string {
 	t.Helper()
-	cfg, err := config.Parse(fmt.Sprintf(`
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("MCPGW_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	_, addr := startService(t, fmt.Sprintf(`
 [server]
 listen = "127.0.0.1:0"
-[log]
 [[bus]]
 name = "interop"
 port = %q
@@ -139,31 +138,8 @@ stop_bits = 2
 timeout = %q
 retries = 1
 units = [%q]
-`, port, timeout, units))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	if os.Getenv("MCPGW_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	svc, err := gateway.NewService(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, err := svc.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		svc.Shutdown(ctx)
-	})
-	for !svc.Lines[0].Up() {
-		time.Sleep(time.Millisecond)
-	}
-	return addr.String()
+`, port, timeout, units), log)
+	return addr
 }
 
 func regs(b []byte) []int {
