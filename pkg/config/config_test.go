@@ -87,6 +87,16 @@ retries = 0
 	}
 }
 
+func TestGapsTakeEffect(t *testing.T) {
+	c, err := Parse("[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [\"1\"]\nchar_gap = \"750us\"\nframe_gap = \"1750us\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Bus[0]; b.CharGap.Duration != 750*time.Microsecond || b.FrameGap.Duration != 1750*time.Microsecond {
+		t.Fatalf("gaps %v %v", b.CharGap, b.FrameGap)
+	}
+}
+
 func TestErrorsNameTheKey(t *testing.T) {
 	base := "[[bus]]\nname = \"l1\"\nport = \"/dev/x\"\nunits = [\"1-3\"]\n"
 	tests := []struct{ name, text, want string }{
