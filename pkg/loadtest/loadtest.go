@@ -104,7 +104,12 @@ func Run(ctx context.Context, cfg Config) *Result {
 		wg.Go(func() { results[k] = runClient(ctx, cfg, k) })
 	}
 	wg.Wait()
-	res := &Result{Exceptions: map[byte]int{}, Errors: map[string]int{}, Elapsed: time.Since(start)}
+	return merge(results, time.Since(start))
+}
+
+// merge adds up the clients' results.
+func merge(results []clientResult, elapsed time.Duration) *Result {
+	res := &Result{Exceptions: map[byte]int{}, Errors: map[string]int{}, Elapsed: elapsed}
 	for _, c := range results {
 		res.Transactions += c.total
 		res.OK += c.ok
@@ -125,8 +130,33 @@ func Run(ctx context.Context, cfg Config) *Result {
 	return res
 }
 
+func newClientResult() clientResult {
+	return clientResult{exc: map[byte]int{}, errs: map[string]int{}}
+}
+
+// tally counts the answer p to a read of qty registers at addr of unit,
+// and reports whether it was right.
+func (cr *clientResult) tally(unit byte, addr, qty int, p []byte, lat time.Duration) bool {
+	cr.total++
+	if e, ok := pdu.IsException(p); ok {
+		cr.exc[byte(e)]++
+		cr.excLat = append(cr.excLat, lat)
+		return false
+	}
+	if why := check(unit, addr, qty, p); why != "" {
+		cr.wrong++
+		if cr.firstWrong == "" {
+			cr.firstWrong = why
+		}
+		return false
+	}
+	cr.ok++
+	cr.lat = append(cr.lat, lat)
+	return true
+}
+
 func runClient(ctx context.Context, cfg Config, k int) clientResult {
-	cr := clientResult{exc: map[byte]int{}, errs: map[string]int{}}
+	cr := newClientResult()
 	rnd := rand.New(rand.NewPCG(cfg.Seed, uint64(k)))
 	var conn net.Conn
 	defer func() {
@@ -171,22 +201,9 @@ func runClient(ctx context.Context, cfg Config, k int) clientResult {
 			conn = nil
 			continue
 		}
-		cr.total++
-		p := body[:n]
-		if e, ok := pdu.IsException(p); ok {
-			cr.exc[byte(e)]++
-			cr.excLat = append(cr.excLat, lat)
+		if !cr.tally(unit, addr, cfg.Qty, body[:n], lat) {
 			continue
 		}
-		if why := check(unit, addr, cfg.Qty, p); why != "" {
-			cr.wrong++
-			if cr.firstWrong == "" {
-				cr.firstWrong = why
-			}
-			continue
-		}
-		cr.ok++
-		cr.lat = append(cr.lat, lat)
 		if cfg.Think > 0 {
 			time.Sleep(cfg.Think)
 		}

@@ -31,14 +31,13 @@ func RunRTU(ctx context.Context, port serialport.Port, cfg Config, gap time.Dura
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
-	res := &Result{Exceptions: map[byte]int{}, Errors: map[string]int{}}
+	cr := newClientResult()
 	rnd := rand.New(rand.NewPCG(cfg.Seed, 0))
 	var (
 		adu  = make([]byte, 0, 16)
 		buf  = make([]byte, 0, 512)
 		rx   = make([]byte, 512)
 		last time.Time
-		ok   int
 	)
 	start := time.Now()
 	port.ResetInputBuffer()
@@ -59,40 +58,24 @@ func RunRTU(ctx context.Context, port serialport.Port, cfg Config, gap time.Dura
 		}
 		t0 := time.Now()
 		if _, err := port.Write(adu); err != nil {
-			res.Errors["write: "+err.Error()]++
+			cr.errs["write: "+err.Error()]++
 			break
 		}
 		frame, err := readAnswer(port, buf[:0], rx, unit, t0.Add(cfg.Timeout))
 		last = time.Now()
 		lat := last.Sub(t0)
 		if err != nil {
-			res.Errors[err.Error()]++
+			cr.errs[err.Error()]++
 			continue
 		}
-		res.Transactions++
-		p := frame[1 : len(frame)-2]
-		if e, isExc := pdu.IsException(p); isExc {
-			res.Exceptions[byte(e)]++
-			res.ExcLatencies = append(res.ExcLatencies, lat)
+		if !cr.tally(unit, addr, cfg.Qty, frame[1:len(frame)-2], lat) {
 			continue
 		}
-		if why := check(unit, addr, cfg.Qty, p); why != "" {
-			res.Wrong++
-			if res.FirstWrong == "" {
-				res.FirstWrong = why
-			}
-			continue
-		}
-		ok++
-		res.Latencies = append(res.Latencies, lat)
 		if cfg.Think > 0 {
 			time.Sleep(cfg.Think)
 		}
 	}
-	res.OK = ok
-	res.PerClient = []int{ok}
-	res.Elapsed = time.Since(start)
-	return res
+	return merge([]clientResult{cr}, time.Since(start))
 }
 
 func readAnswer(port serialport.Port, buf, rx []byte, unit byte, deadline time.Time) ([]byte, error) {
