@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/loadtest"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
@@ -95,9 +94,9 @@ func cmdSimline(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ids, err := config.ParseUnits(strings.Split(*units, ","))
+	ids, err := unitsFlag(*units)
 	if err != nil {
-		return usageErr("-units: %v", err)
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -165,7 +164,16 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		defer l.close()
 	}
-	gw, addr, err := startGatewayProcess(lines, max(*many, 256)+50, stderr)
+	var buses strings.Builder
+	for i, l := range lines {
+		ids := make([]string, len(l.units))
+		for k, u := range l.units {
+			ids[k] = strconv.Itoa(int(u))
+		}
+		fmt.Fprintf(&buses, "[[bus]]\nname = \"line%d\"\nport = %q\nbaud = %d\nparity = \"N\"\nstop_bits = 2\ntimeout = \"500ms\"\nunits = [\"%s\"]\n",
+			i, l.gwPath, l.baud, strings.Join(ids, `", "`))
+	}
+	gw, addr, err := startGatewayProcess(buses.String(), max(*many, 256)+50, "warn", stderr)
 	if err != nil {
 		return err
 	}
@@ -424,31 +432,27 @@ type gatewayProcess struct {
 	dir string
 }
 
-func startGatewayProcess(lines []*benchLine, maxConns int, stderr io.Writer) (*gatewayProcess, string, error) {
+// startGatewayProcess runs this binary as `mcpgw run` on a loopback
+// address of its own, with the given [[bus]] tables and log level, and
+// returns once it listens and its lines have had time to open.
+func startGatewayProcess(buses string, maxConns int, level string, stderr io.Writer) (*gatewayProcess, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	dir, err := os.MkdirTemp("", "mcpgw-bench")
+	dir, err := os.MkdirTemp("", "mcpgw-gateway")
 	if err != nil {
 		return nil, "", err
 	}
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "[server]\nlisten = %q\nmax_conns = %d\n[log]\nlevel = \"warn\"\n", addr, maxConns)
-	for i, l := range lines {
-		ids := make([]string, len(l.units))
-		for k, u := range l.units {
-			ids[k] = strconv.Itoa(int(u))
-		}
-		fmt.Fprintf(&cfg, "[[bus]]\nname = \"line%d\"\nport = %q\nbaud = %d\nparity = \"N\"\nstop_bits = 2\ntimeout = \"500ms\"\nunits = [\"%s\"]\n",
-			i, l.gwPath, l.baud, strings.Join(ids, `", "`))
-	}
+	cfg := fmt.Sprintf("[server]\nlisten = %q\nmax_conns = %d\n[log]\nlevel = %q\n%s", addr, maxConns, level, buses)
 	path := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(path, []byte(cfg.String()), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		os.RemoveAll(dir)
 		return nil, "", err
 	}
 	self, err := os.Executable()
 	if err != nil {
+		os.RemoveAll(dir)
 		return nil, "", err
 	}
 	args := []string{"run", "-config", path}
@@ -458,6 +462,7 @@ func startGatewayProcess(lines []*benchLine, maxConns int, stderr io.Writer) (*g
 	cmd := exec.Command(self, args...)
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
 		return nil, "", err
 	}
 	g := &gatewayProcess{cmd: cmd, dir: dir}

@@ -23,13 +23,13 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	units := fs.String("units", "1-3", "simulated unit ids")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	format := fs.String("log-format", "text", "text or json")
-	faults := faultFlags(fs)
+	faults := faultFlags(fs, sim.Faults{})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ids, err := config.ParseUnits(strings.Split(*units, ","))
+	ids, err := unitsFlag(*units)
 	if err != nil {
-		return usageErr("-units: %v", err)
+		return err
 	}
 	log, err := newLogger(stderr, *level, *format)
 	if err != nil {

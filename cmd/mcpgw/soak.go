@@ -8,14 +8,11 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/loadtest"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/sim"
@@ -30,28 +27,14 @@ func cmdSoak(args []string, stdout, stderr io.Writer) error {
 	dur := fs.Duration("duration", 3*time.Minute, "how long to run")
 	clients := fs.Int("clients", 50, "concurrent clients")
 	units := fs.String("units", "1-5", "simulated unit ids")
-	faults := faultFlags(fs)
+	// By default a bit of every fault.
+	faults := faultFlags(fs, sim.Faults{Drop: 0.03, Corrupt: 0.03, Late: 0.01, LateBy: 150 * time.Millisecond, Noise: 0.03})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ids, err := config.ParseUnits(strings.Split(*units, ","))
+	ids, err := unitsFlag(*units)
 	if err != nil {
-		return usageErr("-units: %v", err)
-	}
-	// Defaults: a bit of every fault, unless flags set their own.
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if !set["drop"] {
-		faults.Drop = 0.03
-	}
-	if !set["corrupt"] {
-		faults.Corrupt = 0.03
-	}
-	if !set["late"] {
-		faults.Late, faults.LateBy = 0.01, 150*time.Millisecond
-	}
-	if !set["noise"] {
-		faults.Noise = 0.03
+		return err
 	}
 
 	line, err := serialport.NewPty()
@@ -64,22 +47,7 @@ func cmdSoak(args []string, stdout, stderr io.Writer) error {
 	dev := &sim.Line{Port: line.Device, Units: sim.NewUnits(ids, 10000), Faults: *faults}
 	go dev.Serve(ctx)
 
-	addr, err := freeAddr()
-	if err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "mcpgw-soak")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	cfgPath := filepath.Join(dir, "config.toml")
-	cfgText := fmt.Sprintf(`[server]
-listen = %q
-max_conns = %d
-[log]
-level = "error"
-[[bus]]
+	gw, addr, err := startGatewayProcess(fmt.Sprintf(`[[bus]]
 name = "soak"
 port = %q
 parity = "N"
@@ -87,31 +55,19 @@ stop_bits = 2
 timeout = "100ms"
 retries = 2
 units = [%q]
-`, addr, *clients+10, line.Path, *units)
-	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o644); err != nil {
-		return err
-	}
-	self, err := os.Executable()
+`, line.Path, *units), *clients+10, "error", stderr)
 	if err != nil {
 		return err
 	}
-	gw := exec.Command(self, "run", "-config", cfgPath)
-	gw.Stderr = stderr
-	if err := gw.Start(); err != nil {
-		return err
-	}
-	defer func() { gw.Process.Signal(os.Interrupt); gw.Wait() }()
-	if err := waitListening(addr, 5*time.Second); err != nil {
-		return err
-	}
+	defer gw.stop()
 
 	fmt.Fprintf(stdout, "soak: %d clients for %v against units %s with faults %+v; gateway pid %d\n",
-		*clients, *dur, *units, *faults, gw.Process.Pid)
+		*clients, *dur, *units, *faults, gw.cmd.Process.Pid)
 	load := loadtest.Config{Addr: addr, Clients: *clients, Units: ids, Qty: 10, Timeout: 30 * time.Second}
 	warm := load
 	warm.Duration = 3 * time.Second
 	loadtest.Run(ctx, warm)
-	rssStart := rssKB(gw.Process.Pid)
+	rssStart := gw.rss()
 	peak := rssStart
 	done := make(chan *loadtest.Result)
 	go func() {
@@ -126,10 +82,10 @@ units = [%q]
 		select {
 		case res = <-done:
 		case <-tick.C:
-			peak = max(peak, rssKB(gw.Process.Pid))
+			peak = max(peak, gw.rss())
 		}
 	}
-	rssEnd := rssKB(gw.Process.Pid)
+	rssEnd := gw.rss()
 	peak = max(peak, rssEnd)
 
 	least, most := res.Fairness()

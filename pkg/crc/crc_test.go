@@ -1,10 +1,10 @@
 package crc
 
 import (
-	"encoding/hex"
 	"fmt"
-	"strings"
 	"testing"
+
+	"github.com/mcpgw/mcpgw/pkg/specframes"
 )
 
 // bitwise is the textbook bit-at-a-time CRC, kept as a reference for the table.
@@ -23,15 +23,6 @@ func bitwise(p []byte) uint16 {
 	return c
 }
 
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestChecksumGolden(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -41,10 +32,10 @@ func TestChecksumGolden(t *testing.T) {
 		{"check string", []byte("123456789"), 0x4B37},
 		{"empty", nil, 0xFFFF},
 		// Modbus over Serial Line v1.02, and MODBUS.md: read 24 holding registers from 0x5000.
-		{"spec read request", unhex(t, "01 03 50 00 00 18"), 0xC054},
+		{"spec read request", specframes.MustHex("01 03 50 00 00 18"), 0xC054},
 		// Modbus Application Protocol examples sent to unit 0x11.
-		{"read coils 0x13 qty 0x25", unhex(t, "11 01 00 13 00 25"), 0x840E},
-		{"read holding 0x6B qty 3", unhex(t, "11 03 00 6B 00 03"), 0x8776},
+		{"read coils 0x13 qty 0x25", specframes.MustHex("11 01 00 13 00 25"), 0x840E},
+		{"read holding 0x6B qty 3", specframes.MustHex("11 03 00 6B 00 03"), 0x8776},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,9 +50,9 @@ func TestChecksumGolden(t *testing.T) {
 }
 
 func TestAppendLowByteFirst(t *testing.T) {
-	req := unhex(t, "01 03 50 00 00 18")
+	req := specframes.MustHex("01 03 50 00 00 18")
 	got := Append(req, Checksum(req))
-	want := unhex(t, "01 03 50 00 00 18 54 C0")
+	want := specframes.MustHex("01 03 50 00 00 18 54 C0")
 	if string(got) != string(want) {
 		t.Fatalf("Append = % X, want % X", got, want)
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/config"
@@ -39,18 +38,10 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 		b := &cfg.Bus[i]
 		settings := b.Settings()
 		path := b.Port
-		frameGap, charGap := b.FrameGap.Duration, b.CharGap.Duration
-		if lt := serialport.LatencyTimer(path); lt > 0 {
-			// Bytes come in bursts up to lt apart: not gaps on the wire.
-			floor := lt + 2*time.Millisecond
-			if frameGap == 0 {
-				frameGap = max(floor, rtu.FrameGap(rtu.CharTime(settings.Baud, settings.CharBits())))
-			}
-			if charGap == 0 {
-				charGap = max(floor, rtu.CharGap(rtu.CharTime(settings.Baud, settings.CharBits())))
-			}
-			log.Info("USB serial adapter with a latency timer: frame_gap and char_gap allow for its bursts",
-				"line", b.Name, "port", path, "latency_timer", lt, "frame_gap", frameGap, "char_gap", charGap)
+		burst := serialport.LatencyTimer(path)
+		if burst > 0 {
+			log.Info("USB serial adapter with a latency timer: default frame_gap and char_gap allow for its bursts",
+				"line", b.Name, "port", path, "latency_timer", burst)
 		}
 		var rec *capture.Recorder
 		if b.Capture != "" {
@@ -68,8 +59,9 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			Open:           func() (rtu.Port, error) { return serialport.Open(path, settings) },
 			Path:           path,
 			CharTime:       rtu.CharTime(settings.Baud, settings.CharBits()),
-			FrameGap:       frameGap,
-			CharGap:        charGap,
+			FrameGap:       b.FrameGap.Duration,
+			CharGap:        b.CharGap.Duration,
+			Burst:          burst,
 			Timeout:        b.Timeout.Duration,
 			Retries:        *b.Retries,
 			BroadcastDelay: b.BroadcastDelay.Duration,

@@ -3,27 +3,17 @@ package registers
 import (
 	"bytes"
 	"encoding/hex"
-	"strings"
 	"testing"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/specframes"
 )
 
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // specModel holds the values behind the Application Protocol's examples.
 func specModel(t *testing.T) *Model {
 	m := New(200)
 	// 6.1: coils 20..38 read as CD 6B 05.
-	for i, b := range unhex(t, "CD 6B 05") {
+	for i, b := range specframes.MustHex("CD 6B 05") {
 		for j := range 8 {
 			if k := 19 + i*8 + j; k < 19+19 {
 				m.Coils[k] = b&(1<<j) != 0
@@ -66,8 +56,8 @@ func TestHandleSpecExamples(t *testing.T) {
 	m := specModel(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := m.Handle(unhex(t, tt.req), nil)
-			if want := unhex(t, tt.resp); !bytes.Equal(got, want) {
+			got := m.Handle(specframes.MustHex(tt.req), nil)
+			if want := specframes.MustHex(tt.resp); !bytes.Equal(got, want) {
 				t.Fatalf("Handle(%s) = % X, want % X", tt.req, got, want)
 			}
 		})
@@ -81,13 +71,13 @@ func TestReadWriteMultipleWritesFirst(t *testing.T) {
 	for i := range m.Holding {
 		m.Holding[i] = uint16(i)
 	}
-	got := m.Handle(unhex(t, "17 0003 0006 000E 0003 06 00FF 00FF 00FF"), nil)
-	want := unhex(t, "17 0C 0003 0004 0005 0006 0007 0008")
+	got := m.Handle(specframes.MustHex("17 0003 0006 000E 0003 06 00FF 00FF 00FF"), nil)
+	want := specframes.MustHex("17 0C 0003 0004 0005 0006 0007 0008")
 	if !bytes.Equal(got, want) {
 		t.Fatalf("got % X, want % X", got, want)
 	}
-	got = m.Handle(unhex(t, "17 000D 0003 000E 0002 04 1111 2222"), nil)
-	want = unhex(t, "17 06 000D 1111 2222")
+	got = m.Handle(specframes.MustHex("17 000D 0003 000E 0002 04 1111 2222"), nil)
+	want = specframes.MustHex("17 06 000D 1111 2222")
 	if !bytes.Equal(got, want) {
 		t.Fatalf("overlap: got % X, want % X", got, want)
 	}
@@ -95,7 +85,7 @@ func TestReadWriteMultipleWritesFirst(t *testing.T) {
 
 func TestRefusedWriteChangesNothing(t *testing.T) {
 	m := New(10)
-	m.Handle(unhex(t, "10 0008 0003 06 0001 0002 0003"), nil) // 8..10: past the end
+	m.Handle(specframes.MustHex("10 0008 0003 06 0001 0002 0003"), nil) // 8..10: past the end
 	for i, v := range m.Holding {
 		if v != 0 {
 			t.Fatalf("register %d changed to %d by a refused write", i, v)
@@ -106,22 +96,22 @@ func TestRefusedWriteChangesNothing(t *testing.T) {
 func TestMaxQuantities(t *testing.T) {
 	m := New(65536)
 	m.Pattern(7)
-	if got := m.Handle(unhex(t, "01 0000 07D0"), nil); len(got) != 2+250 || got[1] != 250 {
+	if got := m.Handle(specframes.MustHex("01 0000 07D0"), nil); len(got) != 2+250 || got[1] != 250 {
 		t.Fatalf("2000 coils: %d bytes", len(got))
 	}
-	got := m.Handle(unhex(t, "03 FF83 007D"), nil) // 125 registers ending at 65535
+	got := m.Handle(specframes.MustHex("03 FF83 007D"), nil) // 125 registers ending at 65535
 	if len(got) != 2+250 || u16(got[2:]) != int(PatternHolding(7, 0xFF83)) {
 		t.Fatalf("125 registers at the top: % X", got[:4])
 	}
-	if got := m.Handle(unhex(t, "03 FF84 007D"), nil); !bytes.Equal(got, unhex(t, "83 02")) {
+	if got := m.Handle(specframes.MustHex("03 FF84 007D"), nil); !bytes.Equal(got, specframes.MustHex("83 02")) {
 		t.Fatalf("past 65535: % X", got)
 	}
-	w := append(unhex(t, "0F 0000 07B0 F6"), bytes.Repeat([]byte{0xAA}, 246)...)
-	if got := m.Handle(w, nil); !bytes.Equal(got, unhex(t, "0F 0000 07B0")) {
+	w := append(specframes.MustHex("0F 0000 07B0 F6"), bytes.Repeat([]byte{0xAA}, 246)...)
+	if got := m.Handle(w, nil); !bytes.Equal(got, specframes.MustHex("0F 0000 07B0")) {
 		t.Fatalf("1968 coils: % X", got)
 	}
-	w = append(unhex(t, "10 0000 007B F6"), bytes.Repeat([]byte{0xAB}, 246)...)
-	if got := m.Handle(w, nil); !bytes.Equal(got, unhex(t, "10 0000 007B")) {
+	w = append(specframes.MustHex("10 0000 007B F6"), bytes.Repeat([]byte{0xAB}, 246)...)
+	if got := m.Handle(w, nil); !bytes.Equal(got, specframes.MustHex("10 0000 007B")) {
 		t.Fatalf("123 registers: % X", got)
 	}
 }
@@ -133,19 +123,19 @@ func TestDeviceIdentification(t *testing.T) {
 	// 6.21's example answer, with our conformity level 0x82.
 	want := "2B 0E 01 82 00 00 03 00 16" + hex.EncodeToString([]byte("Company identification")) +
 		"01 0F" + hex.EncodeToString([]byte("Product code XX")) + "02 05" + hex.EncodeToString([]byte("V2.11"))
-	if got := m.Handle(unhex(t, "2B 0E 01 00"), nil); !bytes.Equal(got, unhex(t, want)) {
+	if got := m.Handle(specframes.MustHex("2B 0E 01 00"), nil); !bytes.Equal(got, specframes.MustHex(want)) {
 		t.Fatalf("basic: % X", got)
 	}
-	if got := m.Handle(unhex(t, "2B 0E 04 05"), nil); !bytes.Equal(got, unhex(t, "2B 0E 04 82 00 00 01 05 01 6D")) {
+	if got := m.Handle(specframes.MustHex("2B 0E 04 05"), nil); !bytes.Equal(got, specframes.MustHex("2B 0E 04 82 00 00 01 05 01 6D")) {
 		t.Fatalf("individual: % X", got)
 	}
-	if got := m.Handle(unhex(t, "2B 0E 02 09"), nil); got[6] != 7 || got[7] != 0 {
+	if got := m.Handle(specframes.MustHex("2B 0E 02 09"), nil); got[6] != 7 || got[7] != 0 {
 		t.Fatalf("regular from an unknown id must restart at 0: % X", got)
 	}
-	if got := m.Handle(unhex(t, "2B 0E 04 09"), nil); !bytes.Equal(got, unhex(t, "AB 02")) {
+	if got := m.Handle(specframes.MustHex("2B 0E 04 09"), nil); !bytes.Equal(got, specframes.MustHex("AB 02")) {
 		t.Fatalf("unknown individual object: % X", got)
 	}
-	if got := m.Handle(unhex(t, "2B 0E 05 00"), nil); !bytes.Equal(got, unhex(t, "AB 03")) {
+	if got := m.Handle(specframes.MustHex("2B 0E 05 00"), nil); !bytes.Equal(got, specframes.MustHex("AB 03")) {
 		t.Fatalf("bad code: % X", got)
 	}
 }
@@ -153,7 +143,7 @@ func TestDeviceIdentification(t *testing.T) {
 func TestReportServerID(t *testing.T) {
 	m := New(1)
 	m.ID.ProductName, m.ID.ServerID = "dev", 0x2A
-	if got := m.Handle([]byte{0x11}, nil); !bytes.Equal(got, unhex(t, "11 05 2A FF 646576")) {
+	if got := m.Handle([]byte{0x11}, nil); !bytes.Equal(got, specframes.MustHex("11 05 2A FF 646576")) {
 		t.Fatalf("got % X", got)
 	}
 }
@@ -162,7 +152,7 @@ func FuzzHandle(f *testing.F) {
 	for _, s := range []string{"01 0013 0013", "03 006B 0003", "0F 0013 000A 02 CD 01",
 		"10 0001 0002 04 000A 0102", "16 0004 00F2 0025", "17 0003 0006 000E 0003 06 00FF 00FF 00FF",
 		"2B 0E 01 00", "11", "05 00AC FF00"} {
-		f.Add(unhex(f, s))
+		f.Add(specframes.MustHex(s))
 	}
 	for _, p := range specframes.MustLoad() {
 		f.Add(p.Req)

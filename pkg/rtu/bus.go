@@ -55,7 +55,6 @@ type Request struct {
 	Outcome  Outcome // how it ended
 	Err      error   // for Timeout: the last attempt's failure (ErrNoAnswer, ErrBadCRC, ...)
 	Attempts int     // frames sent
-	Noise    int     // bytes discarded while waiting for the answer
 
 	enqueued time.Time
 	done     chan struct{}
@@ -81,6 +80,7 @@ type Config struct {
 	CharTime       time.Duration        // one character on the wire; see CharTime
 	FrameGap       time.Duration        // silence between frames, and the end of a frame of unpredictable length: default t3.5 from CharTime
 	CharGap        time.Duration        // silence inside a frame that makes it incomplete: default CharGap(CharTime)
+	Burst          time.Duration        // the port delivers bytes in bursts up to this far apart (a USB adapter's latency timer): default gaps are raised to Burst + 2 ms
 	Timeout        time.Duration        // per attempt: default 500ms
 	Retries        int                  // further attempts after the first
 	BroadcastDelay time.Duration        // turnaround after a broadcast: default 100ms
@@ -178,11 +178,15 @@ func NewBus(cfg Config) *Bus {
 	if cfg.CharTime <= 0 {
 		cfg.CharTime = CharTime(19200, 11)
 	}
+	var floor time.Duration // gaps shorter than a burst's are no gaps on the wire
+	if cfg.Burst > 0 {
+		floor = cfg.Burst + 2*time.Millisecond
+	}
 	if cfg.FrameGap <= 0 {
-		cfg.FrameGap = FrameGap(cfg.CharTime)
+		cfg.FrameGap = max(FrameGap(cfg.CharTime), floor)
 	}
 	if cfg.CharGap <= 0 {
-		cfg.CharGap = CharGap(cfg.CharTime)
+		cfg.CharGap = max(CharGap(cfg.CharTime), floor)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 500 * time.Millisecond
@@ -208,10 +212,13 @@ func (b *Bus) Name() string { return b.cfg.Name }
 // Up reports whether the line's port is open.
 func (b *Bus) Up() bool { return b.up.Load() }
 
-// Do runs r on the line and returns when it is done or ctx ends. A line
-// that is down or full answers at once (LineDown, QueueFull).
+// Do runs r on the line and returns when it is done. A line that is down
+// or full answers at once (LineDown, QueueFull). Once queued, a
+// transaction runs to its end, bounded by its timeouts and retries,
+// whatever ctx does: the bus owns r until then, and the caller may reuse
+// r as soon as Do returns.
 func (b *Bus) Do(ctx context.Context, r *Request) {
-	r.Resp, r.Err, r.Attempts, r.Noise = r.Resp[:0], nil, 0, 0
+	r.Resp, r.Err, r.Attempts = r.Resp[:0], nil, 0
 	if !b.up.Load() {
 		r.Outcome = LineDown
 		return
@@ -226,13 +233,7 @@ func (b *Bus) Do(ctx context.Context, r *Request) {
 		r.Outcome = QueueFull
 		return
 	}
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		// The bus still owns r until it signals done; wait for it so the
-		// caller may reuse r. The transaction is bounded by its timeouts.
-		<-r.done
-	}
+	<-r.done
 }
 
 // Run serves the line until ctx ends: it opens the port (retrying while it
@@ -268,7 +269,6 @@ func (b *Bus) Run(ctx context.Context) {
 						"down_for", time.Since(downFrom).Round(time.Millisecond), "retry_in", wait)
 					lastErr, lastLog = err.Error(), time.Now()
 				}
-				b.failQueued()
 				if !b.waitDown(ctx, wait) {
 					break
 				}
@@ -358,11 +358,8 @@ type ioError struct{ err error }
 func (e ioError) Error() string { return e.err.Error() }
 func (e ioError) Unwrap() error { return e.err }
 
+// serve runs one transaction; Run calls it only with the port open.
 func (b *Bus) serve(r *Request) {
-	if b.port == nil {
-		r.Outcome = LineDown
-		return
-	}
 	if b.cfg.QueueTimeout > 0 && time.Since(r.enqueued) > b.cfg.QueueTimeout {
 		r.Outcome = Expired
 		return
@@ -604,7 +601,6 @@ func (b *Bus) noise(r *Request, p []byte, why error) {
 	if b.cfg.Capture != nil {
 		b.noiseRec = append(b.noiseRec, p...)
 	}
-	r.Noise += len(p)
 	b.stats.noiseBytes.Add(uint64(len(p)))
 	if b.why == nil {
 		b.why = why

@@ -2,23 +2,12 @@ package rtu
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
-	"strings"
 	"testing"
 
 	"github.com/goburrow/modbus"
 	"github.com/mcpgw/mcpgw/pkg/specframes"
 )
-
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
-	if err != nil {
-		t.Fatalf("bad hex %q: %v", s, err)
-	}
-	return b
-}
 
 // specPairs are the example transactions of the Modbus Application
 // Protocol, one per function code, from testdata/spec-frames.txt.
@@ -65,8 +54,8 @@ func checkLen(t *testing.T, what string, fn LenFunc, adu []byte) {
 
 func TestSerialLineSpecFrame(t *testing.T) {
 	// MODBUS.md and Modbus over Serial Line: 01 03 50 00 00 18 goes out with CRC 54 C0.
-	got := AppendADU(nil, 0x01, unhex(t, "03 5000 0018"))
-	if want := unhex(t, "01 03 50 00 00 18 54 C0"); !bytes.Equal(got, want) {
+	got := AppendADU(nil, 0x01, specframes.MustHex("03 5000 0018"))
+	if want := specframes.MustHex("01 03 50 00 00 18 54 C0"); !bytes.Equal(got, want) {
 		t.Fatalf("AppendADU = % X, want % X", got, want)
 	}
 }
@@ -89,7 +78,7 @@ func TestAppendADUMatchesGoburrow(t *testing.T) {
 func TestUnpredictableEndsAtSilence(t *testing.T) {
 	// A user-defined function code (0x41) and a MEI type other than 0x0E.
 	for _, p := range []string{"41 01 02 03", "2B 0D 00 01"} {
-		adu := AppendADU(nil, 0x05, unhex(t, p))
+		adu := AppendADU(nil, 0x05, specframes.MustHex(p))
 		for _, fn := range []LenFunc{RequestLen, ResponseLen} {
 			if _, err := fn(adu); !errors.Is(err, ErrUnpredictable) {
 				t.Fatalf("% X: err %v, want ErrUnpredictable", adu, err)
@@ -106,7 +95,7 @@ func TestUnpredictableEndsAtSilence(t *testing.T) {
 }
 
 func TestScanErrors(t *testing.T) {
-	good := AppendADU(nil, 0x01, unhex(t, "03 0000 000A"))
+	good := AppendADU(nil, 0x01, specframes.MustHex("03 0000 000A"))
 	bad := bytes.Clone(good)
 	bad[len(bad)-1] ^= 0xFF
 	tests := []struct {
@@ -121,12 +110,12 @@ func TestScanErrors(t *testing.T) {
 		{"partial, line busy", good[:5], RequestLen, false, 0, ErrNeedMore},
 		{"partial, line silent", good[:5], RequestLen, true, 1, ErrShortFrame},
 		{"bad CRC", bad, RequestLen, false, 1, ErrBadCRC},
-		{"byte count past 256", unhex(t, "01 03 FF"), ResponseLen, false, 1, ErrBadLength},
-		{"FIFO count past 256", unhex(t, "01 18 01 00"), ResponseLen, false, 1, ErrBadLength},
-		{"unpredictable too short", unhex(t, "01 41 00"), RequestLen, true, 1, ErrShortFrame},
-		{"answer from another unit", AppendADU(nil, 0x02, unhex(t, "03 02 1234")), (&Expect{1, 3}).Len, false, 1, ErrUnexpected},
-		{"answer to another function", AppendADU(nil, 0x01, unhex(t, "04 02 1234")), (&Expect{1, 3}).Len, false, 1, ErrUnexpected},
-		{"unpredictable bad CRC", unhex(t, "01 41 00 00 00"), RequestLen, true, 1, ErrBadCRC},
+		{"byte count past 256", specframes.MustHex("01 03 FF"), ResponseLen, false, 1, ErrBadLength},
+		{"FIFO count past 256", specframes.MustHex("01 18 01 00"), ResponseLen, false, 1, ErrBadLength},
+		{"unpredictable too short", specframes.MustHex("01 41 00"), RequestLen, true, 1, ErrShortFrame},
+		{"answer from another unit", AppendADU(nil, 0x02, specframes.MustHex("03 02 1234")), (&Expect{1, 3}).Len, false, 1, ErrUnexpected},
+		{"answer to another function", AppendADU(nil, 0x01, specframes.MustHex("04 02 1234")), (&Expect{1, 3}).Len, false, 1, ErrUnexpected},
+		{"unpredictable bad CRC", specframes.MustHex("01 41 00 00 00"), RequestLen, true, 1, ErrBadCRC},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,7 +130,7 @@ func TestScanErrors(t *testing.T) {
 // TestResyncAfterNoise drops bytes one at a time, as the bus does, until
 // a good frame appears behind noise and a broken frame.
 func TestResyncAfterNoise(t *testing.T) {
-	good := AppendADU(nil, 0x01, unhex(t, "03 02 1234"))
+	good := AppendADU(nil, 0x01, specframes.MustHex("03 02 1234"))
 	broken := bytes.Clone(good)
 	broken[3] ^= 0x40
 	buf := append(append([]byte{0xFF, 0x00, 0x55}, broken...), good...)
@@ -228,7 +217,7 @@ func TestMatches(t *testing.T) {
 		{"exception with a trailing byte", "03 0000 0001", "83 02 00"},
 	}
 	for _, tt := range wrong {
-		if Matches(unhex(t, tt.req), unhex(t, tt.resp)) {
+		if Matches(specframes.MustHex(tt.req), specframes.MustHex(tt.resp)) {
 			t.Errorf("%s: accepted", tt.name)
 		}
 	}

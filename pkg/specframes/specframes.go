@@ -43,8 +43,8 @@ func Load() ([]Pair, error) {
 		if len(parts) != 3 {
 			return nil, fmt.Errorf("%s:%d: want name | request | response", Path(), n)
 		}
-		req, err1 := hex.DecodeString(strings.Join(strings.Fields(parts[1]), ""))
-		resp, err2 := hex.DecodeString(strings.Join(strings.Fields(parts[2]), ""))
+		req, err1 := decodeHex(parts[1])
+		resp, err2 := decodeHex(parts[2])
 		if err1 != nil || err2 != nil || len(req) == 0 || len(resp) == 0 {
 			return nil, fmt.Errorf("%s:%d: bad hex", Path(), n)
 		}
@@ -60,4 +60,19 @@ func MustLoad() []Pair {
 		panic(err)
 	}
 	return p
+}
+
+// decodeHex decodes hex with any white space between the digits.
+func decodeHex(s string) ([]byte, error) {
+	return hex.DecodeString(strings.Join(strings.Fields(s), ""))
+}
+
+// MustHex decodes hex written as in the file ("01 03 006B 0003"), for
+// frames written out in tests; it panics on a bad literal.
+func MustHex(s string) []byte {
+	b, err := decodeHex(s)
+	if err != nil {
+		panic(fmt.Sprintf("specframes: bad hex %q: %v", s, err))
+	}
+	return b
 }

@@ -57,11 +57,11 @@ func ParseHeader(b []byte) (Header, error) {
 
 // AppendADU appends an MBAP header and pdu to dst.
 func AppendADU(dst []byte, tid uint16, unit byte, pdu []byte) []byte {
-	dst = binary.BigEndian.AppendUint16(dst, tid)
-	dst = append(dst, 0, 0)
-	dst = binary.BigEndian.AppendUint16(dst, uint16(len(pdu)+1))
-	dst = append(dst, unit)
-	return append(dst, pdu...)
+	start := len(dst)
+	dst = append(dst, make([]byte, HeaderLen)...)
+	dst = append(dst, pdu...)
+	putHeader(dst[start:], tid, unit)
+	return dst
 }
 
 // putHeader writes the MBAP header into the first HeaderLen bytes of

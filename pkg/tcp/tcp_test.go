@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,18 +14,9 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/specframes"
 )
 
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestHeaderGolden(t *testing.T) {
 	// Modbus Messaging on TCP/IP: read 3 holding registers from 0x6B, unit 0x11.
-	adu := unhex(t, "0001 0000 0006 11 03 006B 0003")
+	adu := specframes.MustHex("0001 0000 0006 11 03 006B 0003")
 	h, err := ParseHeader(adu)
 	if err != nil || h != (Header{TID: 1, Length: 6, Unit: 0x11}) || h.PDULen() != 5 {
 		t.Fatalf("ParseHeader = %+v, %v", h, err)
@@ -45,15 +34,15 @@ func TestHeaderGolden(t *testing.T) {
 		{"0001 0000 00", ErrShort},
 	}
 	for _, tt := range bad {
-		if _, err := ParseHeader(unhex(t, tt.hex)); !errors.Is(err, tt.want) {
+		if _, err := ParseHeader(specframes.MustHex(tt.hex)); !errors.Is(err, tt.want) {
 			t.Errorf("%s: %v, want %v", tt.hex, err, tt.want)
 		}
 	}
 }
 
 func FuzzMBAP(f *testing.F) {
-	f.Add(unhex(f, "0001 0000 0006 11 03 006B 0003"))
-	f.Add(unhex(f, "FFFF 0000 00FE 00"))
+	f.Add(specframes.MustHex("0001 0000 0006 11 03 006B 0003"))
+	f.Add(specframes.MustHex("FFFF 0000 00FE 00"))
 	for i, p := range specframes.MustLoad() {
 		f.Add(AppendADU(nil, uint16(i), 0x11, p.Req))
 		f.Add(AppendADU(nil, uint16(i), 0x11, p.Resp))
@@ -168,7 +157,7 @@ func TestMalformedClosesOnlyThatConnection(t *testing.T) {
 	good := dial(t, addr)
 	for _, bad := range []string{"0001 0001 0006 01 03 0000 0001", "0001 0000 0000 01", "0001 0000 0100 01"} {
 		c := dial(t, addr)
-		c.Write(unhex(t, bad))
+		c.Write(specframes.MustHex(bad))
 		if n, err := c.Read(make([]byte, 10)); err == nil {
 			t.Fatalf("%s: connection still open, read %d bytes", bad, n)
 		}
