@@ -83,15 +83,7 @@ type clientResult struct {
 
 // Run makes the load and returns when every client is done.
 func Run(ctx context.Context, cfg Config) *Result {
-	if cfg.MaxAddr <= 0 {
-		cfg.MaxAddr = 9000
-	}
-	if cfg.Qty <= 0 {
-		cfg.Qty = 10
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Second
-	}
+	cfg.defaults(10 * time.Second)
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
@@ -158,50 +150,21 @@ func (cr *clientResult) tally(unit byte, addr, qty int, p []byte, lat time.Durat
 func runClient(ctx context.Context, cfg Config, k int) clientResult {
 	cr := newClientResult()
 	rnd := rand.New(rand.NewPCG(cfg.Seed, uint64(k)))
-	var conn net.Conn
-	defer func() {
-		if conn != nil {
-			conn.Close()
-		}
-	}()
-	req := make([]byte, 0, 16)
-	hdr := make([]byte, tcp.HeaderLen)
-	body := make([]byte, 256)
-	tid := uint16(rnd.Uint32())
+	c := newTCPClient(cfg.Addr, cfg.Timeout, uint16(rnd.Uint32()))
+	defer c.close()
 	for i := 0; cfg.Requests == 0 || i < cfg.Requests; i++ {
 		if ctx.Err() != nil {
 			break
 		}
-		if conn == nil {
-			d := net.Dialer{Timeout: cfg.Timeout}
-			c, err := d.DialContext(ctx, "tcp", cfg.Addr)
-			if err != nil {
-				if ctx.Err() == nil {
-					cr.errs["dial: "+errKind(err)]++
-					time.Sleep(50 * time.Millisecond)
-				}
-				continue
-			}
-			conn = c
-		}
-		unit := cfg.Units[rnd.IntN(len(cfg.Units))]
-		addr := cfg.MinAddr + rnd.IntN(cfg.MaxAddr-cfg.Qty+1-cfg.MinAddr)
-		tid++
-		req = tcp.AppendADU(req[:0], tid, unit, []byte{pdu.ReadHoldingRegisters,
-			byte(addr >> 8), byte(addr), byte(cfg.Qty >> 8), byte(cfg.Qty)})
-		start := time.Now()
-		conn.SetDeadline(start.Add(cfg.Timeout))
-		n, err := exchange(conn, req, hdr, body, tid, unit)
-		lat := time.Since(start)
+		unit, addr := cfg.pick(rnd)
+		p, lat, err := c.read(ctx, unit, addr, cfg.Qty)
 		if err != nil {
 			if ctx.Err() == nil {
-				cr.errs[errKind(err)]++
+				cr.errs[err.Error()]++
 			}
-			conn.Close()
-			conn = nil
 			continue
 		}
-		if !cr.tally(unit, addr, cfg.Qty, body[:n], lat) {
+		if !cr.tally(unit, addr, cfg.Qty, p, lat) {
 			continue
 		}
 		if cfg.Think > 0 {
@@ -209,6 +172,72 @@ func runClient(ctx context.Context, cfg Config, k int) clientResult {
 		}
 	}
 	return cr
+}
+
+// pick chooses the next request's unit and first address.
+func (cfg *Config) pick(rnd *rand.Rand) (unit byte, addr int) {
+	unit = cfg.Units[rnd.IntN(len(cfg.Units))]
+	return unit, cfg.MinAddr + rnd.IntN(cfg.MaxAddr-cfg.Qty+1-cfg.MinAddr)
+}
+
+// tcpClient is one Modbus TCP client, sending a request at a time. It
+// dials when it has no connection and drops the connection after an
+// error, as a SCADA poller does.
+type tcpClient struct {
+	addr    string
+	timeout time.Duration
+	conn    net.Conn
+	tid     uint16
+	req     []byte
+	hdr     []byte
+	body    []byte
+}
+
+func newTCPClient(addr string, timeout time.Duration, tid uint16) *tcpClient {
+	return &tcpClient{addr: addr, timeout: timeout, tid: tid,
+		req: make([]byte, 0, 16), hdr: make([]byte, tcp.HeaderLen), body: make([]byte, 256)}
+}
+
+// dialError marks a failure to connect, counted apart from failures on a
+// connection; the caller pauses before trying again.
+type dialError struct{ err error }
+
+func (e dialError) Error() string { return "dial: " + errKind(e.err) }
+
+// read reads qty holding registers at addr of unit and returns the
+// answer's PDU (valid until the next call) and the time from sending the
+// request to its last byte. An error's text is its kind, for counting.
+func (c *tcpClient) read(ctx context.Context, unit byte, addr, qty int) ([]byte, time.Duration, error) {
+	if c.conn == nil {
+		d := net.Dialer{Timeout: c.timeout}
+		conn, err := d.DialContext(ctx, "tcp", c.addr)
+		if err != nil {
+			if ctx.Err() == nil {
+				time.Sleep(50 * time.Millisecond)
+			}
+			return nil, 0, dialError{err}
+		}
+		c.conn = conn
+	}
+	c.tid++
+	c.req = tcp.AppendADU(c.req[:0], c.tid, unit, []byte{pdu.ReadHoldingRegisters,
+		byte(addr >> 8), byte(addr), byte(qty >> 8), byte(qty)})
+	start := time.Now()
+	c.conn.SetDeadline(start.Add(c.timeout))
+	n, err := exchange(c.conn, c.req, c.hdr, c.body, c.tid, unit)
+	lat := time.Since(start)
+	if err != nil {
+		c.close()
+		return nil, 0, errors.New(errKind(err))
+	}
+	return c.body[:n], lat, nil
+}
+
+func (c *tcpClient) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
 }
 
 // exchange sends one request and reads its answer's PDU into body,

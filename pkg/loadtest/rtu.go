@@ -2,8 +2,11 @@ package loadtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
@@ -17,15 +20,7 @@ import (
 // before the next request; it ends each answer at its predicted length.
 // Clients in cfg is ignored.
 func RunRTU(ctx context.Context, port serialport.Port, cfg Config, gap time.Duration) *Result {
-	if cfg.MaxAddr <= 0 {
-		cfg.MaxAddr = 9000
-	}
-	if cfg.Qty <= 0 {
-		cfg.Qty = 10
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = time.Second
-	}
+	cfg.defaults(time.Second)
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
@@ -33,42 +28,23 @@ func RunRTU(ctx context.Context, port serialport.Port, cfg Config, gap time.Dura
 	}
 	cr := newClientResult()
 	rnd := rand.New(rand.NewPCG(cfg.Seed, 0))
-	var (
-		adu  = make([]byte, 0, 16)
-		buf  = make([]byte, 0, 512)
-		rx   = make([]byte, 512)
-		last time.Time
-	)
+	m := newMaster(port, gap, cfg.Timeout)
 	start := time.Now()
-	port.ResetInputBuffer()
 	for i := 0; cfg.Requests == 0 || i < cfg.Requests; i++ {
 		if ctx.Err() != nil {
 			break
 		}
-		unit := cfg.Units[rnd.IntN(len(cfg.Units))]
-		addr := cfg.MinAddr + rnd.IntN(cfg.MaxAddr-cfg.Qty+1-cfg.MinAddr)
-		adu = rtu.AppendADU(adu[:0], unit, []byte{pdu.ReadHoldingRegisters, byte(addr >> 8), byte(addr), 0, byte(cfg.Qty)})
-		// t3.5 of silence since the last answer, timed by the port as the
-		// gateway times it (time.Sleep would overshoot by up to a millisecond).
-		for d := gap - time.Since(last); d > 0; d = gap - time.Since(last) {
-			port.SetReadTimeout(d)
-			if n, _ := port.Read(rx); n > 0 {
-				last = time.Now()
-			}
-		}
-		t0 := time.Now()
-		if _, err := port.Write(adu); err != nil {
-			cr.errs["write: "+err.Error()]++
+		unit, addr := cfg.pick(rnd)
+		p, lat, err := m.read(unit, addr, cfg.Qty)
+		if errors.Is(err, errWrite) {
+			cr.errs[err.Error()]++
 			break
 		}
-		frame, err := readAnswer(port, buf[:0], rx, unit, t0.Add(cfg.Timeout))
-		last = time.Now()
-		lat := last.Sub(t0)
 		if err != nil {
 			cr.errs[err.Error()]++
 			continue
 		}
-		if !cr.tally(unit, addr, cfg.Qty, frame[1:len(frame)-2], lat) {
+		if !cr.tally(unit, addr, cfg.Qty, p, lat) {
 			continue
 		}
 		if cfg.Think > 0 {
@@ -76,6 +52,126 @@ func RunRTU(ctx context.Context, port serialport.Port, cfg Config, gap time.Dura
 		}
 	}
 	return merge([]clientResult{cr}, time.Since(start))
+}
+
+// RunSideBySide measures one polling client three ways in turn: the same
+// request (Units, Qty, a random address) from an RTU master straight on
+// port, then through the gateway at cfg.Addr, then, if echoAddr is set, a
+// bare 12-byte round trip to a TCP echo server; with cfg.Think after each.
+// Taking them in turn, rather than one run after another, makes all three
+// see the same moments of the machine: on a shared or virtual machine the
+// cost of waking a process drifts from one second to the next, and a
+// difference between runs taken apart would measure that drift as much as
+// the gateway. It returns the direct and gateway results and the echo
+// round trips.
+func RunSideBySide(ctx context.Context, port serialport.Port, gap time.Duration, echoAddr string, cfg Config) (direct, via *Result, echo []time.Duration, err error) {
+	cfg.defaults(time.Second)
+	rnd := rand.New(rand.NewPCG(cfg.Seed, 0))
+	m := newMaster(port, gap, cfg.Timeout)
+	c := newTCPClient(cfg.Addr, cfg.Timeout, uint16(rnd.Uint32()))
+	defer c.close()
+	var e net.Conn
+	if echoAddr != "" {
+		if e, err = net.Dial("tcp", echoAddr); err != nil {
+			return nil, nil, nil, fmt.Errorf("echo server: %w", err)
+		}
+		defer e.Close()
+	}
+	dr, vr := newClientResult(), newClientResult()
+	ping := make([]byte, 12)
+	start := time.Now()
+	for i := 0; i < cfg.Requests && ctx.Err() == nil; i++ {
+		unit, addr := cfg.pick(rnd)
+		p, lat, err := m.read(unit, addr, cfg.Qty)
+		if errors.Is(err, errWrite) {
+			return nil, nil, nil, err
+		}
+		if err != nil {
+			dr.errs[err.Error()]++
+		} else {
+			dr.tally(unit, addr, cfg.Qty, p, lat)
+		}
+		time.Sleep(cfg.Think)
+		if p, lat, err = c.read(ctx, unit, addr, cfg.Qty); err != nil {
+			vr.errs[err.Error()]++
+		} else {
+			vr.tally(unit, addr, cfg.Qty, p, lat)
+		}
+		time.Sleep(cfg.Think)
+		if e == nil {
+			continue
+		}
+		t := time.Now()
+		e.SetDeadline(t.Add(cfg.Timeout))
+		if _, err := e.Write(ping); err != nil {
+			return nil, nil, nil, fmt.Errorf("echo server: %w", err)
+		}
+		if _, err := io.ReadFull(e, ping); err != nil {
+			return nil, nil, nil, fmt.Errorf("echo server: %w", err)
+		}
+		echo = append(echo, time.Since(t))
+		time.Sleep(cfg.Think)
+	}
+	elapsed := time.Since(start)
+	return merge([]clientResult{dr}, elapsed), merge([]clientResult{vr}, elapsed), echo, nil
+}
+
+// defaults fills in what cfg leaves zero.
+func (cfg *Config) defaults(timeout time.Duration) {
+	if cfg.MaxAddr <= 0 {
+		cfg.MaxAddr = 9000
+	}
+	if cfg.Qty <= 0 {
+		cfg.Qty = 10
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = timeout
+	}
+}
+
+// master is an RTU master straight on a line, a request at a time.
+type master struct {
+	port    serialport.Port
+	gap     time.Duration
+	timeout time.Duration
+	last    time.Time // the last byte of the last answer
+	adu     []byte
+	buf     []byte
+	rx      []byte
+}
+
+// errWrite marks a failed write to the port: the line is gone.
+var errWrite = errors.New("write")
+
+func newMaster(port serialport.Port, gap, timeout time.Duration) *master {
+	port.ResetInputBuffer()
+	return &master{port: port, gap: gap, timeout: timeout,
+		adu: make([]byte, 0, 16), buf: make([]byte, 0, 512), rx: make([]byte, 512)}
+}
+
+// read reads qty holding registers at addr of unit, and returns the
+// answer's PDU (valid until the next call) and the time from the start of
+// the request's write to the answer's last byte.
+func (m *master) read(unit byte, addr, qty int) ([]byte, time.Duration, error) {
+	m.adu = rtu.AppendADU(m.adu[:0], unit, []byte{pdu.ReadHoldingRegisters, byte(addr >> 8), byte(addr), byte(qty >> 8), byte(qty)})
+	// t3.5 of silence since the last answer, timed by the port as the
+	// gateway times it (time.Sleep would overshoot by up to a millisecond).
+	for d := m.gap - time.Since(m.last); d > 0; d = m.gap - time.Since(m.last) {
+		m.port.SetReadTimeout(d)
+		if n, _ := m.port.Read(m.rx); n > 0 {
+			m.last = time.Now()
+		}
+	}
+	t0 := time.Now()
+	if _, err := m.port.Write(m.adu); err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", errWrite, err)
+	}
+	frame, err := readAnswer(m.port, m.buf[:0], m.rx, unit, t0.Add(m.timeout))
+	m.last = time.Now()
+	if err != nil {
+		return nil, 0, err
+	}
+	return frame[1 : len(frame)-2], m.last.Sub(t0), nil
 }
 
 func readAnswer(port serialport.Port, buf, rx []byte, unit byte, deadline time.Time) ([]byte, error) {
