@@ -238,3 +238,58 @@ func TestFrameGap(t *testing.T) {
 		}
 	}
 }
+
+// TestBusStaleAnswerBeforeRequest: a device repeats its answer unasked
+// after the transaction ended. The repeat fits the next request's unit,
+// function and byte count, so only draining the line before sending tells
+// it apart: the next request must get its own answer, and the repeat must
+// be counted (and logged), not silently lost.
+func TestBusStaleAnswerBeforeRequest(t *testing.T) {
+	p, err := serialport.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	m := registers.New(100)
+	m.Pattern(1)
+	stale := rtu.AppendADU(nil, 1, wantHolding(1, 0, 4)) // the first answer
+	go func() {
+		buf := make([]byte, 256)
+		p.Device.SetReadTimeout(5 * time.Second)
+		for i := 0; i < 2; i++ {
+			n, _ := p.Device.Read(buf)
+			if n < 4 {
+				return
+			}
+			answer := rtu.AppendADU(nil, buf[0], m.Handle(buf[1:n-2], nil))
+			p.Device.Write(answer)
+			if i == 0 {
+				time.Sleep(10 * time.Millisecond)
+				p.Device.Write(answer) // unasked, between transactions
+			}
+		}
+	}()
+	bus := rtu.NewBus(rtu.Config{Timeout: 300 * time.Millisecond, Open: func() (rtu.Port, error) {
+		return serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go bus.Run(ctx)
+	for !bus.Up() {
+		time.Sleep(time.Millisecond)
+	}
+	r := &rtu.Request{Unit: 1, PDU: readHolding(0, 4), Retries: 0}
+	bus.Do(ctx, r)
+	if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, wantHolding(1, 0, 4)) {
+		t.Fatalf("first: %v %v % X", r.Outcome, r.Err, r.Resp)
+	}
+	time.Sleep(40 * time.Millisecond) // the repeat is waiting in the input
+	r.PDU = readHolding(50, 4)
+	bus.Do(ctx, r)
+	if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, wantHolding(1, 50, 4)) {
+		t.Fatalf("second: %v %v % X, want % X (the repeat of the first was % X)", r.Outcome, r.Err, r.Resp, wantHolding(1, 50, 4), stale)
+	}
+	if got := bus.Stats().LateBytes; got != uint64(len(stale)) {
+		t.Fatalf("late bytes %d, want the %d of the repeat", got, len(stale))
+	}
+}

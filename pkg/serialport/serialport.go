@@ -19,7 +19,9 @@ import (
 )
 
 // Port is what the bus and the simulator need of a serial port. A Read
-// that times out returns 0, nil, as go.bug.st/serial does.
+// that times out returns 0, nil; a read timeout of zero takes what is
+// there without waiting and a negative one waits for ever (serial.NoTimeout), as
+// go.bug.st/serial does.
 type Port interface {
 	io.ReadWriter
 	SetReadTimeout(t time.Duration) error
@@ -170,6 +172,9 @@ func (p *filePort) Write(b []byte) (int, error)          { return p.f.Write(b) }
 func (p *filePort) Close() error                         { return p.f.Close() }
 
 func (p *filePort) Read(b []byte) (int, error) {
+	if p.timeout == 0 {
+		return p.readNow(b)
+	}
 	var deadline time.Time
 	if p.timeout > 0 {
 		deadline = time.Now().Add(p.timeout)
@@ -182,6 +187,33 @@ func (p *filePort) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	return n, err
+}
+
+// readNow reads what is waiting, without waiting: one read(2) on the
+// non-blocking descriptor. (A deadline in the past would fail before
+// reading anything.)
+func (p *filePort) readNow(b []byte) (int, error) {
+	rc, err := p.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), b)
+		return true
+	}); err != nil {
+		return 0, err
+	}
+	switch {
+	case rerr == unix.EAGAIN:
+		return 0, nil
+	case rerr != nil:
+		return 0, rerr
+	case n == 0 && len(b) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // ResetInputBuffer discards whatever is waiting to be read.

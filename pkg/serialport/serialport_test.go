@@ -119,3 +119,42 @@ func TestPacedLine(t *testing.T) {
 		}
 	}
 }
+
+// TestZeroTimeoutReadsWithoutWaiting: a zero read timeout takes what is
+// there and returns at once when nothing is, on both ends of a pty.
+func TestZeroTimeoutReadsWithoutWaiting(t *testing.T) {
+	line, err := NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer line.Close()
+	gw, err := Open(line.Path, Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	for _, dir := range [][2]Port{{gw, line.Device}, {line.Device, gw}} {
+		from, to := dir[0], dir[1]
+		to.SetReadTimeout(0)
+		buf := make([]byte, 16)
+		start := time.Now()
+		if n, err := to.Read(buf); n != 0 || err != nil {
+			t.Fatalf("empty: %d, %v", n, err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("a zero timeout waited %v", d)
+		}
+		from.Write([]byte{1, 2, 3})
+		var got []byte
+		for deadline := time.Now().Add(2 * time.Second); len(got) < 3 && time.Now().Before(deadline); {
+			n, err := to.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, buf[:n]...)
+		}
+		if !bytes.Equal(got, []byte{1, 2, 3}) {
+			t.Fatalf("got % X", got)
+		}
+	}
+}
