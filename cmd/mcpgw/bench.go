@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,10 +32,11 @@ type benchLine struct {
 	paced bool
 	units []byte
 
-	gwPath string          // the gateway's end of its line
-	master serialport.Port // the direct master's end of the twin line
-	gap    time.Duration
-	closer []func()
+	gwPath   string          // the gateway's end of its line
+	twinPath string          // the direct master's end of the twin line
+	master   serialport.Port // twinPath, open
+	gap      time.Duration
+	closer   []func()
 }
 
 func (l *benchLine) char() time.Duration { return rtu.CharTime(l.baud, 11) }
@@ -72,7 +74,7 @@ func (l *benchLine) open(ctx context.Context) error {
 		}
 		paths[i] = strings.TrimSpace(line)
 	}
-	l.gwPath = paths[0]
+	l.gwPath, l.twinPath = paths[0], paths[1]
 	m, err := serialport.Open(paths[1], settings)
 	if err != nil {
 		return err
@@ -145,6 +147,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "BENCHMARKS.md", "file to write the table to (empty: none)")
 	scale := fs.Float64("scale", 1, "multiply request counts and durations (0.2 for a quick look)")
 	many := fs.Int("many", 1000, "clients in the many-clients run")
+	probeSrc := fs.String("probe", "testdata/interop/latency_probe.c", "libmodbus latency probe to build with cc (empty: skip)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -303,6 +306,40 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		float64(many1.OK)/many1.Elapsed.Seconds(), least, most, fairness, many1.Wrong, errCount(many1),
 		float64(rss0)/1024, float64(peak)/1024, us(cpu/time.Duration(max(1, many1.Transactions))))
 
+	// Latency as an independent master and client see it.
+	rep.printf("\n## Latency as libmodbus sees it\n\n")
+	probe, cleanup, err := buildProbe(*probeSrc)
+	if err != nil {
+		rep.printf("Skipped: %v.\n", err)
+	} else {
+		defer cleanup()
+		rep.printf("An independent implementation takes the same measurement: %s polls in turn as an RTU master on the twin line and as a Modbus TCP client through the gateway (testdata/interop/latency_probe.c), 5 ms between polls, every value checked.\n\n", libmodbusVersion())
+		rep.printf("| line | polls | direct p50 | p90 | p99 | gateway p50 | p90 | p99 | added p50 | added p99 | wrong | failed |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for i, l := range lines {
+			l.master.Close() // the probe opens the twin line itself
+			ids := make([]string, len(l.units))
+			for k, u := range l.units {
+				ids[k] = strconv.Itoa(int(u))
+			}
+			host, port, _ := net.SplitHostPort(addr)
+			args := append([]string{l.twinPath, strconv.Itoa(l.baud), host, port, strconv.Itoa(n([]int{1000, 150, 500}[i])), "5000"}, ids...)
+			out, err := exec.CommandContext(ctx, probe, args...).Output()
+			if err != nil {
+				return fmt.Errorf("latency probe on %s: %w", l.name, err)
+			}
+			d, g, err := parseProbe(string(out))
+			if err != nil {
+				return fmt.Errorf("latency probe on %s: %w", l.name, err)
+			}
+			if w := d["wrong"] + g["wrong"]; w > 0 {
+				return fmt.Errorf("latency probe on %s: %.0f wrong answers:\n%s", l.name, w, out)
+			}
+			rep.printf("| %s | %.0f | %.0f µs | %.0f µs | %.0f µs | %.0f µs | %.0f µs | %.0f µs | %.0f µs | %.0f µs | %.0f | %.0f |\n", l.name, d["ok"],
+				d["p50"], d["p90"], d["p99"], g["p50"], g["p90"], g["p99"], g["p50"]-d["p50"], g["p99"]-d["p99"],
+				d["wrong"]+g["wrong"], d["failed"]+g["failed"])
+		}
+	}
+
 	// Targets.
 	rep.printf("\n## Targets\n\n| target | measured | met |\n|---|---|---|\n")
 	check := func(name, got string, ok bool) {
@@ -375,6 +412,66 @@ func cmdTCPEcho(stdout io.Writer) error {
 		}
 		go func() { io.Copy(c, c); c.Close() }()
 	}
+}
+
+// buildProbe compiles the libmodbus latency probe into a temporary
+// directory; it returns the binary and a function that removes it.
+func buildProbe(src string) (string, func(), error) {
+	if src == "" {
+		return "", nil, errors.New("-probe is empty")
+	}
+	if _, err := os.Stat(src); err != nil {
+		return "", nil, fmt.Errorf("no probe source (run make bench from the repository): %w", err)
+	}
+	flags, err := exec.Command("pkg-config", "--cflags", "--libs", "libmodbus").Output()
+	if err != nil {
+		return "", nil, fmt.Errorf("pkg-config libmodbus: %v (apt-get install pkg-config libmodbus-dev)", err)
+	}
+	dir, err := os.MkdirTemp("", "mcpgw-probe")
+	if err != nil {
+		return "", nil, err
+	}
+	bin := filepath.Join(dir, "latency_probe")
+	args := append([]string{"-O2", "-o", bin, src}, strings.Fields(string(flags))...)
+	if out, err := exec.Command("cc", args...).CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("cc %s: %v\n%s", src, err, out)
+	}
+	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
+// parseProbe reads the probe's two lines of name=value fields.
+func parseProbe(out string) (direct, gateway map[string]float64, err error) {
+	sides := map[string]map[string]float64{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		m := map[string]float64{}
+		for _, kv := range f[1:] {
+			k, v, ok := strings.Cut(kv, "=")
+			x, err := strconv.ParseFloat(v, 64)
+			if !ok || err != nil {
+				return nil, nil, fmt.Errorf("unexpected probe output %q", line)
+			}
+			m[k] = x
+		}
+		sides[f[0]] = m
+	}
+	direct, gateway = sides["direct"], sides["gateway"]
+	if direct == nil || gateway == nil || direct["ok"] == 0 || gateway["ok"] == 0 {
+		return nil, nil, fmt.Errorf("no answers in probe output %q", out)
+	}
+	return direct, gateway, nil
+}
+
+func libmodbusVersion() string {
+	v, err := exec.Command("pkg-config", "--modversion", "libmodbus").Output()
+	if err != nil {
+		return "version unknown"
+	}
+	return "libmodbus " + strings.TrimSpace(string(v))
 }
 
 type report struct{ strings.Builder }

@@ -114,11 +114,13 @@ func TestBenchSmoke(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	out, err := exec.Command(bin, "bench", "-scale", "0.05", "-many", "40", "-out", "").CombinedOutput()
+	out, err := exec.Command(bin, "bench", "-scale", "0.05", "-many", "40", "-out", "",
+		"-probe", "../../testdata/interop/latency_probe.c").CombinedOutput()
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, out)
 	}
-	for _, want := range []string{"## Latency", "## Throughput", "40 clients at once", "| zero wrong answers | 0 | yes |", "| 40 clients: all served | 40 | yes |"} {
+	for _, want := range []string{"## Latency", "## Throughput", "40 clients at once", "| zero wrong answers | 0 | yes |", "| 40 clients: all served | 40 | yes |",
+		"polls in turn as an RTU master on the twin line"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("bench output lacks %q:\n%s", want, out)
 		}
