@@ -68,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSimline(args[1:], stdout, stderr)
 	case "tcpecho": // bench's helper, not for users
 		err = cmdTCPEcho(stdout)
+	case "spin": // bench's helper, not for users
+		err = cmdSpin()
 	case "version":
 		fmt.Fprintln(stdout, "mcpgw", version)
 	case "-h", "-help", "--help", "help":
