@@ -140,6 +140,7 @@ type Bus struct {
 	expect    Expect
 	lenFn     LenFunc
 	dropped   []byte    // bytes discarded in the current attempt, for the log
+	late      []byte    // bytes drained before the current transmission, for the log
 	why       error     // the first reason they were discarded
 	rxStart   time.Time // when the first byte now in buf arrived
 	noiseRec  []byte    // discarded bytes not yet recorded in the capture
@@ -202,7 +203,7 @@ func NewBus(cfg Config) *Bus {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	b := &Bus{cfg: cfg, queue: make(chan *Request, cfg.QueueSize), buf: make([]byte, 0, 2*MaxADU),
-		dropped: make([]byte, 0, 2*MaxADU)}
+		dropped: make([]byte, 0, 2*MaxADU), late: make([]byte, 0, 2*MaxADU)}
 	b.lenFn = b.expect.Len
 	return b
 }
@@ -431,6 +432,14 @@ func (b *Bus) settle() error {
 	if b.unsettled > 0 {
 		quiet, b.unsettled = b.unsettled, 0
 	}
+	b.late = b.late[:0]
+	total := 0
+	defer func() {
+		if total > 0 {
+			b.cfg.Log.Warn("discarded a late answer", "line", b.cfg.Name, "bytes", total, "hex", hex.EncodeToString(b.late),
+				"complete", total == len(b.late))
+		}
+	}()
 	for {
 		b.port.SetReadTimeout(max(quiet-time.Since(b.lastIO), 0))
 		n, err := b.port.Read(b.rx[:])
@@ -441,7 +450,8 @@ func (b *Bus) settle() error {
 			b.lastIO = time.Now()
 			b.cfg.Capture.Record(capture.RX, b.lastIO, b.lastIO, b.rx[:n])
 			b.stats.lateBytes.Add(uint64(n))
-			b.cfg.Log.Warn("discarded a late answer", "line", b.cfg.Name, "bytes", n, "hex", hex.EncodeToString(b.rx[:n]))
+			total += n
+			b.late = append(b.late, b.rx[:min(n, cap(b.late)-len(b.late))]...)
 			continue
 		}
 		if time.Since(b.lastIO) >= quiet {

@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -292,4 +295,84 @@ func TestBusStaleAnswerBeforeRequest(t *testing.T) {
 	if got := bus.Stats().LateBytes; got != uint64(len(stale)) {
 		t.Fatalf("late bytes %d, want the %d of the repeat", got, len(stale))
 	}
+}
+
+// TestBusLateAnswerTrickle: an answer that comes after its attempt gave
+// up, a few bytes at a time, is drained before the next request and
+// logged once, whole, however many reads it took.
+func TestBusLateAnswerTrickle(t *testing.T) {
+	p, err := serialport.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	m := registers.New(100)
+	m.Pattern(1)
+	go func() {
+		buf := make([]byte, 256)
+		p.Device.SetReadTimeout(5 * time.Second)
+		for i := 0; i < 2; i++ {
+			n, _ := p.Device.Read(buf)
+			if n < 4 {
+				return
+			}
+			answer := rtu.AppendADU(nil, buf[0], m.Handle(buf[1:n-2], nil))
+			if i == 1 {
+				p.Device.Write(answer)
+				continue
+			}
+			time.Sleep(45 * time.Millisecond) // the attempt gave up at 30 ms
+			for k := 0; k < len(answer); k += 4 {
+				p.Device.Write(answer[k:min(k+4, len(answer))])
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}()
+	var logBuf syncBuffer
+	bus := rtu.NewBus(rtu.Config{Timeout: 30 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logBuf, nil)),
+		Open: func() (rtu.Port, error) {
+			return serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go bus.Run(ctx)
+	for !bus.Up() {
+		time.Sleep(time.Millisecond)
+	}
+	r := &rtu.Request{Unit: 1, PDU: readHolding(0, 4), Retries: 0}
+	bus.Do(ctx, r)
+	if r.Outcome != rtu.Timeout {
+		t.Fatalf("first: %v, want a timeout", r.Outcome)
+	}
+	r.PDU = readHolding(50, 4)
+	bus.Do(ctx, r)
+	if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, wantHolding(1, 50, 4)) {
+		t.Fatalf("second: %v %v % X", r.Outcome, r.Err, r.Resp)
+	}
+	late := rtu.AppendADU(nil, 1, wantHolding(1, 0, 4))
+	log := logBuf.String()
+	if got := strings.Count(log, "discarded a late answer"); got != 1 {
+		t.Fatalf("%d late-answer lines, want 1:\n%s", got, log)
+	}
+	if want := fmt.Sprintf("bytes=%d hex=%x complete=true", len(late), late); !strings.Contains(log, want) {
+		t.Fatalf("log lacks %q:\n%s", want, log)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
