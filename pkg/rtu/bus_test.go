@@ -23,24 +23,56 @@ import (
 // the other.
 func line(t *testing.T, cfg rtu.Config, faults sim.Faults, units ...byte) (*rtu.Bus, *sim.Line) {
 	t.Helper()
+	dev := &sim.Line{Units: sim.NewUnits(units, 1000), Faults: faults}
+	bus := handLine(t, cfg, func(ctx context.Context, p serialport.Port) {
+		dev.Port = p
+		dev.Serve(ctx)
+	})
+	return bus, dev
+}
+
+// handLine starts a bus on a virtual line whose far end device drives
+// (by hand, for what the simulator does not do) until ctx ends or the
+// line closes.
+func handLine(t *testing.T, cfg rtu.Config, device func(ctx context.Context, dev serialport.Port)) *rtu.Bus {
+	t.Helper()
 	p, err := serialport.NewPty()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := &sim.Line{Port: p.Device, Units: sim.NewUnits(units, 1000), Faults: faults}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { dev.Serve(ctx) })
+	wg.Go(func() { device(ctx, p.Device) })
 	cfg.Open = func() (rtu.Port, error) {
-		return serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'E', StopBits: 1})
+		return serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
 	}
 	bus := rtu.NewBus(cfg)
 	wg.Go(func() { bus.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait(); p.Close() })
+	t.Cleanup(func() { cancel(); p.Close(); wg.Wait() })
 	for !bus.Up() {
 		time.Sleep(time.Millisecond)
 	}
-	return bus, dev
+	return bus
+}
+
+// answerTwo reads two requests on dev and answers each from m: the
+// first through first, which writes the answer as it pleases, the second
+// at once.
+func answerTwo(dev serialport.Port, m *registers.Model, first func(answer []byte)) {
+	buf := make([]byte, 256)
+	dev.SetReadTimeout(5 * time.Second)
+	for i := range 2 {
+		n, _ := dev.Read(buf)
+		if n < 4 {
+			return
+		}
+		answer := rtu.AppendADU(nil, buf[0], m.Handle(buf[1:n-2], nil))
+		if i == 0 {
+			first(answer)
+		} else {
+			dev.Write(answer)
+		}
+	}
 }
 
 func readHolding(addr, qty uint16) []byte {
@@ -127,31 +159,16 @@ func TestBusFaultyLine(t *testing.T) {
 // TestBusUnpredictableLength: a user-defined function code's answer has no
 // length field; the bus ends it at silence and passes it on whole.
 func TestBusUnpredictableLength(t *testing.T) {
-	p, err := serialport.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
 	answer := []byte{0x41, 0xDE, 0xAD, 0xBE, 0xEF, 0x00, 0x01}
-	go func() {
+	bus := handLine(t, rtu.Config{Timeout: time.Second}, func(_ context.Context, dev serialport.Port) {
 		buf := make([]byte, 256)
-		p.Device.SetReadTimeout(2 * time.Second)
-		n, _ := p.Device.Read(buf)
-		if n > 0 {
-			p.Device.Write(rtu.AppendADU(nil, buf[0], answer))
+		dev.SetReadTimeout(2 * time.Second)
+		if n, _ := dev.Read(buf); n > 0 {
+			dev.Write(rtu.AppendADU(nil, buf[0], answer))
 		}
-	}()
-	bus := rtu.NewBus(rtu.Config{Timeout: time.Second, Open: func() (rtu.Port, error) {
-		return serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
-	}})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go bus.Run(ctx)
-	for !bus.Up() {
-		time.Sleep(time.Millisecond)
-	}
+	})
 	r := &rtu.Request{Unit: 7, PDU: []byte{0x41, 0x01}, Retries: 0}
-	bus.Do(ctx, r)
+	bus.Do(context.Background(), r)
 	if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, answer) {
 		t.Fatalf("%v %v % X", r.Outcome, r.Err, r.Resp)
 	}
@@ -184,39 +201,25 @@ func TestCharGap(t *testing.T) {
 // the char gap, then the rest: the halves are not one frame. The retry's answer,
 // sent whole, is taken.
 func TestBusGapInsideFrame(t *testing.T) {
-	p, err := serialport.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
 	answer := rtu.AppendADU(nil, 1, []byte{0x03, 0x04, 0x00, 0x01, 0x00, 0x02})
-	go func() {
+	bus := handLine(t, rtu.Config{Timeout: 200 * time.Millisecond, Retries: 1}, func(_ context.Context, dev serialport.Port) {
 		buf := make([]byte, 256)
-		p.Device.SetReadTimeout(5 * time.Second)
+		dev.SetReadTimeout(5 * time.Second)
 		for i := 0; i < 2; i++ {
-			if n, _ := p.Device.Read(buf); n == 0 {
+			if n, _ := dev.Read(buf); n == 0 {
 				return
 			}
 			if i == 0 {
-				p.Device.Write(answer[:4])
+				dev.Write(answer[:4])
 				time.Sleep(40 * time.Millisecond)
-				p.Device.Write(answer[4:])
+				dev.Write(answer[4:])
 			} else {
-				p.Device.Write(answer)
+				dev.Write(answer)
 			}
 		}
-	}()
-	bus := rtu.NewBus(rtu.Config{Timeout: 200 * time.Millisecond, Retries: 1, Open: func() (rtu.Port, error) {
-		return serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
-	}})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go bus.Run(ctx)
-	for !bus.Up() {
-		time.Sleep(time.Millisecond)
-	}
+	})
 	r := &rtu.Request{Unit: 1, PDU: readHolding(0, 2), Retries: -1}
-	bus.Do(ctx, r)
+	bus.Do(context.Background(), r)
 	if r.Outcome != rtu.OK || r.Attempts != 2 || !bytes.Equal(r.Resp, answer[1:len(answer)-2]) {
 		t.Fatalf("%v attempts=%d % X", r.Outcome, r.Attempts, r.Resp)
 	}
@@ -248,39 +251,17 @@ func TestFrameGap(t *testing.T) {
 // it apart: the next request must get its own answer, and the repeat must
 // be counted (and logged), not silently lost.
 func TestBusStaleAnswerBeforeRequest(t *testing.T) {
-	p, err := serialport.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
 	m := registers.New(100)
 	m.Pattern(1)
 	stale := rtu.AppendADU(nil, 1, wantHolding(1, 0, 4)) // the first answer
-	go func() {
-		buf := make([]byte, 256)
-		p.Device.SetReadTimeout(5 * time.Second)
-		for i := 0; i < 2; i++ {
-			n, _ := p.Device.Read(buf)
-			if n < 4 {
-				return
-			}
-			answer := rtu.AppendADU(nil, buf[0], m.Handle(buf[1:n-2], nil))
-			p.Device.Write(answer)
-			if i == 0 {
-				time.Sleep(10 * time.Millisecond)
-				p.Device.Write(answer) // unasked, between transactions
-			}
-		}
-	}()
-	bus := rtu.NewBus(rtu.Config{Timeout: 300 * time.Millisecond, Open: func() (rtu.Port, error) {
-		return serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
-	}})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go bus.Run(ctx)
-	for !bus.Up() {
-		time.Sleep(time.Millisecond)
-	}
+	bus := handLine(t, rtu.Config{Timeout: 300 * time.Millisecond}, func(_ context.Context, dev serialport.Port) {
+		answerTwo(dev, m, func(answer []byte) {
+			dev.Write(answer)
+			time.Sleep(10 * time.Millisecond)
+			dev.Write(answer) // unasked, between transactions
+		})
+	})
+	ctx := context.Background()
 	r := &rtu.Request{Unit: 1, PDU: readHolding(0, 4), Retries: 0}
 	bus.Do(ctx, r)
 	if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, wantHolding(1, 0, 4)) {
@@ -301,44 +282,22 @@ func TestBusStaleAnswerBeforeRequest(t *testing.T) {
 // up, a few bytes at a time, is drained before the next request and
 // logged once, whole, however many reads it took.
 func TestBusLateAnswerTrickle(t *testing.T) {
-	p, err := serialport.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
 	m := registers.New(100)
 	m.Pattern(1)
-	go func() {
-		buf := make([]byte, 256)
-		p.Device.SetReadTimeout(5 * time.Second)
-		for i := 0; i < 2; i++ {
-			n, _ := p.Device.Read(buf)
-			if n < 4 {
-				return
-			}
-			answer := rtu.AppendADU(nil, buf[0], m.Handle(buf[1:n-2], nil))
-			if i == 1 {
-				p.Device.Write(answer)
-				continue
-			}
+	// The bus logs from its goroutine before each Do returns, and not
+	// between the second Do and the end of the test: no lock needed.
+	var logBuf bytes.Buffer
+	cfg := rtu.Config{Timeout: 30 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logBuf, nil))}
+	bus := handLine(t, cfg, func(_ context.Context, dev serialport.Port) {
+		answerTwo(dev, m, func(answer []byte) {
 			time.Sleep(45 * time.Millisecond) // the attempt gave up at 30 ms
 			for k := 0; k < len(answer); k += 4 {
-				p.Device.Write(answer[k:min(k+4, len(answer))])
+				dev.Write(answer[k:min(k+4, len(answer))])
 				time.Sleep(5 * time.Millisecond)
 			}
-		}
-	}()
-	var logBuf syncBuffer
-	bus := rtu.NewBus(rtu.Config{Timeout: 30 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logBuf, nil)),
-		Open: func() (rtu.Port, error) {
-			return serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
-		}})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go bus.Run(ctx)
-	for !bus.Up() {
-		time.Sleep(time.Millisecond)
-	}
+		})
+	})
+	ctx := context.Background()
 	r := &rtu.Request{Unit: 1, PDU: readHolding(0, 4), Retries: 0}
 	bus.Do(ctx, r)
 	if r.Outcome != rtu.Timeout {
@@ -357,22 +316,4 @@ func TestBusLateAnswerTrickle(t *testing.T) {
 	if want := fmt.Sprintf("bytes=%d hex=%x complete=true", len(late), late); !strings.Contains(log, want) {
 		t.Fatalf("log lacks %q:\n%s", want, log)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -6,17 +6,25 @@ import (
 	"time"
 )
 
-func TestPtyBothWays(t *testing.T) {
+// openPty makes a pty and opens its path as the gateway would; both are
+// closed when the test ends.
+func openPty(t *testing.T, s Settings) (*Pty, Port) {
+	t.Helper()
 	line, err := NewPty()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer line.Close()
-	gw, err := Open(line.Path, Settings{Baud: 19200, DataBits: 8, Parity: 'E', StopBits: 1})
+	t.Cleanup(func() { line.Close() })
+	gw, err := Open(line.Path, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer gw.Close()
+	t.Cleanup(func() { gw.Close() })
+	return line, gw
+}
+
+func TestPtyBothWays(t *testing.T) {
+	line, gw := openPty(t, Settings{Baud: 19200, DataBits: 8, Parity: 'E', StopBits: 1})
 
 	// A read with nothing to read times out with 0, nil on both ends.
 	for _, p := range []Port{gw, line.Device} {
@@ -123,16 +131,7 @@ func TestPacedLine(t *testing.T) {
 // TestZeroTimeoutReadsWithoutWaiting: a zero read timeout takes what is
 // there and returns at once when nothing is, on both ends of a pty.
 func TestZeroTimeoutReadsWithoutWaiting(t *testing.T) {
-	line, err := NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer line.Close()
-	gw, err := Open(line.Path, Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close()
+	line, gw := openPty(t, Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
 	for _, dir := range [][2]Port{{gw, line.Device}, {line.Device, gw}} {
 		from, to := dir[0], dir[1]
 		to.SetReadTimeout(0)
