@@ -131,20 +131,22 @@ type Bus struct {
 	up    atomic.Bool   // the port is open
 
 	// Owned by Run.
-	port      Port
-	buf       []byte
-	rx        [MaxADU]byte
-	lastIO    time.Time // last byte written or read
-	quietTill time.Time // no transmission before this (broadcast turnaround)
-	unsettled time.Duration
-	expect    Expect
-	lenFn     LenFunc
-	dropped   []byte    // bytes discarded in the current attempt, for the log
-	late      []byte    // bytes drained before the current transmission, for the log
-	why       error     // the first reason they were discarded
-	rxStart   time.Time // when the first byte now in buf arrived
-	noiseRec  []byte    // discarded bytes not yet recorded in the capture
-	stats     counters
+	port        Port
+	buf         []byte
+	rx          [MaxADU]byte
+	lastIO      time.Time // last byte written or read
+	quietTill   time.Time // no transmission before this (broadcast turnaround)
+	unsettled   time.Duration
+	expect      Expect
+	lenFn       LenFunc
+	dropped     []byte // bytes discarded in the current attempt, for the log
+	late        []byte // bytes drained before the current transmission, for the log
+	strays      int    // drains of stray bytes since the last one logged
+	strayLogged time.Time
+	why         error     // the first reason they were discarded
+	rxStart     time.Time // when the first byte now in buf arrived
+	noiseRec    []byte    // discarded bytes not yet recorded in the capture
+	stats       counters
 }
 
 // Stats are a line's counters, after the FC 08 diagnostics counters.
@@ -428,16 +430,15 @@ func (b *Bus) settle() error {
 	if d := time.Until(b.quietTill); d > 0 {
 		time.Sleep(d)
 	}
-	quiet := b.cfg.FrameGap
-	if b.unsettled > 0 {
+	quiet, afterFailure := b.cfg.FrameGap, b.unsettled > 0
+	if afterFailure {
 		quiet, b.unsettled = b.unsettled, 0
 	}
 	b.late = b.late[:0]
 	total := 0
 	defer func() {
 		if total > 0 {
-			b.cfg.Log.Warn("discarded a late answer", "line", b.cfg.Name, "bytes", total, "hex", hex.EncodeToString(b.late),
-				"complete", total == len(b.late))
+			b.reportLate(total, afterFailure)
 		}
 	}()
 	for {
@@ -457,6 +458,30 @@ func (b *Bus) settle() error {
 		if time.Since(b.lastIO) >= quiet {
 			return nil
 		}
+	}
+}
+
+// strayLogEvery is how often at most stray bytes between transactions
+// are logged on a line; they are counted every time.
+const strayLogEvery = time.Minute
+
+// reportLate logs the n bytes (kept in b.late) that settle drained. After
+// a failed attempt they are that attempt's late answer, logged each time.
+// Otherwise they came unasked between transactions: a device repeating
+// itself, noise, or the glitch some RS-485 transceivers make when they
+// turn the line around, which on such a line comes with every
+// transaction. Those are logged at most once a minute, with how many
+// times it happened since.
+func (b *Bus) reportLate(n int, afterFailure bool) {
+	attrs := []any{"line", b.cfg.Name, "bytes", n, "hex", hex.EncodeToString(b.late), "complete", n == len(b.late)}
+	if afterFailure {
+		b.cfg.Log.Warn("discarded a late answer", attrs...)
+		return
+	}
+	b.strays++
+	if now := time.Now(); now.Sub(b.strayLogged) >= strayLogEvery {
+		b.cfg.Log.Warn("discarded stray bytes before a request", append(attrs, "times_since_last_logged", b.strays)...)
+		b.strayLogged, b.strays = now, 0
 	}
 }
 
