@@ -152,26 +152,37 @@ func runClient(ctx context.Context, cfg Config, k int) clientResult {
 	rnd := rand.New(rand.NewPCG(cfg.Seed, uint64(k)))
 	c := newTCPClient(cfg.Addr, cfg.Timeout, uint16(rnd.Uint32()))
 	defer c.close()
+	poll(ctx, &cfg, rnd, &cr, func(unit byte, addr, qty int) ([]byte, time.Duration, error) {
+		return c.read(ctx, unit, addr, qty)
+	})
+	return cr
+}
+
+// poll makes cfg's requests one at a time with read, tallying each answer
+// in cr and pausing cfg.Think after each right one, until it has made
+// cfg.Requests or ctx ends. Errors are counted by their text, except the
+// context's own (the run's end cutting a request short); a write error
+// (errWrite: the line is gone) ends the run.
+func poll(ctx context.Context, cfg *Config, rnd *rand.Rand, cr *clientResult, read func(unit byte, addr, qty int) ([]byte, time.Duration, error)) {
 	for i := 0; cfg.Requests == 0 || i < cfg.Requests; i++ {
 		if ctx.Err() != nil {
-			break
+			return
 		}
 		unit, addr := cfg.pick(rnd)
-		p, lat, err := c.read(ctx, unit, addr, cfg.Qty)
+		p, lat, err := read(unit, addr, cfg.Qty)
 		if err != nil {
-			if ctx.Err() == nil {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				cr.errs[err.Error()]++
+			}
+			if errors.Is(err, errWrite) {
+				return
 			}
 			continue
 		}
-		if !cr.tally(unit, addr, cfg.Qty, p, lat) {
-			continue
-		}
-		if cfg.Think > 0 {
+		if cr.tally(unit, addr, cfg.Qty, p, lat) && cfg.Think > 0 {
 			time.Sleep(cfg.Think)
 		}
 	}
-	return cr
 }
 
 // pick chooses the next request's unit and first address.
@@ -212,9 +223,10 @@ func (c *tcpClient) read(ctx context.Context, unit byte, addr, qty int) ([]byte,
 		d := net.Dialer{Timeout: c.timeout}
 		conn, err := d.DialContext(ctx, "tcp", c.addr)
 		if err != nil {
-			if ctx.Err() == nil {
-				time.Sleep(50 * time.Millisecond)
+			if ctx.Err() != nil {
+				return nil, 0, ctx.Err()
 			}
+			time.Sleep(50 * time.Millisecond)
 			return nil, 0, dialError{err}
 		}
 		c.conn = conn
@@ -228,6 +240,9 @@ func (c *tcpClient) read(ctx context.Context, unit byte, addr, qty int) ([]byte,
 	lat := time.Since(start)
 	if err != nil {
 		c.close()
+		if ctx.Err() != nil {
+			return nil, 0, ctx.Err()
+		}
 		return nil, 0, errors.New(errKind(err))
 	}
 	return c.body[:n], lat, nil

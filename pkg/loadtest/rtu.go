@@ -30,27 +30,7 @@ func RunRTU(ctx context.Context, port serialport.Port, cfg Config, gap time.Dura
 	rnd := rand.New(rand.NewPCG(cfg.Seed, 0))
 	m := newMaster(port, gap, cfg.Timeout)
 	start := time.Now()
-	for i := 0; cfg.Requests == 0 || i < cfg.Requests; i++ {
-		if ctx.Err() != nil {
-			break
-		}
-		unit, addr := cfg.pick(rnd)
-		p, lat, err := m.read(unit, addr, cfg.Qty)
-		if errors.Is(err, errWrite) {
-			cr.errs[err.Error()]++
-			break
-		}
-		if err != nil {
-			cr.errs[err.Error()]++
-			continue
-		}
-		if !cr.tally(unit, addr, cfg.Qty, p, lat) {
-			continue
-		}
-		if cfg.Think > 0 {
-			time.Sleep(cfg.Think)
-		}
-	}
+	poll(ctx, &cfg, rnd, &cr, m.read)
 	return merge([]clientResult{cr}, time.Since(start))
 }
 
