@@ -42,6 +42,15 @@ type benchLine struct {
 
 func (l *benchLine) char() time.Duration { return rtu.CharTime(l.baud, 11) }
 
+// ids returns the line's unit ids as decimal strings.
+func (l *benchLine) ids() []string {
+	ids := make([]string, len(l.units))
+	for k, u := range l.units {
+		ids[k] = strconv.Itoa(int(u))
+	}
+	return ids
+}
+
 // open makes the gateway's line and the twin, each with its devices (and
 // its pacer) in a process of its own (mcpgw simline), so that neither the
 // gateway nor the direct master shares a process with them.
@@ -52,10 +61,7 @@ func (l *benchLine) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ids := make([]string, len(l.units))
-	for k, u := range l.units {
-		ids[k] = strconv.Itoa(int(u))
-	}
+	ids := l.ids()
 	var paths [2]string
 	for i := range paths {
 		cmd := exec.CommandContext(ctx, self, "simline", "-baud", strconv.Itoa(l.baud),
@@ -170,10 +176,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	}
 	var buses strings.Builder
 	for i, l := range lines {
-		ids := make([]string, len(l.units))
-		for k, u := range l.units {
-			ids[k] = strconv.Itoa(int(u))
-		}
+		ids := l.ids()
 		fmt.Fprintf(&buses, "[[bus]]\nname = \"line%d\"\nport = %q\nbaud = %d\nparity = \"N\"\nstop_bits = 2\ntimeout = \"500ms\"\nunits = [\"%s\"]\n",
 			i, l.gwPath, l.baud, strings.Join(ids, `", "`))
 	}
@@ -339,10 +342,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		rep.printf("| line | polls | direct p50 | p90 | p99 | gateway p50 | p90 | p99 | added p50 | added p99 | wrong | failed |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for i, l := range lines {
 			l.master.Close() // the probe opens the twin line itself
-			ids := make([]string, len(l.units))
-			for k, u := range l.units {
-				ids[k] = strconv.Itoa(int(u))
-			}
+			ids := l.ids()
 			host, port, _ := net.SplitHostPort(addr)
 			args := append([]string{l.twinPath, strconv.Itoa(l.baud), host, port, strconv.Itoa(n([]int{1000, 150, 500}[i])), "5000"}, ids...)
 			out, err := exec.CommandContext(ctx, probe, args...).Output()
