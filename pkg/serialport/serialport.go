@@ -18,10 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Port is what the bus and the simulator need of a serial port. A Read
-// that times out returns 0, nil; a read timeout of zero takes what is
-// there without waiting and a negative one waits for ever (serial.NoTimeout), as
-// go.bug.st/serial does.
+// Port is what the bus and the simulator need of a serial port, with
+// go.bug.st/serial's read semantics: a Read that times out returns 0, nil;
+// a read timeout of zero takes what is there without waiting, a negative
+// one (serial.NoTimeout) waits for ever.
 type Port interface {
 	io.ReadWriter
 	SetReadTimeout(t time.Duration) error
@@ -220,12 +220,7 @@ func (p *filePort) readNow(b []byte) (int, error) {
 func (p *filePort) ResetInputBuffer() error {
 	var buf [256]byte
 	for {
-		p.f.SetReadDeadline(time.Now().Add(100 * time.Microsecond))
-		n, err := p.f.Read(buf[:])
-		if n == 0 || err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				err = nil
-			}
+		if n, err := p.readNow(buf[:]); n == 0 || err != nil {
 			return err
 		}
 	}
