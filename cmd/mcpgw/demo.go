@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -35,15 +36,13 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	line, err := serialport.NewPty()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	line, _, err := simulatedLine(ctx, ids, *faults, log)
 	if err != nil {
 		return err
 	}
 	defer line.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	dev := &sim.Line{Port: line.Device, Units: sim.NewUnits(ids, 10000), Faults: *faults, Log: log}
-	go dev.Serve(ctx)
 
 	// The gateway's side goes through the same configuration as mcpgw run.
 	cfg, err := config.Parse(fmt.Sprintf(`
@@ -75,6 +74,19 @@ Holding register N of unit U holds U*1000+N. Ctrl-C stops.
 		return err
 	}
 	return serve(svc, 2*time.Second)
+}
+
+// simulatedLine makes a virtual serial line with simulated units (10000
+// objects of each kind) at its far end, served until ctx ends; the caller
+// opens line.Path and closes the line.
+func simulatedLine(ctx context.Context, ids []byte, faults sim.Faults, log *slog.Logger) (*serialport.Pty, *sim.Line, error) {
+	line, err := serialport.NewPty()
+	if err != nil {
+		return nil, nil, err
+	}
+	dev := &sim.Line{Port: line.Device, Units: sim.NewUnits(ids, 10000), Faults: faults, Log: log}
+	go dev.Serve(ctx)
+	return line, dev, nil
 }
 
 func port(addr string) string { _, p, _ := strings.Cut(addr, ":"); return p }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/loadtest"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/sim"
 )
 
@@ -37,15 +36,13 @@ func cmdSoak(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	line, err := serialport.NewPty()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	line, dev, err := simulatedLine(ctx, ids, *faults, nil)
 	if err != nil {
 		return err
 	}
 	defer line.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	dev := &sim.Line{Port: line.Device, Units: sim.NewUnits(ids, 10000), Faults: *faults}
-	go dev.Serve(ctx)
 
 	gw, addr, err := startGatewayProcess(fmt.Sprintf(`[[bus]]
 name = "soak"
