@@ -38,9 +38,8 @@ func hammer(t *testing.T, addr string, clients, n int, seed uint64) (ok, timeout
 				unit, a := byte(1+rnd.IntN(3)), rnd.IntN(9000)
 				h.SlaveId = unit
 				got, err := cl.ReadHoldingRegisters(uint16(a), 10)
-				var me *modbus.ModbusError
 				switch {
-				case errors.As(err, &me) && me.ExceptionCode == 0x0B:
+				case exceptionCode(err) == 0x0B:
 					to.Add(1)
 					continue
 				case err != nil:
@@ -108,58 +107,67 @@ func TestSlowDeviceWithoutOverrideTimesOut(t *testing.T) {
 	wantException(t, err, 0x0B)
 }
 
-func TestQueueFullAnswersBusy(t *testing.T) {
-	r := startRig(t, sim.Faults{Slow: 30 * time.Millisecond}, "queue_size = 2\n")
-	var busy, ok atomic.Int64
+// readAtOnce has n goburrow clients read one holding register of unit at
+// once and returns each client's error (nil for an answer).
+func readAtOnce(addr string, unit byte, n int) []error {
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	for range 12 {
+	for i := range n {
 		wg.Go(func() {
-			h := modbus.NewTCPClientHandler(r.addr)
-			h.SlaveId, h.Timeout = 1, 10*time.Second
+			h := modbus.NewTCPClientHandler(addr)
+			h.SlaveId, h.Timeout = unit, 10*time.Second
 			defer h.Close()
-			_, err := modbus.NewClient(h).ReadHoldingRegisters(0, 1)
-			var me *modbus.ModbusError
-			switch {
-			case err == nil:
-				ok.Add(1)
-			case errors.As(err, &me) && me.ExceptionCode == 0x06:
-				busy.Add(1)
-			default:
-				t.Error(err)
-			}
+			_, errs[i] = modbus.NewClient(h).ReadHoldingRegisters(0, 1)
 		})
 	}
 	wg.Wait()
-	if busy.Load() == 0 || ok.Load() == 0 {
-		t.Fatalf("%d ok, %d busy: want both with a queue of 2 and 12 clients", ok.Load(), busy.Load())
+	return errs
+}
+
+// exceptionCode returns the Modbus exception err carries, or 0.
+func exceptionCode(err error) byte {
+	var me *modbus.ModbusError
+	if errors.As(err, &me) {
+		return me.ExceptionCode
+	}
+	return 0
+}
+
+func TestQueueFullAnswersBusy(t *testing.T) {
+	r := startRig(t, sim.Faults{Slow: 30 * time.Millisecond}, "queue_size = 2\n")
+	var busy, ok int
+	for _, err := range readAtOnce(r.addr, 1, 12) {
+		switch {
+		case err == nil:
+			ok++
+		case exceptionCode(err) == 0x06:
+			busy++
+		default:
+			t.Error(err)
+		}
+	}
+	if busy == 0 || ok == 0 {
+		t.Fatalf("%d ok, %d busy: want both with a queue of 2 and 12 clients", ok, busy)
 	}
 }
 
 func TestQueueTimeoutExpiresUnsent(t *testing.T) {
 	r := startRig(t, sim.Faults{Slow: 40 * time.Millisecond}, "queue_timeout = \"50ms\"\n")
-	var expired atomic.Int64
-	var wg sync.WaitGroup
 	const clients = 8
-	for range clients {
-		wg.Go(func() {
-			h := modbus.NewTCPClientHandler(r.addr)
-			h.SlaveId, h.Timeout = 2, 10*time.Second
-			defer h.Close()
-			_, err := modbus.NewClient(h).ReadHoldingRegisters(0, 1)
-			var me *modbus.ModbusError
-			if errors.As(err, &me) && me.ExceptionCode == 0x0B {
-				expired.Add(1)
-			} else if err != nil {
-				t.Error(err)
-			}
-		})
+	expired := 0
+	for _, err := range readAtOnce(r.addr, 2, clients) {
+		switch {
+		case exceptionCode(err) == 0x0B:
+			expired++
+		case err != nil:
+			t.Error(err)
+		}
 	}
-	wg.Wait()
-	if expired.Load() == 0 {
+	if expired == 0 {
 		t.Fatal("no request expired in the queue")
 	}
-	if sent := r.dev.Stats().Requests; sent+int(expired.Load()) != clients {
-		t.Fatalf("device saw %d requests, %d expired: expired ones must not be sent", sent, expired.Load())
+	if sent := r.dev.Stats().Requests; sent+expired != clients {
+		t.Fatalf("device saw %d requests, %d expired: expired ones must not be sent", sent, expired)
 	}
 }
 
@@ -202,12 +210,12 @@ func TestLineRemovedAndRestored(t *testing.T) {
 	for i := range 5 {
 		start := time.Now()
 		_, err := cl.ReadHoldingRegisters(0, 1)
-		var me *modbus.ModbusError
-		if !errors.As(err, &me) || (me.ExceptionCode != 0x0A && me.ExceptionCode != 0x0B) {
+		code := exceptionCode(err)
+		if code != 0x0A && code != 0x0B {
 			t.Fatalf("request %d with the line gone: %v", i, err)
 		}
-		if i > 0 && (me.ExceptionCode != 0x0A || time.Since(start) > 50*time.Millisecond) {
-			t.Fatalf("request %d with the line down: exception %#x after %v, want 0x0A at once", i, me.ExceptionCode, time.Since(start))
+		if i > 0 && (code != 0x0A || time.Since(start) > 50*time.Millisecond) {
+			t.Fatalf("request %d with the line down: exception %#x after %v, want 0x0A at once", i, code, time.Since(start))
 		}
 	}
 	stop = startLine()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -249,8 +248,7 @@ func TestGoburrowClient(t *testing.T) {
 
 func wantException(t *testing.T, err error, code byte) {
 	t.Helper()
-	var me *modbus.ModbusError
-	if !errors.As(err, &me) || me.ExceptionCode != code {
+	if exceptionCode(err) != code {
 		t.Fatalf("err = %v, want exception %#02x", err, code)
 	}
 }
