@@ -24,10 +24,7 @@ import (
 // (and closed the capture).
 func runSession(t *testing.T, dev *sim.Line, line *serialport.Pty, capPath string, reqs [][]byte) [][]byte {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { dev.Serve(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer dev.Start()()
 	svc, addr := startService(t, fmt.Sprintf(`
 [server]
 listen = "127.0.0.1:0"

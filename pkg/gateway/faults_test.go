@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -193,11 +192,8 @@ func TestLineRemovedAndRestored(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		dev := &sim.Line{Port: p, Units: sim.NewUnits([]byte{1}, 100)}
-		go func() { dev.Serve(ctx); close(done) }()
-		return func() { cancel(); cmd.Process.Kill(); cmd.Wait(); <-done; p.Close() }
+		stopDev := (&sim.Line{Port: p, Units: sim.NewUnits([]byte{1}, 100)}).Start()
+		return func() { cmd.Process.Kill(); cmd.Wait(); stopDev(); p.Close() }
 	}
 	stop := startLine()
 	addr := gatewayOn(t, a, "1", "100ms")

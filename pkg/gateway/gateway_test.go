@@ -86,10 +86,8 @@ func startRig(t *testing.T, faults sim.Faults, extra string) *rig {
 		t.Fatal(err)
 	}
 	dev := &sim.Line{Port: line.Device, Units: sim.NewUnits([]byte{1, 2, 3}, 10000), Faults: faults}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { dev.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; line.Close() }) // after the gateway's own cleanup
+	stop := dev.Start()
+	t.Cleanup(func() { stop(); line.Close() }) // after the gateway's own cleanup
 	logs := &syncBuffer{}
 	svc, addr := startService(t, fmt.Sprintf(`
 [server]

@@ -82,6 +82,15 @@ func (l *Line) count(f func(*Stats)) {
 	l.mu.Unlock()
 }
 
+// Start serves the line in a goroutine of its own until stop is called;
+// stop returns once Serve has returned.
+func (l *Line) Start() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Serve(ctx); close(done) }()
+	return func() { cancel(); <-done }
+}
+
 // Serve answers requests until ctx ends or the port fails.
 func (l *Line) Serve(ctx context.Context) error {
 	if l.Log == nil {

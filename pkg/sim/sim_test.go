@@ -2,9 +2,7 @@ package sim_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,10 +26,8 @@ func serve(t *testing.T, l *sim.Line) serialport.Port {
 		t.Fatal(err)
 	}
 	l.Port = p.Device
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { l.Serve(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait(); master.Close(); p.Close() })
+	stop := l.Start()
+	t.Cleanup(func() { stop(); master.Close(); p.Close() })
 	return master
 }
 
