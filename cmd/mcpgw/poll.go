@@ -20,8 +20,7 @@ func cmdPoll(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	tcpAddr := fs.String("tcp", "", "Modbus TCP server (a gateway), host:port")
 	rtuPort := fs.String("rtu", "", "serial port, to poll a line directly")
-	baud := fs.Int("baud", 19200, "bit rate (with -rtu)")
-	parity := fs.String("parity", "E", "N, E or O (with -rtu)")
+	settings := serialFlags(fs) // with -rtu
 	unit := fs.Int("unit", 1, "unit id")
 	kind := fs.String("type", "holding", "holding, input, coil or discrete")
 	ref := fs.Int("r", 0, "first address, zero-based")
@@ -41,12 +40,19 @@ func cmdPoll(args []string, stdout, stderr io.Writer) error {
 		defer h.Close()
 		client = modbus.NewClient(h)
 	case *rtuPort != "" && *tcpAddr == "":
-		h := modbus.NewRTUClientHandler(*rtuPort)
-		h.SlaveId, h.Timeout, h.BaudRate, h.Parity = byte(*unit), *timeout, *baud, strings.ToUpper(*parity)
-		h.DataBits, h.StopBits = 8, 1
-		if h.Parity == "N" {
-			h.StopBits = 2
+		set, err := settings()
+		if err != nil {
+			return err
 		}
+		// Without parity the spec asks for two stop bits: the default then.
+		stopSet := false
+		fs.Visit(func(f *flag.Flag) { stopSet = stopSet || f.Name == "stop-bits" })
+		if set.Parity == 'N' && !stopSet {
+			set.StopBits = 2
+		}
+		h := modbus.NewRTUClientHandler(*rtuPort)
+		h.SlaveId, h.Timeout = byte(*unit), *timeout
+		h.BaudRate, h.DataBits, h.Parity, h.StopBits = set.Baud, set.DataBits, string(set.Parity), set.StopBits
 		defer h.Close()
 		client = modbus.NewClient(h)
 	default:
