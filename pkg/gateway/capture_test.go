@@ -25,19 +25,7 @@ import (
 func runSession(t *testing.T, dev *sim.Line, line *serialport.Pty, capPath string, reqs [][]byte) [][]byte {
 	t.Helper()
 	defer dev.Start()()
-	svc, addr := startService(t, fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-[[bus]]
-name = "l1"
-port = %q
-parity = "N"
-stop_bits = 2
-timeout = "100ms"
-retries = 0
-units = ["1-9"]
-capture = %q
-`, line.Path, capPath), slog.New(slog.DiscardHandler))
+	svc, addr := startService(t, lineConfig(line.Path, fmt.Sprintf("retries = 0\ncapture = %q\n", capPath)), slog.New(slog.DiscardHandler))
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

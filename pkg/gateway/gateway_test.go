@@ -77,6 +77,22 @@ func startService(t *testing.T, cfgText string, log *slog.Logger) (*gateway.Serv
 	return svc, addr.String()
 }
 
+// lineConfig is a gateway on any free port with one line, "l1", on path
+// (8N2, 100 ms timeout) serving units 1-9, plus extra keys for the bus.
+func lineConfig(path, extra string) string {
+	return fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+[[bus]]
+name = "l1"
+port = %q
+parity = "N"
+stop_bits = 2
+timeout = "100ms"
+units = ["1-9"]
+%s`, path, extra)
+}
+
 // startRig runs the gateway from a config over a virtual line to
 // simulated units 1..3; units 4..9 are routed to the line but silent.
 func startRig(t *testing.T, faults sim.Faults, extra string) *rig {
@@ -89,19 +105,7 @@ func startRig(t *testing.T, faults sim.Faults, extra string) *rig {
 	stop := dev.Start()
 	t.Cleanup(func() { stop(); line.Close() }) // after the gateway's own cleanup
 	logs := &syncBuffer{}
-	svc, addr := startService(t, fmt.Sprintf(`
-[server]
-listen = "127.0.0.1:0"
-[[bus]]
-name = "l1"
-port = %q
-parity = "N"
-stop_bits = 2
-timeout = "100ms"
-retries = 1
-broadcast_delay = "5ms"
-units = ["1-9"]
-%s`, line.Path, extra), slog.New(slog.NewJSONHandler(logs, nil)))
+	svc, addr := startService(t, lineConfig(line.Path, "retries = 1\nbroadcast_delay = \"5ms\"\n"+extra), slog.New(slog.NewJSONHandler(logs, nil)))
 	return &rig{addr: addr, dev: dev, svc: svc, log: logs}
 }
 
