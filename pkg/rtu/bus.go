@@ -50,6 +50,9 @@ type Request struct {
 	PDU     []byte        // the request PDU: function code and data
 	Timeout time.Duration // per attempt; 0 means the bus's default
 	Retries int           // further attempts after the first; <0 means the bus's default
+	// Priority puts the request in the line's priority class (writes,
+	// operators' clients), served before plain reads.
+	Priority bool
 
 	// Results.
 	Resp     []byte  // the answer's PDU when Outcome is OK; owned by the Request
@@ -88,6 +91,7 @@ type Config struct {
 	Echo           bool                 // the adapter echoes what is sent: read it back first
 	QueueSize      int                  // pending transactions: default 4096
 	QueueTimeout   time.Duration        // longest wait in the queue: default none
+	Aging          time.Duration        // a plain request that waited this long goes before priority ones: default QueueTimeout/2, or 1s without one
 	Capture        *capture.Recorder    // records every byte sent and received; nil: none
 	Log            *slog.Logger
 }
@@ -127,8 +131,8 @@ const MinCharGap = 10 * time.Millisecond
 // touches the port; everyone else hands it Requests through Do.
 type Bus struct {
 	cfg   Config
-	queue chan *Request // senders: Do; receiver: Run
-	up    atomic.Bool   // the port is open
+	queue *queue      // senders: Do; receiver: Run
+	up    atomic.Bool // the port is open
 
 	// Owned by Run.
 	port        Port
@@ -146,7 +150,43 @@ type Bus struct {
 	why         error     // the first reason they were discarded
 	rxStart     time.Time // when the first byte now in buf arrived
 	noiseRec    []byte    // discarded bytes not yet recorded in the capture
-	stats       counters
+	// What the line knows of each unit, for the guard between
+	// transactions (see settle): its normal response time (answers to a
+	// first attempt, from the end of the request to the answer's last
+	// byte) and its slowest answer (from the transaction's first frame),
+	// each a maximum that decays with every new answer.
+	respTime, slowest [256]time.Duration
+	respN             [256]uint8         // samples in respTime, up to trustAfter
+	latest            [256]time.Duration // the latest any answer of the unit came, from its transaction's first frame: never forgotten
+	prev              prevTx
+	owed              [256]owedAnswers
+	stats             counters
+}
+
+// prevTx is what the last transaction leaves the next one to respect:
+// the guard against a collision with an answer still on its way.
+type prevTx struct {
+	guard   bool // it had more than one attempt or failed
+	failed  bool // no answer at all
+	unit    byte
+	timeout time.Duration
+}
+
+// owedAnswers are the answers a unit may still send to frames the line
+// gave up on, and until when. A device answers in order, so its answer to
+// a later frame means they came or never will.
+type owedAnswers struct {
+	n     int       // answers that may still come
+	until time.Time // none can come after this
+	first time.Time // when the first of those frames went out
+	any   bool      // they answer more than one request: every request to the unit is confusable
+	pdu   [pdu.MaxSize]byte
+	pn    int
+}
+
+// confusable reports whether an owed answer could pass for r's answer.
+func (o *owedAnswers) confusable(r *Request) bool {
+	return o.any || Confusable(o.pdu[:o.pn], r.PDU)
 }
 
 // Stats are a line's counters, after the FC 08 diagnostics counters.
@@ -201,10 +241,16 @@ func NewBus(cfg Config) *Bus {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 4096
 	}
+	if cfg.Aging <= 0 {
+		cfg.Aging = time.Second
+		if cfg.QueueTimeout > 0 {
+			cfg.Aging = cfg.QueueTimeout / 2
+		}
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	b := &Bus{cfg: cfg, queue: make(chan *Request, cfg.QueueSize), buf: make([]byte, 0, 2*MaxADU),
+	b := &Bus{cfg: cfg, queue: newQueue(cfg.QueueSize, cfg.Aging), buf: make([]byte, 0, 2*MaxADU),
 		dropped: make([]byte, 0, 2*MaxADU), late: make([]byte, 0, 2*MaxADU)}
 	b.lenFn = b.expect.Len
 	return b
@@ -231,9 +277,7 @@ func (b *Bus) Do(ctx context.Context, r *Request) {
 		r.done = make(chan struct{}, 1)
 	}
 	r.enqueued = time.Now()
-	select {
-	case b.queue <- r:
-	default:
+	if !b.queue.push(r) {
 		r.Outcome = QueueFull
 		return
 	}
@@ -291,12 +335,18 @@ func (b *Bus) Run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-		case r := <-b.queue:
-			b.serve(r)
-			r.done <- struct{}{}
-			if b.port == nil {
-				downFrom = time.Now()
-				b.stats.lineDowns.Add(1)
+		case <-b.queue.wake:
+			for b.port != nil {
+				r := b.queue.pop(time.Now())
+				if r == nil {
+					break
+				}
+				b.serve(r)
+				r.done <- struct{}{}
+				if b.port == nil {
+					downFrom = time.Now()
+					b.stats.lineDowns.Add(1)
+				}
 			}
 		}
 	}
@@ -320,9 +370,8 @@ func (b *Bus) waitDown(ctx context.Context, d time.Duration) bool {
 			return false
 		case <-t.C:
 			return true
-		case r := <-b.queue:
-			r.Outcome = LineDown
-			r.done <- struct{}{}
+		case <-b.queue.wake:
+			b.failQueued()
 		}
 	}
 }
@@ -334,14 +383,9 @@ func missing(path string) bool {
 
 // failQueued answers every queued request with LineDown.
 func (b *Bus) failQueued() {
-	for {
-		select {
-		case r := <-b.queue:
-			r.Outcome = LineDown
-			r.done <- struct{}{}
-		default:
-			return
-		}
+	for r := b.queue.pop(time.Now()); r != nil; r = b.queue.pop(time.Now()) {
+		r.Outcome = LineDown
+		r.done <- struct{}{}
 	}
 }
 
@@ -363,6 +407,20 @@ func (e ioError) Error() string { return e.err.Error() }
 func (e ioError) Unwrap() error { return e.err }
 
 // serve runs one transaction; Run calls it only with the port open.
+//
+// The rules that decide when the line may carry the next frame, and which
+// frames are a request's answer, are in the README ("How the line
+// recovers"); in short:
+//   - until the next frame is sent, the line belongs to the transaction in
+//     flight: a frame that fits its request (unit, function, shape; every
+//     attempt sends the same bytes) is its answer, whether it comes during
+//     an attempt or in the silence before a retry;
+//   - an attempt ends at its timeout, or earlier, at t3.5 of silence after
+//     a complete frame that failed its CRC or did not fit: the device has
+//     finished talking; the retry follows after t3.5 of silence;
+//   - between transactions, settle keeps the line quiet only as long as an
+//     answer still owed could arrive and be taken for the next request's,
+//     or collide with it.
 func (b *Bus) serve(r *Request) {
 	if b.cfg.QueueTimeout > 0 && time.Since(r.enqueued) > b.cfg.QueueTimeout {
 		r.Outcome = Expired
@@ -377,48 +435,141 @@ func (b *Bus) serve(r *Request) {
 	}
 	r.adu = AppendADU(r.adu[:0], r.Unit, r.PDU)
 	b.stats.requests.Add(1)
+	if err := b.settle(r); err != nil {
+		b.closePort(err)
+		r.Outcome, r.Err = LineDown, err
+		return
+	}
+	// A unit that owes nothing answers at its normal pace: only then is
+	// its response time measured.
+	clean := b.owed[r.Unit].n == 0
+	var err error
+	var first time.Time // when the first attempt went out
 	for range 1 + retries {
-		err := b.attempt(r, timeout)
-		if err == nil {
-			if r.Attempts > 1 {
-				// An earlier attempt may still be answered: drain it before
-				// the next request, as after a timeout.
-				b.unsettled, b.lastIO = timeout, time.Now()
-			}
-			if r.Unit == pdu.Broadcast {
-				r.Outcome = Sent
-			} else {
-				r.Outcome = OK
-				b.stats.answers.Add(1)
-				if _, ok := pdu.IsException(r.Resp); ok {
-					b.stats.exceptions.Add(1)
-				}
-			}
-			return
+		var sent time.Time
+		sent, err = b.attempt(r, timeout)
+		if first.IsZero() {
+			first = sent
 		}
-		var ioe ioError
-		if errors.As(err, &ioe) {
-			b.closePort(err)
-			r.Outcome, r.Err = LineDown, err
+		if err == nil {
+			b.answered(r, first, sent, timeout, clean)
 			return
 		}
 		r.Err = err
-		// The device may still answer this attempt, and other devices on a
-		// multi-drop line may take the next frame for that answer (libmodbus
-		// slaves ignore the frame after a request to another unit). So the
-		// next frame waits for the line to be quiet for as long again,
-		// counted from now, draining what arrives as late (see settle).
-		b.unsettled, b.lastIO = timeout, time.Now()
+		if errors.As(err, new(ioError)) {
+			b.closePort(err)
+			r.Outcome = LineDown
+			b.prev.guard = false
+			return
+		}
 	}
 	r.Outcome = Timeout
 	b.stats.timeouts.Add(1)
+	// Every attempt may still be answered.
+	b.prev = prevTx{guard: true, failed: true, unit: r.Unit, timeout: timeout}
+	b.lastIO = time.Now() // the guard counts from here
+	b.owe(r, first, timeout, r.Attempts)
 }
 
-// settle waits before a transmission until the line is free: the
-// broadcast turnaround, the inter-frame gap since the last byte, and after
-// a failed attempt, silence for as long as that attempt's timeout from the
-// moment it gave up, so that a late answer is drained here and never taken
-// for the next request's.
+// answered books a transaction that got its answer (or sent a
+// broadcast): the unit's response times, and what the next transactions
+// must respect.
+func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration, clean bool) {
+	b.prev.guard = false
+	if r.Unit == pdu.Broadcast {
+		r.Outcome = Sent
+		return
+	}
+	r.Outcome = OK
+	b.stats.answers.Add(1)
+	if _, ok := pdu.IsException(r.Resp); ok {
+		b.stats.exceptions.Add(1)
+	}
+	u := r.Unit
+	b.slowest[u] = decayMax(b.slowest[u], b.lastIO.Sub(first))
+	b.latest[u] = max(b.latest[u], b.lastIO.Sub(first))
+	// The answer is to one of r's frames, the last ones the unit got: all
+	// it owed before has come or never will.
+	b.owed[u].n = 0
+	if r.Attempts == 1 {
+		// An answer slower than half the timeout is not the unit's normal
+		// pace, whatever held it up.
+		if d := b.lastIO.Sub(sent); clean && d <= timeout/2 {
+			b.respTime[u] = decayMax(b.respTime[u], d)
+			b.respN[u] = min(b.respN[u]+1, trustAfter)
+		}
+		return
+	}
+	b.prev = prevTx{guard: true, unit: u, timeout: timeout}
+	// After a retry the answer may have been an earlier attempt's, late,
+	// and then the later attempts' answers are still to come. An answer
+	// within the unit's normal response time after the last attempt is
+	// taken as that attempt's (nothing owed); a slower one, or any before
+	// the line knows the unit's response time, as an earlier attempt's.
+	if b.respN[u] >= trustAfter && b.lastIO.Sub(sent) <= b.prompt(u, timeout) {
+		return
+	}
+	b.owe(r, first, timeout, r.Attempts-1)
+}
+
+// owe records that unit r.Unit may still send n answers to r's frames.
+// Answers still owed for an earlier request are kept: the unit then owes
+// answers to two requests, and every request to it is confusable.
+func (b *Bus) owe(r *Request, first time.Time, timeout time.Duration, n int) {
+	o := &b.owed[r.Unit]
+	now := time.Now()
+	until := now.Add(b.lateness(r.Unit, timeout))
+	if o.n > 0 && now.Before(o.until) {
+		o.any = o.any || !Confusable(o.pdu[:o.pn], r.PDU)
+		o.n += n
+		if until.After(o.until) {
+			o.until = until
+		}
+		return
+	}
+	*o = owedAnswers{n: n, until: until, first: first}
+	o.pn = copy(o.pdu[:], r.PDU)
+}
+
+// decayMax is a maximum that forgets: each new sample lowers the old
+// maximum by a sixteenth before comparing.
+func decayMax(old, sample time.Duration) time.Duration {
+	return max(sample, old-old/16)
+}
+
+// lateness is how long after it starts on a frame unit u may still
+// answer it: the latest it has ever answered, at least twice the timeout,
+// at most four times.
+func (b *Bus) lateness(u byte, timeout time.Duration) time.Duration {
+	return min(max(b.latest[u], 2*timeout), 4*timeout)
+}
+
+// trustAfter is how many answers to first attempts the line measures
+// before it trusts a unit's response time.
+const trustAfter = 8
+
+// prompt is how soon after a request unit u answers when nothing is
+// wrong: twice its measured response time plus t3.5, at least twice t3.5,
+// at most half the timeout; the timeout until the line has measured
+// enough of its answers.
+func (b *Bus) prompt(u byte, timeout time.Duration) time.Duration {
+	if b.respN[u] < trustAfter {
+		return timeout
+	}
+	return min(max(2*b.respTime[u]+b.cfg.FrameGap, 2*b.cfg.FrameGap), timeout/2)
+}
+
+// settle waits before a transaction's first frame until the line is free
+// for it:
+//   - the broadcast turnaround, and t3.5 of silence;
+//   - after a transaction that needed a retry or failed, a guard against a
+//     collision with an answer still on its way: the line quiet for that
+//     unit's prompt time (after a failed one, for its slowest recent
+//     answer), never longer than its timeout;
+//   - if r's unit still owes answers that could pass for r's (same
+//     function and shape, see Confusable), until they have all come or
+//     none can come any more (see lateness). Owed answers that could not
+//     pass for r's would be told apart and dropped, so r need not wait.
 //
 // It always looks at least once, without waiting, at what arrived since
 // the last frame. Bytes found there are a late answer or noise: they are
@@ -426,23 +577,38 @@ func (b *Bus) serve(r *Request) {
 // quiet for the gap again before the request goes out, as the spec asks
 // of a master. (This read is also cheaper than flushing the input: one
 // poll instead of an ioctl, a few microseconds on every transaction.)
-func (b *Bus) settle() error {
+func (b *Bus) settle(r *Request) error {
 	if d := time.Until(b.quietTill); d > 0 {
 		time.Sleep(d)
 	}
-	quiet, afterFailure := b.cfg.FrameGap, b.unsettled > 0
-	if afterFailure {
-		quiet, b.unsettled = b.unsettled, 0
+	p := &b.prev
+	quiet, guarded := b.cfg.FrameGap, p.guard
+	if p.guard {
+		quiet = max(quiet, b.prompt(p.unit, p.timeout))
+		if p.failed {
+			quiet = max(quiet, min(b.slowest[p.unit], p.timeout))
+		}
+		p.guard = false
+	}
+	o := &b.owed[r.Unit]
+	var until time.Time // wait for owed answers until then
+	if o.n > 0 {
+		if !time.Now().Before(o.until) {
+			o.n = 0
+		} else if o.confusable(r) {
+			until, guarded = o.until, true
+		}
 	}
 	b.late = b.late[:0]
 	total := 0
 	defer func() {
 		if total > 0 {
-			b.reportLate(total, afterFailure)
+			b.reportLate(total, guarded)
 		}
 	}()
 	for {
-		b.port.SetReadTimeout(max(quiet-time.Since(b.lastIO), 0))
+		wait := max(quiet-time.Since(b.lastIO), time.Until(until), 0)
+		b.port.SetReadTimeout(wait)
 		n, err := b.port.Read(b.rx[:])
 		if err != nil {
 			return ioError{fmt.Errorf("read: %w", err)}
@@ -453,12 +619,46 @@ func (b *Bus) settle() error {
 			b.stats.lateBytes.Add(uint64(n))
 			total += n
 			b.late = append(b.late, b.rx[:min(n, cap(b.late)-len(b.late))]...)
+			if until.IsZero() || o.any {
+				continue
+			}
+			k := countAnswers(b.late, r.Unit, o.pdu[:o.pn])
+			if k > 0 {
+				b.latest[r.Unit] = max(b.latest[r.Unit], b.lastIO.Sub(o.first))
+			}
+			if k >= o.n {
+				// Every answer owed has come: what remains is the guard
+				// against a collision.
+				o.n, until = 0, time.Time{}
+				quiet = max(quiet, b.prompt(r.Unit, b.cfg.Timeout))
+			}
 			continue
 		}
-		if time.Since(b.lastIO) >= quiet {
+		if time.Since(b.lastIO) >= quiet && !time.Now().Before(until) {
+			if !until.IsZero() {
+				o.n = 0 // none can come any more
+			}
 			return nil
 		}
 	}
+}
+
+// countAnswers counts the whole frames in buf that answer request req to
+// unit: the owed answers that arrived.
+func countAnswers(buf []byte, unit byte, req []byte) int {
+	e := Expect{Unit: unit, FC: req[0]}
+	k := 0
+	for len(buf) > 0 {
+		frame, used, err := Scan(buf, e.Len, false)
+		if errors.Is(err, ErrNeedMore) {
+			break
+		}
+		if err == nil && Matches(req, frame[1:len(frame)-2]) {
+			k++
+		}
+		buf = buf[used:]
+	}
+	return k
 }
 
 // strayLogEvery is how often at most stray bytes between transactions
@@ -485,44 +685,48 @@ func (b *Bus) reportLate(n int, afterFailure bool) {
 	}
 }
 
-// attempt sends r once and waits up to timeout for its answer. Bytes it
-// had to discard are logged once, with the reason, when it ends.
-func (b *Bus) attempt(r *Request, timeout time.Duration) error {
+// attempt sends r once and waits for its answer: until timeout, and then
+// until the line has been silent for t3.5, since an answer that arrives
+// before the next frame is sent can only be this request's. Bytes it had
+// to discard are logged once, with the reason, when it ends. It returns
+// when the request went out.
+func (b *Bus) attempt(r *Request, timeout time.Duration) (time.Time, error) {
 	b.dropped, b.why = b.dropped[:0], nil
-	err := b.exchange(r, timeout)
+	sent, err := b.exchange(r, timeout)
 	b.recordNoise()
 	if len(b.dropped) > 0 {
 		b.reportDropped(r, err)
 	}
-	return err
+	return sent, err
 }
 
-func (b *Bus) exchange(r *Request, timeout time.Duration) error {
-	if err := b.settle(); err != nil {
-		return err
-	}
+func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 	r.Attempts++
 	b.stats.frames.Add(1)
 	if _, err := b.port.Write(r.adu); err != nil {
-		return ioError{fmt.Errorf("write: %w", err)}
+		return time.Now(), ioError{fmt.Errorf("write: %w", err)}
 	}
 	start := time.Now()
 	b.lastIO = start
 	b.cfg.Capture.Record(capture.TX, start, start, r.adu)
 	deadline := start.Add(timeout)
+	// Past the deadline the attempt still waits for silence, but not for
+	// ever on a line that babbles: at most one longest frame more.
+	hardStop := deadline.Add(MaxADU*b.cfg.CharTime + b.cfg.CharGap)
 	b.buf = b.buf[:0]
 	if b.cfg.Echo {
 		if err := b.readEcho(r.adu, deadline); err != nil {
-			return err
+			return start, err
 		}
 	}
 	if r.Unit == pdu.Broadcast {
 		b.quietTill = time.Now().Add(b.cfg.BroadcastDelay)
-		return nil
+		return start, nil
 	}
 	b.expect = Expect{Unit: r.Unit, FC: r.PDU[0]}
 	var lastErr error = ErrNoAnswer
 	silent := false
+	finished := false // a complete frame came that was not the answer: the device has finished talking
 	for {
 		for len(b.buf) > 0 {
 			frame, used, err := Scan(b.buf, b.lenFn, silent)
@@ -537,38 +741,50 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) error {
 					if rest := len(b.buf) - used; rest > 0 {
 						b.noise(r, b.buf[used:], errTrailing)
 					}
-					return nil
+					return start, nil
 				}
 			}
 			if errors.Is(err, ErrNeedMore) {
 				break
+			}
+			if errors.Is(err, ErrBadCRC) || errors.Is(err, ErrMismatch) {
+				finished = true
 			}
 			b.noise(r, b.buf[:used], err)
 			lastErr = err
 			b.buf = b.buf[:copy(b.buf, b.buf[used:])]
 		}
 		now := time.Now()
-		if !now.Before(deadline) {
+		if !now.Before(hardStop) {
 			if len(b.buf) > 0 {
 				b.noise(r, b.buf, ErrShortFrame)
 				lastErr = ErrShortFrame
 			}
-			return lastErr
+			return start, lastErr
 		}
-		wait := deadline.Sub(now)
-		if len(b.buf) > 0 {
+		var wait time.Duration
+		switch {
+		case len(b.buf) > 0:
 			// Mid-frame: silence of t1.5 makes a frame of known length
 			// incomplete; one of unpredictable length ends at t3.5.
-			gap := b.cfg.CharGap
+			wait = b.cfg.CharGap
 			if _, err := b.lenFn(b.buf); errors.Is(err, ErrUnpredictable) {
-				gap = b.cfg.FrameGap
+				wait = b.cfg.FrameGap
 			}
-			wait = min(wait, gap)
+		case finished || !now.Before(deadline):
+			// Over, once the line has been silent for t3.5.
+			idle := now.Sub(b.lastIO)
+			if idle >= b.cfg.FrameGap {
+				return start, lastErr
+			}
+			wait = b.cfg.FrameGap - idle
+		default:
+			wait = deadline.Sub(now)
 		}
-		b.port.SetReadTimeout(wait)
+		b.port.SetReadTimeout(min(wait, hardStop.Sub(now)))
 		n, err := b.port.Read(b.rx[:])
 		if err != nil {
-			return ioError{fmt.Errorf("read: %w", err)}
+			return start, ioError{fmt.Errorf("read: %w", err)}
 		}
 		if n == 0 {
 			silent = len(b.buf) > 0
@@ -580,7 +796,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) error {
 			b.rxStart = b.lastIO
 		}
 		b.buf = append(b.buf, b.rx[:n]...)
-		b.awaitRest(deadline)
+		b.awaitRest(hardStop)
 	}
 }
 

@@ -249,3 +249,27 @@ func Matches(req, resp []byte) bool {
 	}
 	return true
 }
+
+// Confusable reports whether an answer to request PDU a, sent to the same
+// unit, would also pass for an answer to request PDU b (see Matches): the
+// same function code, and for reads the same quantity, for writes the same
+// echo. An RTU answer carries no transaction id, so a late answer to a
+// can be told from b's only when they are not confusable.
+func Confusable(a, b []byte) bool {
+	if len(a) == 0 || len(b) == 0 || a[0] != b[0] {
+		return false
+	}
+	same := func(from, to int) bool {
+		return len(a) >= to && len(b) >= to && string(a[from:to]) == string(b[from:to])
+	}
+	switch a[0] {
+	case pdu.ReadCoils, pdu.ReadDiscreteInputs, pdu.ReadHoldingRegisters, pdu.ReadInputRegisters,
+		pdu.ReadWriteMultipleRegisters:
+		return same(3, 5) // the quantity read sets the byte count
+	case pdu.WriteSingleCoil, pdu.WriteSingleRegister, pdu.MaskWriteRegister:
+		return string(a) == string(b) // the answer is the request's echo
+	case pdu.WriteMultipleCoils, pdu.WriteMultipleRegisters:
+		return same(0, 5) // the answer echoes address and quantity
+	}
+	return true
+}

@@ -1,0 +1,75 @@
+package rtu
+
+import (
+	"sync"
+	"time"
+)
+
+// queue holds the transactions waiting for a line, in two classes:
+// priority ones (writes, operators' clients) go before plain ones. Within
+// a class it is first in, first out, and since a connection has at most
+// one request waiting, that is round-robin across clients. A plain
+// request that has waited longer than aging goes before priority ones, so
+// reads are never starved by a stream of writes.
+type queue struct {
+	mu        sync.Mutex
+	high, low fifo
+	size      int           // requests waiting at most
+	aging     time.Duration // a plain request that waited this long goes first
+	wake      chan struct{} // senders: push; receiver: the line's goroutine
+}
+
+// fifo is a slice used as a queue; its storage is reused once it empties.
+type fifo struct {
+	items []*Request
+	head  int
+}
+
+func (f *fifo) len() int        { return len(f.items) - f.head }
+func (f *fifo) push(r *Request) { f.items = append(f.items, r) }
+func (f *fifo) peek() *Request  { return f.items[f.head] }
+func (f *fifo) pop() (r *Request) {
+	r, f.items[f.head] = f.items[f.head], nil
+	if f.head++; f.head == len(f.items) {
+		f.items, f.head = f.items[:0], 0
+	}
+	return r
+}
+
+func newQueue(size int, aging time.Duration) *queue {
+	return &queue{size: size, aging: aging, wake: make(chan struct{}, 1)}
+}
+
+// push adds r to its class; it reports false, adding nothing, when the
+// queue is full.
+func (q *queue) push(r *Request) bool {
+	q.mu.Lock()
+	if q.high.len()+q.low.len() >= q.size {
+		q.mu.Unlock()
+		return false
+	}
+	if r.Priority {
+		q.high.push(r)
+	} else {
+		q.low.push(r)
+	}
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// pop returns the next request to serve, or nil when none waits.
+func (q *queue) pop(now time.Time) *Request {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.low.len() > 0 && (q.high.len() == 0 || now.Sub(q.low.peek().enqueued) >= q.aging):
+		return q.low.pop()
+	case q.high.len() > 0:
+		return q.high.pop()
+	}
+	return nil
+}

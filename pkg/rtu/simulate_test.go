@@ -1,0 +1,362 @@
+package rtu_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/rtu"
+)
+
+// The simulation runs the bus in virtual time (testing/synctest): timers
+// and timeouts advance only when every goroutine in the bubble waits, so a
+// run covers in seconds what would take hours on a real line, and the
+// same seed replays the same run. make test runs a short one; make
+// simulate a long one:
+//
+//	go test -run TestSimulate ./pkg/rtu -sim.n 1000000 [-sim.seed N]
+var (
+	simN    = flag.Int("sim.n", 20000, "transactions per simulated run")
+	simSeed = flag.Uint64("sim.seed", 0, "seed of the simulated runs (0: a new one each run, printed)")
+)
+
+// memPort is one end of an in-memory serial line: what the other end
+// writes arrives at once, whole, and Read has go.bug.st/serial's
+// semantics (0, nil on a timeout; a zero timeout does not wait).
+type memPort struct {
+	mu      sync.Mutex
+	in      []byte
+	closed  bool
+	notify  chan struct{} // a byte arrived or the port closed
+	timeout time.Duration
+	peers   []*memPort // every other end of the line: a multi-drop bus
+	echo    bool       // what is written here comes back here too (an echoing adapter)
+}
+
+// memLine returns a master's end of a multi-drop line and n devices' ends.
+func memLine(n int) (master *memPort, devices []*memPort) {
+	master = &memPort{notify: make(chan struct{}, 1), timeout: -1}
+	for range n {
+		d := &memPort{notify: make(chan struct{}, 1), timeout: -1, peers: []*memPort{master}}
+		master.peers = append(master.peers, d)
+		devices = append(devices, d)
+	}
+	return master, devices
+}
+
+func (p *memPort) deliver(b []byte) {
+	p.mu.Lock()
+	p.in = append(p.in, b...)
+	p.mu.Unlock()
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (p *memPort) Write(b []byte) (int, error) {
+	if p.echo {
+		p.deliver(b)
+	}
+	for _, q := range p.peers {
+		q.deliver(b)
+	}
+	return len(b), nil
+}
+
+func (p *memPort) Read(b []byte) (int, error) {
+	var timer <-chan time.Time
+	if p.timeout > 0 {
+		t := time.NewTimer(p.timeout)
+		defer t.Stop()
+		timer = t.C
+	}
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return 0, errors.New("memport: closed")
+		}
+		if len(p.in) > 0 {
+			n := copy(b, p.in)
+			p.in = p.in[:copy(p.in, p.in[n:])]
+			p.mu.Unlock()
+			return n, nil
+		}
+		p.mu.Unlock()
+		if p.timeout == 0 {
+			return 0, nil
+		}
+		select {
+		case <-p.notify:
+		case <-timer:
+			return 0, nil
+		}
+	}
+}
+
+func (p *memPort) SetReadTimeout(t time.Duration) error { p.timeout = t; return nil }
+func (p *memPort) ResetInputBuffer() error {
+	p.mu.Lock()
+	p.in = p.in[:0]
+	p.mu.Unlock()
+	return nil
+}
+func (p *memPort) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// simFaults are the shares of answers a simulated device gets wrong.
+type simFaults struct {
+	drop, corrupt, garble, late, repeat float64
+	echo                                bool
+	// lateBy, if set, makes every late answer that late, and any request
+	// may be late, busy or not (as pkg/sim's devices are): a late answer
+	// to a retry then comes long after the answer to the first attempt.
+	lateBy time.Duration
+}
+
+// simValue is what register addr of unit holds in the simulation. Every
+// request of a run asks for a different address (see simulate), so an
+// answer given to any request but its own shows as other values.
+func simValue(unit byte, addr int) uint16 { return uint16(addr*7+int(unit)*13) ^ 0x5A5A }
+
+// simDevice answers on dev as unit until dev closes. One request at a
+// time, in order, as a device on a serial line: a prompt answer comes 0.2 to 5 ms after the
+// request, a late one 0.5 to 1.5 timeouts after it. A request that
+// arrived while the device was busy is answered promptly once it gets to
+// it: the device was late because it was busy, not because of the
+// request (the contract the README states).
+func simDevice(dev *memPort, me byte, f simFaults, timeout time.Duration, seed uint64) {
+	rnd := rand.New(rand.NewPCG(seed, uint64(me)))
+	buf := make([]byte, 0, 1024)
+	rx := make([]byte, 512)
+	dev.SetReadTimeout(-1)
+	busyTill := time.Time{}
+	for {
+		n, err := dev.Read(rx)
+		if err != nil {
+			return
+		}
+		arrived := time.Now()
+		buf = append(buf, rx[:n]...)
+		for len(buf) > 0 {
+			frame, used, err := rtu.Scan(buf, rtu.RequestLen, true)
+			if errors.Is(err, rtu.ErrNeedMore) {
+				break
+			}
+			if err != nil || frame[0] != me {
+				buf = buf[:copy(buf, buf[used:])]
+				continue
+			}
+			unit, req := frame[0], append([]byte(nil), frame[1:len(frame)-2]...)
+			buf = buf[:copy(buf, buf[used:])]
+			var resp []byte
+			switch req[0] {
+			case pdu.ReadHoldingRegisters:
+				addr, qty := int(binary.BigEndian.Uint16(req[1:])), int(binary.BigEndian.Uint16(req[3:]))
+				resp = []byte{req[0], byte(2 * qty)}
+				for i := range qty {
+					resp = binary.BigEndian.AppendUint16(resp, simValue(unit, addr+i))
+				}
+			case pdu.WriteSingleRegister:
+				resp = append(resp, req...)
+			default:
+				resp = []byte{req[0] | 0x80, byte(pdu.IllegalFunction)}
+			}
+			if rnd.Float64() < f.drop {
+				continue
+			}
+			delay := time.Duration(200+rnd.IntN(4800)) * time.Microsecond
+			switch late := rnd.Float64() < f.late; {
+			case late && f.lateBy > 0:
+				delay = f.lateBy
+			case late && arrived.After(busyTill):
+				delay = timeout/2 + time.Duration(rnd.Int64N(int64(timeout)))
+			}
+			time.Sleep(delay)
+			out := []byte{}
+			if rnd.Float64() < f.garble {
+				for range 1 + rnd.IntN(6) {
+					out = append(out, byte(rnd.IntN(256)))
+				}
+			}
+			start := len(out)
+			out = rtu.AppendADU(out, unit, resp)
+			if rnd.Float64() < f.corrupt {
+				out[start+rnd.IntN(len(out)-start)] ^= 1 << rnd.IntN(8)
+			}
+			if rnd.Float64() < f.repeat {
+				out = append(out, out[start:]...) // the same answer twice, back to back
+			}
+			dev.Write(out)
+			busyTill = time.Now()
+		}
+	}
+}
+
+// simRun is one simulated line: the bus, its devices, and clients making
+// n transactions between them. It returns the outcome counts.
+type simRun struct {
+	name                            string
+	faults                          simFaults
+	clients, n                      int
+	timeout                         time.Duration
+	retries                         int
+	ok, exceptions, timeouts, wrong int
+}
+
+func (s *simRun) run(t *testing.T, seed uint64) {
+	synctest.Test(t, func(t *testing.T) {
+		// Units 1..3 answer; unit 4 is configured but dead.
+		master, devs := memLine(3)
+		master.echo = s.faults.echo
+		var devWG sync.WaitGroup
+		for i, dev := range devs {
+			devWG.Go(func() { simDevice(dev, byte(1+i), s.faults, s.timeout, seed) })
+		}
+		bus := rtu.NewBus(rtu.Config{
+			Name:     s.name,
+			Open:     func() (rtu.Port, error) { return master, nil },
+			CharTime: rtu.CharTime(115200, 10),
+			Timeout:  s.timeout,
+			Retries:  s.retries,
+			Echo:     s.faults.echo,
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { bus.Run(ctx); close(done) }()
+		for !bus.Up() {
+			time.Sleep(time.Millisecond)
+		}
+		var (
+			mu   sync.Mutex
+			next int
+			wg   sync.WaitGroup
+		)
+		for k := range s.clients {
+			wg.Go(func() {
+				rnd := rand.New(rand.NewPCG(seed, uint64(k)+100))
+				r := &rtu.Request{Retries: -1}
+				for {
+					mu.Lock()
+					i := next
+					next++
+					mu.Unlock()
+					if i >= s.n {
+						return
+					}
+					// Every request of the run has its own address (in
+					// any window of 60000), and all reads ask for the same
+					// quantity, so any two are confusable and a misplaced
+					// answer shows.
+					addr := i % 60000
+					r.Unit = byte(1 + rnd.IntN(4))
+					if rnd.IntN(8) == 0 {
+						r.PDU = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16([]byte{pdu.WriteSingleRegister}, uint16(addr)), uint16(i))
+					} else {
+						r.PDU = readHolding(uint16(addr), 4)
+					}
+					bus.Do(ctx, r)
+					mu.Lock()
+					s.tally(t, r, addr)
+					mu.Unlock()
+					if rnd.IntN(4) == 0 {
+						time.Sleep(time.Duration(rnd.IntN(int(s.timeout))))
+					}
+				}
+			})
+		}
+		wg.Wait()
+		cancel()
+		<-done
+		for _, dev := range devs {
+			dev.Close()
+		}
+		devWG.Wait()
+		st := bus.Stats()
+		if int(st.Requests) != s.n || int(st.Answers) != s.ok || int(st.Timeouts) != s.timeouts {
+			t.Errorf("line counters %+v disagree with the clients: %d ok, %d timeouts of %d", st, s.ok, s.timeouts, s.n)
+		}
+	})
+}
+
+// tally checks one outcome: an answer must be the request's own, the dead
+// unit never answers, and a live one fails only with a reason.
+func (s *simRun) tally(t *testing.T, r *rtu.Request, addr int) {
+	switch r.Outcome {
+	case rtu.OK:
+		var want []byte
+		if r.PDU[0] == pdu.WriteSingleRegister {
+			want = r.PDU
+		} else {
+			want = []byte{pdu.ReadHoldingRegisters, 8}
+			for i := range 4 {
+				want = binary.BigEndian.AppendUint16(want, simValue(r.Unit, addr+i))
+			}
+		}
+		if r.Unit == 4 || string(r.Resp) != string(want) {
+			s.wrong++
+			if s.wrong <= 5 {
+				t.Errorf("WRONG ANSWER: unit %d request % X got % X, want % X", r.Unit, r.PDU, r.Resp, want)
+			}
+			return
+		}
+		s.ok++
+	case rtu.Timeout:
+		s.timeouts++
+	default:
+		t.Errorf("unit %d: outcome %v", r.Unit, r.Outcome)
+	}
+}
+
+func simulate(t *testing.T, runs []*simRun) {
+	seed := *simSeed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	t.Logf("seed %d (replay with -sim.seed %d)", seed, seed)
+	for _, s := range runs {
+		t.Run(s.name, func(t *testing.T) {
+			s.run(t, seed)
+			t.Logf("%d transactions: %d ok, %d timed out, %d wrong", s.n, s.ok, s.timeouts, s.wrong)
+			if t.Failed() {
+				t.Logf("replay with -sim.seed %d", seed)
+			}
+			// Unit 4 is a quarter of the requests and always times out;
+			// the live units must still get most of theirs through.
+			if s.ok < s.n/2 {
+				t.Errorf("only %d of %d answered", s.ok, s.n)
+			}
+		})
+	}
+}
+
+// TestSimulate: under random faults, with several units and concurrent
+// clients, no request ever gets an answer that is not its own.
+func TestSimulate(t *testing.T) {
+	n := *simN
+	timeout := 100 * time.Millisecond
+	simulate(t, []*simRun{
+		{name: "healthy", n: n / 4, clients: 4, timeout: timeout, retries: 1},
+		{name: "late around the timeout", faults: simFaults{late: 0.2}, n: n, clients: 8, timeout: timeout, retries: 1},
+		{name: "every fault", faults: simFaults{drop: 0.05, corrupt: 0.08, garble: 0.08, late: 0.05, repeat: 0.05}, n: n, clients: 8, timeout: timeout, retries: 2},
+		{name: "every fault, echoing adapter", faults: simFaults{drop: 0.05, corrupt: 0.08, garble: 0.05, late: 0.05, repeat: 0.05, echo: true}, n: n / 2, clients: 8, timeout: timeout, retries: 1},
+		{name: "late by 1.4 timeouts, busy or not", faults: simFaults{drop: 0.03, late: 0.15, lateBy: timeout * 14 / 10}, n: n / 2, clients: 8, timeout: timeout, retries: 1},
+		{name: "no retries", faults: simFaults{drop: 0.05, corrupt: 0.05, late: 0.1, repeat: 0.05}, n: n / 2, clients: 8, timeout: timeout, retries: 0},
+	})
+}
