@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,9 +39,12 @@ type Config struct {
 
 // Server is the Modbus TCP side.
 type Server struct {
-	Listen      string   `toml:"listen"`       // default 127.0.0.1:5020
-	MaxConns    int      `toml:"max_conns"`    // default 1000
-	IdleTimeout Duration `toml:"idle_timeout"` // default 60s
+	Listen          string   `toml:"listen"`           // default 127.0.0.1:5020
+	MaxConns        int      `toml:"max_conns"`        // default 1000
+	IdleTimeout     Duration `toml:"idle_timeout"`     // default 60s
+	PriorityClients []string `toml:"priority_clients"` // networks whose requests go before plain reads
+
+	PriorityNets []netip.Prefix `toml:"-"` // PriorityClients, parsed
 }
 
 // Log is where and how the transaction log goes.
@@ -70,6 +74,8 @@ type Bus struct {
 	QueueTimeout   Duration `toml:"queue_timeout"`
 	Capture        string   `toml:"capture"`        // record the line to this .pcap or .txt file
 	CaptureMaxMB   int      `toml:"capture_max_mb"` // rotate the capture past this size; 0: never
+	OfflineAfter   *int     `toml:"offline_after"`  // failed transactions in a row that make a unit offline: default 3; 0: never
+	ProbeInterval  Duration `toml:"probe_interval"` // first wait between probes of an offline unit: default 5s
 	Device         []Device `toml:"device"`
 
 	UnitIDs []byte `toml:"-"` // Units, parsed
@@ -77,9 +83,11 @@ type Bus struct {
 
 // Device overrides a line's timing for one slow unit.
 type Device struct {
-	Unit    int      `toml:"unit"`
-	Timeout Duration `toml:"timeout"`
-	Retries *int     `toml:"retries"`
+	Unit          int      `toml:"unit"`
+	Timeout       Duration `toml:"timeout"`
+	Retries       *int     `toml:"retries"`
+	OfflineAfter  *int     `toml:"offline_after"`  // default: the line's
+	ProbeInterval Duration `toml:"probe_interval"` // default: the line's
 }
 
 // Settings returns the line's character format.
@@ -143,6 +151,13 @@ func (c *Config) setDefaults() error {
 	}
 	if s.IdleTimeout.Duration < 0 {
 		return fmt.Errorf("server.idle_timeout %v: must be positive", s.IdleTimeout)
+	}
+	for _, c := range s.PriorityClients {
+		n, err := ParseNet(c)
+		if err != nil {
+			return fmt.Errorf("server.priority_clients: %w", err)
+		}
+		s.PriorityNets = append(s.PriorityNets, n)
 	}
 	switch c.Log.Level {
 	case "":
@@ -250,6 +265,19 @@ func (b *Bus) setDefaults() error {
 	if b.QueueSize < 0 {
 		return fmt.Errorf("queue_size %d: must be positive", b.QueueSize)
 	}
+	if b.OfflineAfter == nil {
+		three := 3
+		b.OfflineAfter = &three
+	}
+	if *b.OfflineAfter < 0 {
+		return fmt.Errorf("offline_after %d: must be 0 (never) or more", *b.OfflineAfter)
+	}
+	if b.ProbeInterval.Duration == 0 {
+		b.ProbeInterval.Duration = 5 * time.Second
+	}
+	if b.ProbeInterval.Duration < 0 {
+		return fmt.Errorf("probe_interval %v: must be positive", b.ProbeInterval)
+	}
 	if len(b.Units) == 0 {
 		return errors.New("units: required, the unit ids on this line, such as [\"1-247\"] or [\"1\", \"5-8\"]")
 	}
@@ -268,8 +296,26 @@ func (b *Bus) setDefaults() error {
 		if d.Retries != nil && (*d.Retries < 0 || *d.Retries > 10) {
 			return fmt.Errorf("device[%d]: retries %d: must be 0..10", j, *d.Retries)
 		}
+		if d.OfflineAfter != nil && *d.OfflineAfter < 0 {
+			return fmt.Errorf("device[%d]: offline_after %d: must be 0 (never) or more", j, *d.OfflineAfter)
+		}
+		if d.ProbeInterval.Duration < 0 {
+			return fmt.Errorf("device[%d]: probe_interval %v: must be positive", j, d.ProbeInterval)
+		}
 	}
 	return nil
+}
+
+// ParseNet parses a client network: a CIDR prefix such as
+// "10.0.0.0/8", or a single address ("10.0.0.5" is "10.0.0.5/32").
+func ParseNet(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	return netip.Prefix{}, fmt.Errorf("%q: want an address or a network such as \"10.0.0.5\" or \"10.1.0.0/16\"", s)
 }
 
 func contains(ids []byte, u byte) bool {

@@ -85,6 +85,43 @@ retries = 0
 	if d := b.Device[0]; d.Timeout.Duration != 2*time.Second || *d.Retries != 0 {
 		t.Fatalf("device override: %+v", d)
 	}
+	if *b.OfflineAfter != 3 || b.ProbeInterval.Duration != 5*time.Second || len(c.Server.PriorityNets) != 0 {
+		t.Fatalf("offline and priority defaults: %d %v %v", *b.OfflineAfter, b.ProbeInterval, c.Server.PriorityNets)
+	}
+}
+
+func TestOfflineAndPriorityKeys(t *testing.T) {
+	c, err := Parse(`
+[server]
+priority_clients = ["10.0.0.5/32", "192.168.7.9", "10.1.2.3/16"]
+[[bus]]
+name = "a"
+port = "/dev/ttyS0"
+units = ["1-9"]
+offline_after = 0
+probe_interval = "2s"
+[[bus.device]]
+unit = 4
+offline_after = 5
+probe_interval = "30s"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nets []string
+	for _, n := range c.Server.PriorityNets {
+		nets = append(nets, n.String())
+	}
+	if strings.Join(nets, " ") != "10.0.0.5/32 192.168.7.9/32 10.1.0.0/16" {
+		t.Fatalf("priority_clients: %v", nets)
+	}
+	b := c.Bus[0]
+	if *b.OfflineAfter != 0 || b.ProbeInterval.Duration != 2*time.Second {
+		t.Fatalf("bus: offline_after %d probe_interval %v", *b.OfflineAfter, b.ProbeInterval)
+	}
+	if d := b.Device[0]; *d.OfflineAfter != 5 || d.ProbeInterval.Duration != 30*time.Second {
+		t.Fatalf("device: %+v", d)
+	}
 }
 
 func TestGapsTakeEffect(t *testing.T) {
@@ -116,6 +153,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"log level", "[log]\nlevel = \"loud\"\n" + base, `log.level "loud"`},
 		{"listen", "[server]\nlisten = \"5020\"\n" + base, `server.listen "5020"`},
 		{"syntax", "[[bus]\n", "line 2: expected end of table array"},
+		{"priority client", "[server]\npriority_clients = [\"10.0.0/8\"]\n" + base, `server.priority_clients: "10.0.0/8"`},
+		{"offline_after", base + "offline_after = -1\n", `bus "l1": offline_after -1`},
+		{"probe_interval", base + "probe_interval = \"-1s\"\n", `bus "l1": probe_interval -1s`},
+		{"device offline_after", base + "[[bus.device]]\nunit = 2\noffline_after = -2\n", "device[0]: offline_after -2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

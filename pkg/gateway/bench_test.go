@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/check"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
+	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
@@ -37,14 +39,15 @@ func (p *fakePort) ResetInputBuffer() error            { return nil }
 func (p *fakePort) Close() error                       { return nil }
 
 // BenchmarkTransaction is the gateway's whole per-request path but the
-// sockets and the serial driver: the router, the line's queue, its owner
+// sockets and the serial driver: the handler chain (log, checks, offline
+// rule, router), the line's queue, its owner
 // goroutine, framing, CRC, matching, and the answer, to a device in memory.
 func BenchmarkTransaction(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		log  *slog.Logger
 	}{
-		{"nolog", nil},
+		{"nolog", slog.New(slog.DiscardHandler)},
 		{"jsonlog", slog.New(slog.NewJSONHandler(discard{}, nil))},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
@@ -61,13 +64,17 @@ func BenchmarkTransaction(b *testing.B) {
 			for !bus.Up() {
 				time.Sleep(time.Millisecond)
 			}
-			g := gateway.New(tc.log)
+			g := gateway.New()
 			g.AddRoute(1, gateway.Route{Line: bus, Retries: -1})
+			off := offline.New(g, tc.log)
+			off.SetRule(1, offline.Rule{Line: "bench", After: 3, Probe: 5 * time.Second})
+			h := gateway.LogTransactions(tc.log, &check.Handler{Next: off}) // the chain of Service
+
 			req := &tcp.Request{TID: 1, Unit: 1, PDU: []byte{0x03, 0x00, 0x10, 0x00, 0x0A}, Client: "127.0.0.1:50000"}
 			dst := make([]byte, 0, tcp.MaxADU)
 			b.ReportAllocs()
 			for b.Loop() {
-				resp := g.ServeModbus(ctx, req, dst[:0])
+				resp := h.ServeModbus(ctx, req, dst[:0])
 				if len(resp) != 22 {
 					b.Fatalf("answer % X", resp)
 				}

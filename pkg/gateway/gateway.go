@@ -6,7 +6,8 @@ package gateway
 
 import (
 	"context"
-	"log/slog"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,21 +29,20 @@ type Route struct {
 	Retries int           // <0: the line's default
 }
 
-// Gateway implements tcp.Handler. Build it with New and AddRoute before
-// serving; it is read-only after that.
+// Gateway implements tcp.Handler: the router, last in the chain of
+// handlers (see Service). Build it with New and AddRoute before serving;
+// it is read-only after that. It reports each transaction's line, outcome
+// and attempts on the tcp.Request, for LogTransactions.
 type Gateway struct {
 	routes    [256]*Route
 	broadcast []Line
-	log       *slog.Logger
+	priority  []netip.Prefix
 	pool      sync.Pool
 }
 
-// New returns a gateway with no routes. A nil log discards.
-func New(log *slog.Logger) *Gateway {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	g := &Gateway{log: log}
+// New returns a gateway with no routes.
+func New() *Gateway {
+	g := &Gateway{}
 	g.pool.New = func() any { return &rtu.Request{Resp: make([]byte, 0, pdu.MaxSize)} }
 	return g
 }
@@ -54,38 +54,51 @@ func (g *Gateway) AddRoute(unit byte, r Route) { g.routes[unit] = &r }
 // AddBroadcast sends unit 0 requests on line too.
 func (g *Gateway) AddBroadcast(line Line) { g.broadcast = append(g.broadcast, line) }
 
+// SetPriorityClients puts the requests of clients in these networks in
+// their line's priority class, with writes.
+func (g *Gateway) SetPriorityClients(nets []netip.Prefix) { g.priority = nets }
+
+// prioritized reports whether a request goes before plain reads: writes
+// (FC 5, 6, 15, 16, 21, 22, 23) and the requests of priority clients.
+func (g *Gateway) prioritized(tr *tcp.Request) bool {
+	if pdu.IsWrite(tr.PDU[0]) {
+		return true
+	}
+	for _, n := range g.priority {
+		if n.Contains(tr.Addr.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
 // ServeModbus answers one request (tcp.Handler). The answer is the
 // device's own response, normal or exception, or one of the gateway's
 // exceptions: 0x0A when no line serves the unit or the line is down,
 // 0x0B when the device did not answer in time, 0x06 when the line's queue
 // is full. Broadcasts get no answer.
 func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
-	start := time.Now()
 	fc := tr.PDU[0]
 	if tr.Unit == pdu.Broadcast {
-		g.doBroadcast(ctx, tr, start)
+		g.doBroadcast(ctx, tr)
 		return nil
 	}
 	route := g.routes[tr.Unit]
 	if route == nil {
-		g.logTx(tr, "", "no route", pdu.GatewayPathUnavailable, 0, start)
+		tr.Outcome = "no route"
 		return pdu.AppendException(dst, fc, pdu.GatewayPathUnavailable)
 	}
 	r := g.pool.Get().(*rtu.Request)
 	defer g.pool.Put(r)
 	r.Unit, r.PDU, r.Timeout, r.Retries = tr.Unit, tr.PDU, route.Timeout, route.Retries
+	r.Priority = g.prioritized(tr)
 	route.Line.Do(ctx, r)
+	tr.Line, tr.Attempts = route.Line.Name(), r.Attempts
 
 	var exc pdu.Exception
 	switch r.Outcome {
 	case rtu.OK:
-		dst = append(dst, r.Resp...)
-		if e, ok := pdu.IsException(r.Resp); ok {
-			g.logTx(tr, route.Line.Name(), "exception", e, r.Attempts, start)
-		} else {
-			g.logTx(tr, route.Line.Name(), "ok", 0, r.Attempts, start)
-		}
-		return dst
+		return append(dst, r.Resp...)
 	case rtu.Timeout, rtu.Expired:
 		exc = pdu.GatewayTargetNoResponse
 	case rtu.QueueFull:
@@ -93,45 +106,30 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	default: // rtu.LineDown
 		exc = pdu.GatewayPathUnavailable
 	}
-	outcome := r.Outcome.String()
+	tr.Outcome = r.Outcome.String()
 	if r.Outcome == rtu.Timeout && r.Err != nil && r.Err != rtu.ErrNoAnswer {
-		outcome = "timeout: " + r.Err.Error()
+		tr.Outcome = "timeout: " + r.Err.Error()
 	}
-	g.logTx(tr, route.Line.Name(), outcome, exc, r.Attempts, start)
 	return pdu.AppendException(dst, fc, exc)
 }
 
-func (g *Gateway) doBroadcast(ctx context.Context, tr *tcp.Request, start time.Time) {
-	r := g.pool.Get().(*rtu.Request)
-	defer g.pool.Put(r)
-	for _, line := range g.broadcast {
-		r.Unit, r.PDU, r.Timeout, r.Retries = pdu.Broadcast, tr.PDU, 0, 0
-		line.Do(ctx, r)
-		g.logTx(tr, line.Name(), r.Outcome.String(), 0, r.Attempts, start)
-	}
+func (g *Gateway) doBroadcast(ctx context.Context, tr *tcp.Request) {
 	if len(g.broadcast) == 0 {
-		g.logTx(tr, "", "broadcast disabled on every line", 0, 0, start)
-	}
-}
-
-// logTx writes the transaction log line: at info, so the default
-// configuration logs every transaction.
-func (g *Gateway) logTx(tr *tcp.Request, line, outcome string, exc pdu.Exception, attempts int, start time.Time) {
-	if !g.log.Enabled(context.Background(), slog.LevelInfo) {
+		tr.Outcome = "broadcast disabled on every line"
 		return
 	}
-	attrs := make([]slog.Attr, 0, 10)
-	attrs = append(attrs,
-		slog.Int("unit", int(tr.Unit)),
-		slog.Int("fc", int(tr.PDU[0])),
-		slog.String("client", tr.Client),
-		slog.Int("tid", int(tr.TID)),
-		slog.String("line", line),
-		slog.String("outcome", outcome),
-	)
-	if exc != 0 {
-		attrs = append(attrs, slog.Int("exception", int(exc)))
+	r := g.pool.Get().(*rtu.Request)
+	defer g.pool.Put(r)
+	names := make([]string, 0, len(g.broadcast))
+	tr.Outcome = rtu.Sent.String()
+	for _, line := range g.broadcast {
+		r.Unit, r.PDU, r.Timeout, r.Retries, r.Priority = pdu.Broadcast, tr.PDU, 0, 0, true
+		line.Do(ctx, r)
+		names = append(names, line.Name())
+		tr.Attempts += r.Attempts
+		if r.Outcome != rtu.Sent {
+			tr.Outcome = r.Outcome.String() + " on " + line.Name()
+		}
 	}
-	attrs = append(attrs, slog.Int("attempts", attempts), slog.Duration("duration", time.Since(start)))
-	g.log.LogAttrs(context.Background(), slog.LevelInfo, "transaction", attrs...)
+	tr.Line = strings.Join(names, ",")
 }

@@ -9,7 +9,9 @@ import (
 	"sync"
 
 	"github.com/mcpgw/mcpgw/pkg/capture"
+	"github.com/mcpgw/mcpgw/pkg/check"
 	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
@@ -18,9 +20,11 @@ import (
 // Service is a configured gateway: its serial lines, the router and the
 // TCP server, started and stopped in order.
 type Service struct {
-	Lines  []*rtu.Bus
-	Router *Gateway
-	Server *tcp.Server
+	Lines   []*rtu.Bus
+	Router  *Gateway
+	Checks  *check.Handler
+	Offline *offline.Handler
+	Server  *tcp.Server
 
 	cfg       *config.Config
 	log       *slog.Logger
@@ -33,7 +37,14 @@ type Service struct {
 // NewService builds a gateway from cfg. Nothing runs until Start, but
 // capture files are created here: an error names the one that failed.
 func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
-	s := &Service{cfg: cfg, log: log, Router: New(log)}
+	s := &Service{cfg: cfg, log: log}
+	// The chain every request runs through, built from the last handler
+	// to the first; a handler that answers does not call the next one.
+	s.Router = New()                           // routes by unit id to the lines (filled in below)
+	s.Offline = offline.New(s.Router, log)     // dead units: 0x0B at once, one probe at a time
+	s.Checks = &check.Handler{Next: s.Offline} // requests no device can use: answered at once
+	handler := LogTransactions(log, s.Checks)  // one log line per transaction, whoever answered
+	s.Router.SetPriorityClients(cfg.Server.PriorityNets)
 	for i := range cfg.Bus {
 		b := &cfg.Bus[i]
 		settings := b.Settings()
@@ -72,8 +83,10 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			Log:            log,
 		})
 		s.Lines = append(s.Lines, bus)
+		rule := offline.Rule{Line: b.Name, After: *b.OfflineAfter, Probe: b.ProbeInterval.Duration}
 		for _, u := range b.UnitIDs {
 			s.Router.AddRoute(u, Route{Line: bus, Retries: -1})
+			s.Offline.SetRule(u, rule)
 		}
 		for _, d := range b.Device {
 			r := Route{Line: bus, Timeout: d.Timeout.Duration, Retries: -1}
@@ -81,13 +94,21 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 				r.Retries = *d.Retries
 			}
 			s.Router.AddRoute(byte(d.Unit), r)
+			dr := rule
+			if d.OfflineAfter != nil {
+				dr.After = *d.OfflineAfter
+			}
+			if d.ProbeInterval.Duration > 0 {
+				dr.Probe = d.ProbeInterval.Duration
+			}
+			s.Offline.SetRule(byte(d.Unit), dr)
 		}
 		if *b.Broadcast {
 			s.Router.AddBroadcast(bus)
 		}
 	}
 	s.Server = &tcp.Server{
-		Handler:     s.Router,
+		Handler:     handler,
 		MaxConns:    cfg.Server.MaxConns,
 		IdleTimeout: cfg.Server.IdleTimeout.Duration,
 		Log:         log,

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -21,8 +22,18 @@ type Request struct {
 	TID    uint16
 	Unit   byte
 	PDU    []byte
-	Client string // the client's address, host:port
+	Client string         // the client's address, host:port
+	Addr   netip.AddrPort // the same, parsed
 	ConnID uint64
+
+	// What the handlers that served the request report of it, for the
+	// transaction log; the server clears them before each request. The
+	// handler that answers sets Outcome (empty: "ok" or "exception" from
+	// the answer); one that hands it to a serial line sets Line and
+	// Attempts.
+	Line     string
+	Outcome  string
+	Attempts int
 }
 
 // Handler answers Modbus requests. ServeModbus appends the response PDU
@@ -189,6 +200,10 @@ func (c *conn) serve() {
 		out = make([]byte, 0, MaxADU)
 		req = Request{Client: client, ConnID: c.id}
 	)
+	if a, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
+		ap := a.AddrPort()
+		req.Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
 	for !s.closing.Load() {
 		c.nc.SetReadDeadline(time.Now().Add(idle))
 		if _, err := io.ReadFull(br, in[:HeaderLen]); err != nil {
@@ -208,6 +223,7 @@ func (c *conn) serve() {
 			return
 		}
 		req.TID, req.Unit, req.PDU = h.TID, h.Unit, body
+		req.Line, req.Outcome, req.Attempts = "", "", 0
 		frame := s.Handler.ServeModbus(s.ctx, &req, out[:HeaderLen])
 		if frame == nil {
 			continue

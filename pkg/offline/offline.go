@@ -1,0 +1,142 @@
+// Package offline isolates dead devices: a unit that has failed a number
+// of transactions in a row is marked offline, and its requests are
+// answered 0x0B at once without touching its serial line, except one
+// probe request now and then that goes out as usual. The first answer
+// puts the unit back online. So one device unplugged for maintenance and
+// still polled by a SCADA does not hold its line for every poll, and the
+// other devices on the line keep their pace.
+package offline
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/tcp"
+)
+
+// Rule is the offline rule for one unit.
+type Rule struct {
+	Line  string        // the unit's line, for the log
+	After int           // failed transactions in a row that make the unit offline; 0: never
+	Probe time.Duration // the first wait between probes, doubling while the unit stays dead
+}
+
+// MaxProbeInterval is how far the wait between probes backs off (unless
+// the rule's own Probe is longer).
+const MaxProbeInterval = 60 * time.Second
+
+// Handler applies the rules to requests on their way to Next, which must
+// report each transaction's outcome on the tcp.Request (the gateway's
+// router does): "ok" or "exception" (or empty) when the device answered,
+// "timeout..." when it did not. Other outcomes (no route, line down, a
+// full queue) say nothing of the device and change nothing.
+type Handler struct {
+	Next tcp.Handler
+	Log  *slog.Logger
+
+	rules [256]*Rule
+	mu    sync.Mutex
+	units [256]unit
+	stats counters
+	now   func() time.Time // for tests
+}
+
+type unit struct {
+	fails     int  // failed transactions in a row
+	offline   bool //
+	probing   bool // a probe is on the line
+	wait      time.Duration
+	nextProbe time.Time
+}
+
+type counters struct{ offline, online, answered atomic.Uint64 }
+
+// Stats count the rule's work.
+type Stats struct {
+	WentOffline uint64 // units marked offline
+	CameBack    uint64 // units back online
+	Answered    uint64 // requests answered 0x0B without touching the line
+}
+
+// New returns a handler with no rules; add them with SetRule.
+func New(next tcp.Handler, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{Next: next, Log: log, now: time.Now}
+}
+
+// SetRule sets unit u's rule; call it before serving.
+func (h *Handler) SetRule(u byte, r Rule) { h.rules[u] = &r }
+
+// Stats returns the counters; safe from any goroutine.
+func (h *Handler) Stats() Stats {
+	return Stats{h.stats.offline.Load(), h.stats.online.Load(), h.stats.answered.Load()}
+}
+
+// Offline reports whether unit u is offline now.
+func (h *Handler) Offline(u byte) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.units[u].offline
+}
+
+// ServeModbus implements tcp.Handler.
+func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+	rule := h.rules[tr.Unit]
+	if rule == nil || rule.After <= 0 || tr.Unit == pdu.Broadcast {
+		return h.Next.ServeModbus(ctx, tr, dst)
+	}
+	u := &h.units[tr.Unit]
+	h.mu.Lock()
+	probe := false
+	if u.offline {
+		if u.probing || h.now().Before(u.nextProbe) {
+			h.mu.Unlock()
+			h.stats.answered.Add(1)
+			tr.Line, tr.Outcome = rule.Line, "offline"
+			return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
+		}
+		u.probing, probe = true, true
+	}
+	h.mu.Unlock()
+
+	out := h.Next.ServeModbus(ctx, tr, dst)
+
+	answered := tr.Outcome == "" || tr.Outcome == "ok" || tr.Outcome == "exception"
+	failed := strings.HasPrefix(tr.Outcome, "timeout")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if probe {
+		u.probing = false
+	}
+	switch {
+	case answered:
+		if u.offline {
+			u.offline = false
+			h.stats.online.Add(1)
+			h.Log.Info("unit back online", "unit", tr.Unit, "line", rule.Line)
+		}
+		u.fails = 0
+	case failed && u.offline:
+		if probe {
+			u.wait = min(2*u.wait, max(MaxProbeInterval, rule.Probe))
+			u.nextProbe = h.now().Add(u.wait)
+		}
+	case failed:
+		u.fails++
+		if u.fails >= rule.After {
+			u.offline, u.wait = true, rule.Probe
+			u.nextProbe = h.now().Add(u.wait)
+			h.stats.offline.Add(1)
+			h.Log.Warn("unit offline: its requests are answered 0x0B at once, one probe at a time",
+				"unit", tr.Unit, "line", rule.Line, "failed_in_a_row", u.fails, "next_probe_in", u.wait)
+		}
+	}
+	return out
+}

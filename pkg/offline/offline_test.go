@@ -1,0 +1,112 @@
+package offline
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/tcp"
+)
+
+// device is the handler behind the rule: it counts what reaches it and
+// answers as the test says.
+type device struct {
+	alive bool
+	calls int
+}
+
+func (d *device) ServeModbus(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+	d.calls++
+	if !d.alive {
+		tr.Outcome = "timeout"
+		return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
+	}
+	return append(dst, tr.PDU[0], 2, 0, 1)
+}
+
+func TestOfflineAndBack(t *testing.T) {
+	dev := &device{}
+	var logs bytes.Buffer
+	h := New(dev, slog.New(slog.NewTextHandler(&logs, nil)))
+	clock := time.Unix(1000, 0)
+	h.now = func() time.Time { return clock }
+	h.SetRule(2, Rule{Line: "l1", After: 3, Probe: 5 * time.Second})
+	ask := func() *tcp.Request {
+		tr := &tcp.Request{Unit: 2, PDU: []byte{3, 0, 0, 0, 1}}
+		h.ServeModbus(context.Background(), tr, nil)
+		return tr
+	}
+	for i := range 3 {
+		if tr := ask(); tr.Outcome != "timeout" || h.Offline(2) != (i == 2) {
+			t.Fatalf("failure %d: %q, offline %v", i+1, tr.Outcome, h.Offline(2))
+		}
+	}
+	// Offline: answered at once, nothing reaches the line.
+	for range 100 {
+		if tr := ask(); tr.Outcome != "offline" || tr.Line != "l1" {
+			t.Fatalf("while offline: %q on %q", tr.Outcome, tr.Line)
+		}
+	}
+	if dev.calls != 3 {
+		t.Fatalf("the line saw %d requests, want 3", dev.calls)
+	}
+	// Probes: one after 5 s, then 10 s, 20 s, 40 s, 60 s, 60 s.
+	for _, wait := range []time.Duration{5, 10, 20, 40, 60, 60} {
+		clock = clock.Add(wait*time.Second - time.Millisecond)
+		if ask().Outcome != "offline" {
+			t.Fatalf("probed before %ds", wait)
+		}
+		clock = clock.Add(time.Millisecond)
+		calls := dev.calls
+		if tr := ask(); tr.Outcome != "timeout" || dev.calls != calls+1 {
+			t.Fatalf("no probe after %ds: %q", wait, tr.Outcome)
+		}
+	}
+	// The device comes back: the next probe's answer puts it online.
+	dev.alive = true
+	clock = clock.Add(time.Minute)
+	if tr := ask(); tr.Outcome != "" || h.Offline(2) {
+		t.Fatalf("probe to a live device: %q, offline %v", tr.Outcome, h.Offline(2))
+	}
+	if s := h.Stats(); s.WentOffline != 1 || s.CameBack != 1 || s.Answered != 106 {
+		t.Fatalf("stats %+v", s)
+	}
+	log := logs.String()
+	if strings.Count(log, "unit offline") != 1 || strings.Count(log, "unit back online") != 1 || !strings.Contains(log, "unit=2 line=l1") {
+		t.Fatalf("want each transition logged once, with unit and line:\n%s", log)
+	}
+}
+
+func TestNoRuleOrZeroPassesEverything(t *testing.T) {
+	dev := &device{}
+	h := New(dev, nil)
+	h.SetRule(1, Rule{After: 0})
+	for _, u := range []byte{1, 3} {
+		for range 10 {
+			h.ServeModbus(context.Background(), &tcp.Request{Unit: u, PDU: []byte{3, 0, 0, 0, 1}}, nil)
+		}
+	}
+	if dev.calls != 20 || h.Offline(1) || h.Offline(3) {
+		t.Fatalf("%d of 20 reached the line", dev.calls)
+	}
+}
+
+// Outcomes that say nothing of the device (line down, queue full) neither
+// count as failures nor as answers.
+func TestOtherOutcomesChangeNothing(t *testing.T) {
+	h := New(tcp.HandlerFunc(func(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+		tr.Outcome = "line down"
+		return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayPathUnavailable)
+	}), nil)
+	h.SetRule(1, Rule{After: 1, Probe: time.Second})
+	for range 5 {
+		h.ServeModbus(context.Background(), &tcp.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}, nil)
+	}
+	if h.Offline(1) {
+		t.Fatal("a line that is down made its unit offline")
+	}
+}
