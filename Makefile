@@ -45,7 +45,7 @@ bench:
 	./bin/mcpgw bench -out BENCHMARKS.md
 
 # Each target alone: go test -fuzz takes one target per run.
-FUZZ_TARGETS := pkg/crc:FuzzChecksum pkg/rtu:FuzzScan pkg/tcp:FuzzMBAP pkg/registers:FuzzHandle \
+FUZZ_TARGETS := pkg/crc:FuzzChecksum pkg/rtu:FuzzScan pkg/tcp:FuzzMBAP pkg/registers:FuzzHandle pkg/check:FuzzRequest \
                 pkg/capture:FuzzRead pkg/replay:FuzzAnalyze
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

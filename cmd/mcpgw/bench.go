@@ -28,10 +28,13 @@ import (
 // benchLine is one kind of line in the benchmark: the gateway gets one,
 // the direct master an identical twin, each with the same simulated units.
 type benchLine struct {
-	name  string
-	baud  int // nominal; 11-bit characters (8N2)
-	paced bool
-	units []byte
+	name   string
+	baud   int // nominal; 11-bit characters (8N2)
+	paced  bool
+	units  []byte   // the simulated devices
+	dead   []byte   // configured on the line, but no device answers
+	faults []string // mcpgw simline fault flags for the devices
+	bus    string   // more keys for the line's [[bus]] table
 
 	gwPath   string          // the gateway's end of its line
 	twinPath string          // the direct master's end of the twin line
@@ -64,8 +67,9 @@ func (l *benchLine) open(ctx context.Context) error {
 	ids := l.ids()
 	var paths [2]string
 	for i := range paths {
-		cmd := exec.CommandContext(ctx, self, "simline", "-baud", strconv.Itoa(l.baud),
-			"-paced="+strconv.FormatBool(l.paced), "-units", strings.Join(ids, ","))
+		args := append([]string{"simline", "-baud", strconv.Itoa(l.baud),
+			"-paced=" + strconv.FormatBool(l.paced), "-units", strings.Join(ids, ",")}, l.faults...)
+		cmd := exec.CommandContext(ctx, self, args...)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			return err
@@ -100,6 +104,7 @@ func cmdSimline(args []string, stdout, stderr io.Writer) error {
 	baud := fs.Int("baud", 19200, "nominal bit rate, 11-bit characters")
 	paced := fs.Bool("paced", false, "deliver bytes at the baud rate's pace")
 	units := fs.String("units", "1", "unit ids")
+	faults := faultFlags(fs, sim.Faults{})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -135,7 +140,7 @@ func cmdSimline(args []string, stdout, stderr io.Writer) error {
 	// The devices end requests by their length; a long FrameGap keeps
 	// scheduling jitter from looking like a gap inside a frame, which a
 	// real device's UART would never see.
-	s := &sim.Line{Port: dev, Units: sim.NewUnits(ids, 10000), FrameGap: 50 * time.Millisecond}
+	s := &sim.Line{Port: dev, Units: sim.NewUnits(ids, 10000), FrameGap: 50 * time.Millisecond, Faults: *faults}
 	fmt.Fprintln(stdout, path)
 	return s.Serve(ctx)
 }
@@ -167,6 +172,12 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		{name: "unpaced pty", baud: 19200, units: []byte{1, 2, 3}},
 		{name: "paced 19200 8N2", baud: 19200, paced: true, units: []byte{11, 12, 13}},
 		{name: "paced 115200 8N2", baud: 115200, paced: true, units: []byte{21, 22, 23}},
+		// Issue 9's rigs: the fault mix (drop 1 in 29, corrupt 1 in 11,
+		// 1 in 37 late by 450 ms) and its healthy twin, with a dead unit
+		// configured beside a live one; timeout 300 ms, one retry.
+		{name: "faulty pty", baud: 115200, units: []byte{41}, bus: "timeout = \"300ms\"\nretries = 1\n",
+			faults: []string{"-drop", "0.0345", "-corrupt", "0.0909", "-late", "0.027", "-late-by", "450ms", "-seed", "9"}},
+		{name: "healthy pty, a dead unit", baud: 115200, units: []byte{51}, dead: []byte{52}, bus: "timeout = \"300ms\"\nretries = 1\n"},
 	}
 	for _, l := range lines {
 		if err := l.open(ctx); err != nil {
@@ -177,8 +188,15 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	var buses strings.Builder
 	for i, l := range lines {
 		ids := l.ids()
-		fmt.Fprintf(&buses, "[[bus]]\nname = \"line%d\"\nport = %q\nbaud = %d\nparity = \"N\"\nstop_bits = 2\ntimeout = \"500ms\"\nunits = [\"%s\"]\n",
-			i, l.gwPath, l.baud, strings.Join(ids, `", "`))
+		for _, u := range l.dead {
+			ids = append(ids, strconv.Itoa(int(u)))
+		}
+		bus := l.bus
+		if bus == "" {
+			bus = "timeout = \"500ms\"\n"
+		}
+		fmt.Fprintf(&buses, "[[bus]]\nname = \"line%d\"\nport = %q\nbaud = %d\nparity = \"N\"\nstop_bits = 2\n%sunits = [\"%s\"]\n",
+			i, l.gwPath, l.baud, bus, strings.Join(ids, `", "`))
 	}
 	gw, addr, err := startGatewayProcess(buses.String(), max(*many, 256)+50, "warn", stderr)
 	if err != nil {
@@ -331,6 +349,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		float64(many1.OK)/many1.Elapsed.Seconds(), least, most, fairness, many1.Wrong, errCount(many1),
 		float64(rss0)/1024, float64(peak)/1024, us(cpu/time.Duration(max(1, many1.Transactions))))
 
+	pace, err := benchPace(ctx, &rep, gw, addr, lines[1], lines[3], lines[4], d)
+	if err != nil {
+		return err
+	}
+
 	// Latency as an independent master and client see it.
 	rep.printf("\n## Latency as libmodbus sees it\n\n")
 	probe, cleanup, err := buildProbe(*probeSrc)
@@ -340,7 +363,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		defer cleanup()
 		rep.printf("An independent implementation takes the same measurement: %s polls in turn as an RTU master on the twin line and as a Modbus TCP client through the gateway (testdata/interop/latency_probe.c), 5 ms between polls, every value checked.\n\n", libmodbusVersion())
 		rep.printf("| line | polls | direct p50 | p90 | p99 | gateway p50 | p90 | p99 | added p50 | added p99 | wrong | failed |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-		for i, l := range lines {
+		for i, l := range lines[:3] {
 			l.master.Close() // the probe opens the twin line itself
 			ids := l.ids()
 			host, port, _ := net.SplitHostPort(addr)
@@ -387,6 +410,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	check(fmt.Sprintf("%d clients: fewest/most at least 0.8", *many), fmt.Sprintf("%.2f", fairness), fairness >= 0.8)
 	check("zero wrong answers", fmt.Sprintf("%d", many1.Wrong), many1.Wrong == 0)
 	check("peak memory under 64 MB", fmt.Sprintf("%.1f MiB", float64(peak)/1024), peak < 64*1000)
+	for _, t := range pace {
+		check(t.name, t.got, t.ok)
+	}
 
 	fmt.Fprint(stdout, rep.String())
 	if *out != "" {

@@ -219,6 +219,19 @@ func (e dialError) Error() string { return "dial: " + errKind(e.err) }
 // answer's PDU (valid until the next call) and the time from sending the
 // request to its last byte. An error's text is its kind, for counting.
 func (c *tcpClient) read(ctx context.Context, unit byte, addr, qty int) ([]byte, time.Duration, error) {
+	return c.do(ctx, unit, []byte{pdu.ReadHoldingRegisters, byte(addr >> 8), byte(addr), byte(qty >> 8), byte(qty)})
+}
+
+// write writes v to holding register reg of unit and returns the answer's
+// PDU (valid until the next call).
+func (c *tcpClient) write(ctx context.Context, unit byte, reg int, v uint16) ([]byte, error) {
+	p, _, err := c.do(ctx, unit, []byte{pdu.WriteSingleRegister, byte(reg >> 8), byte(reg), byte(v >> 8), byte(v)})
+	return p, err
+}
+
+// do sends request PDU p to unit and returns the answer's PDU (valid
+// until the next call) and the time from sending to its last byte.
+func (c *tcpClient) do(ctx context.Context, unit byte, p []byte) ([]byte, time.Duration, error) {
 	if c.conn == nil {
 		d := net.Dialer{Timeout: c.timeout}
 		conn, err := d.DialContext(ctx, "tcp", c.addr)
@@ -232,8 +245,7 @@ func (c *tcpClient) read(ctx context.Context, unit byte, addr, qty int) ([]byte,
 		c.conn = conn
 	}
 	c.tid++
-	c.req = tcp.AppendADU(c.req[:0], c.tid, unit, []byte{pdu.ReadHoldingRegisters,
-		byte(addr >> 8), byte(addr), byte(qty >> 8), byte(qty)})
+	c.req = tcp.AppendADU(c.req[:0], c.tid, unit, p)
 	start := time.Now()
 	c.conn.SetDeadline(start.Add(c.timeout))
 	n, err := exchange(c.conn, c.req, c.hdr, c.body, c.tid, unit)

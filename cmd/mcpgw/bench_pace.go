@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/loadtest"
+)
+
+// target is one row of the bench's targets table.
+type target struct {
+	name, got string
+	ok        bool
+}
+
+// benchPace measures issue 9's rigs: good answers under a fixed fault
+// mix, live units beside a dead one, a good client among hostile ones,
+// and writes queued behind 50 clients' reads. faulty and twin are
+// unpaced lines with one retry and a 300 ms timeout; twin has a dead
+// unit configured beside its live one.
+func benchPace(ctx context.Context, rep *report, gw *gatewayProcess, addr string, paced, faulty, twin *benchLine, d func(time.Duration) time.Duration) ([]target, error) {
+	var targets []target
+	rep.printf("\n## A line that keeps its pace\n\n")
+
+	// The fault mix against the same line without faults.
+	window := d(10 * time.Second)
+	run := func(l *benchLine, clients int, seed uint64) *loadtest.Result {
+		return loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: clients, Duration: window, Units: l.units, Qty: 10, Timeout: 30 * time.Second, Seed: seed})
+	}
+	healthy := run(twin, 16, 21)
+	faults := run(faulty, 16, 22)
+	for what, r := range map[string]*loadtest.Result{"healthy line": healthy, "fault mix": faults} {
+		if err := sane(what, r); err != nil {
+			return nil, err
+		}
+	}
+	// What the faults allow: each costs at least what it must. A dropped
+	// answer costs the timeout, and the retry; a late one arrives 450 ms
+	// after its request; a corrupted one, a retry.
+	per := healthy.Elapsed / time.Duration(max(1, healthy.OK))
+	cost := per + time.Duration(0.0345*float64(300*time.Millisecond+per)+0.027*float64(450*time.Millisecond)+0.0909*float64(per))
+	allowed := float64(window) / float64(cost)
+	rep.printf("16 checking clients for %s, reading 10 registers at 115200 (unpaced pty), timeout 300 ms, one retry. The faulty line's device drops 1 answer in 29, corrupts 1 in 11 and answers 1 in 37 late, by 450 ms. The faults alone allow about %.0f good answers in that time (each costs at least what it must: a drop the timeout and a retry, a late answer 450 ms, a corruption a retry, on top of the healthy line's %s per transaction).\n\n", window, allowed, us(per))
+	rep.printf("| line | good answers | per second | 0x0B | wrong | client errors |\n|---|---|---|---|---|---|\n")
+	for _, row := range []struct {
+		name string
+		r    *loadtest.Result
+	}{{"healthy", healthy}, {"fault mix", faults}} {
+		rep.printf("| %s | %d | %.1f | %d | %d | %d |\n", row.name, row.r.OK, float64(row.r.OK)/row.r.Elapsed.Seconds(), row.r.Exceptions[0x0B], row.r.Wrong, errCount(row.r))
+	}
+	targets = append(targets, target{"fault mix: at least 90 % of the good answers the faults allow, none wrong",
+		fmt.Sprintf("%d of %.0f (%.0f %%), %d wrong", faults.OK, allowed, 100*float64(faults.OK)/allowed, faults.Wrong),
+		float64(faults.OK) >= 0.9*allowed && faults.Wrong == 0})
+
+	// Live units beside a dead one polled as fast as a client can.
+	window = d(15 * time.Second)
+	alone := run(twin, 4, 23)
+	var beside, deadRun *loadtest.Result
+	var wg sync.WaitGroup
+	wg.Go(func() { beside = run(twin, 4, 24) })
+	wg.Go(func() {
+		deadRun = loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: 1, Duration: window, Units: twin.dead, Qty: 10, Timeout: 30 * time.Second, Seed: 25})
+	})
+	wg.Wait()
+	if err := sane("live unit beside a dead one", beside); err != nil {
+		return nil, err
+	}
+	ratio := float64(beside.OK) / float64(max(1, alone.OK))
+	rep.printf("\n4 clients poll a live unit for %s, alone and then while one more client polls a unit configured on the same line whose device is dead, as fast as it is answered (from the start: the dead unit's first failures, before it is marked offline, are in the figure).\n\n", window)
+	rep.printf("| live unit | answers per second | dead unit's answers (0x0B) |\n|---|---|---|\n")
+	rep.printf("| alone | %.1f | |\n| beside the dead unit | %.1f | %d |\n", float64(alone.OK)/alone.Elapsed.Seconds(), float64(beside.OK)/beside.Elapsed.Seconds(), deadRun.Exceptions[0x0B])
+	targets = append(targets, target{"a dead unit polled: live units keep at least 80 % of their throughput", fmt.Sprintf("%.0f %%", 100*ratio), ratio >= 0.8})
+
+	// A good client among 20 hostile ones.
+	window = d(5 * time.Second)
+	good := run(twin, 1, 26)
+	rss0 := gw.rss()
+	hctx, cancel := context.WithTimeout(ctx, window)
+	var hostile int
+	wg.Go(func() { hostile = loadtest.Hostile(hctx, addr, 20, twin.dead[0], 27) })
+	amid := run(twin, 1, 28)
+	wg.Wait()
+	cancel()
+	rss1 := gw.rss()
+	ratio = float64(amid.OK) / float64(max(1, good.OK))
+	rep.printf("\nOne good client polls a live unit for %s, alone and then among 20 clients sending what no device can use (function codes 0 and 128-255, wrong lengths, 2000 registers, requests to the dead unit, broken headers): they sent %d requests.\n\n", window, hostile)
+	rep.printf("| good client | answers per second | failed | wrong | gateway RSS |\n|---|---|---|---|---|\n")
+	rep.printf("| alone | %.1f | %d | %d | %.1f MiB |\n| among 20 hostile clients | %.1f | %d | %d | %.1f MiB |\n",
+		float64(good.OK)/good.Elapsed.Seconds(), errCount(good)+len(good.ExcLatencies), good.Wrong, float64(rss0)/1024,
+		float64(amid.OK)/amid.Elapsed.Seconds(), errCount(amid)+len(amid.ExcLatencies), amid.Wrong, float64(rss1)/1024)
+	failed := errCount(amid) + len(amid.ExcLatencies) + amid.Wrong
+	targets = append(targets, target{"20 hostile clients: a good client keeps at least 80 % of its answers, none failed or wrong, memory flat",
+		fmt.Sprintf("%.0f %%, %d failed or wrong, RSS %+.1f MiB", 100*ratio, failed, float64(rss1-rss0)/1024),
+		ratio >= 0.8 && failed == 0 && rss1-rss0 < 4*1024})
+
+	// A write queued behind 50 clients' reads, on the paced 19200 line.
+	window = d(8 * time.Second)
+	wctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	var writes []time.Duration
+	var wfailed int
+	wg.Go(func() { writes, wfailed = loadtest.Writes(wctx, addr, paced.units[0], 9900, 200*time.Millisecond) })
+	reads := loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: 50, Duration: window, Units: paced.units, Qty: 10, MaxAddr: 9000, Timeout: 30 * time.Second, Seed: 29})
+	wg.Wait()
+	if err := sane("reads beside writes", reads); err != nil {
+		return nil, err
+	}
+	rep.printf("\n50 clients read back to back on the paced 19200 line while one writes a register every 200 ms: writes go before plain reads in the line's queue.\n\n")
+	rep.printf("| request | count | p50 | p99 | max | failed |\n|---|---|---|---|---|---|\n")
+	rep.printf("| read | %d | %s | %s | %s | %d |\n", reads.OK, ms(reads.Percentile(50)), ms(reads.Percentile(99)), ms(reads.Percentile(100)), errCount(reads))
+	rep.printf("| write | %d | %s | %s | %s | %d |\n", len(writes), ms(loadtest.Percentile(writes, 50)), ms(loadtest.Percentile(writes, 99)), ms(loadtest.Percentile(writes, 100)), wfailed)
+	wire := (8 + 25) * paced.char()
+	targets = append(targets, target{"a write behind 50 clients' reads waits at most for the transaction on the line and its own (p99 under 3 transactions)",
+		fmt.Sprintf("%s (a transaction %s)", ms(loadtest.Percentile(writes, 99)), ms(wire+paced.gap)),
+		len(writes) > 0 && wfailed == 0 && loadtest.Percentile(writes, 99) < 3*(wire+paced.gap)})
+	return targets, nil
+}
