@@ -161,6 +161,7 @@ type Bus struct {
 	prev              prevTx
 	owed              [256]owedAnswers
 	finished          bool // the last attempt ended on a broken answer from the unit, not on silence
+	tail, scan        []byte // bytes that came right after the last answer taken; what settle counts owed answers in
 	stats             counters
 }
 
@@ -252,6 +253,7 @@ func NewBus(cfg Config) *Bus {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	b := &Bus{cfg: cfg, queue: newQueue(cfg.QueueSize, cfg.Aging), buf: make([]byte, 0, 2*MaxADU),
+		tail: make([]byte, 0, 2*MaxADU), scan: make([]byte, 0, 4*MaxADU),
 		dropped: make([]byte, 0, 2*MaxADU), late: make([]byte, 0, 2*MaxADU)}
 	b.lenFn = b.expect.Len
 	return b
@@ -470,10 +472,14 @@ func (b *Bus) serve(r *Request) {
 	}
 	r.Outcome = Timeout
 	b.stats.timeouts.Add(1)
-	// Every attempt the device did not answer, broken, may still be.
-	b.prev = prevTx{guard: true, failed: true, unit: r.Unit, timeout: timeout}
-	b.lastIO = time.Now() // the guard counts from here
-	b.owe(r, first, timeout, unheard)
+	// Every attempt the device did not answer, broken, may still be; if
+	// it answered each, nothing is on its way.
+	b.prev.guard = false
+	if unheard > 0 {
+		b.prev = prevTx{guard: true, failed: true, unit: r.Unit, timeout: timeout}
+		b.lastIO = time.Now() // the guard counts from here
+		b.owe(r, first, timeout, unheard)
+	}
 }
 
 // answered books a transaction that got its answer (or sent a
@@ -554,7 +560,7 @@ func (b *Bus) lateness(u byte, timeout time.Duration) time.Duration {
 
 // trustAfter is how many answers to first attempts the line measures
 // before it trusts a unit's response time.
-const trustAfter = 8
+const trustAfter = 4
 
 // prompt is how soon after a request unit u answers when nothing is
 // wrong: twice its measured response time plus t3.5, at least twice t3.5,
@@ -607,7 +613,14 @@ func (b *Bus) settle(r *Request) error {
 			until, guarded = o.until, true
 		}
 	}
+	if !until.IsZero() && !o.any && countAnswers(b.tail, r.Unit, o.pdu[:o.pn]) >= o.n {
+		o.n, until = 0, time.Time{} // they came with the answer
+	}
 	b.late = b.late[:0]
+	// Owed answers are counted over what came right after the last answer
+	// taken (already logged with it) and what arrives now.
+	b.scan = append(b.scan[:0], b.tail...)
+	b.tail = b.tail[:0]
 	total := 0
 	defer func() {
 		if total > 0 {
@@ -627,10 +640,11 @@ func (b *Bus) settle(r *Request) error {
 			b.stats.lateBytes.Add(uint64(n))
 			total += n
 			b.late = append(b.late, b.rx[:min(n, cap(b.late)-len(b.late))]...)
+			b.scan = append(b.scan, b.rx[:min(n, cap(b.scan)-len(b.scan))]...)
 			if until.IsZero() || o.any {
 				continue
 			}
-			k := countAnswers(b.late, r.Unit, o.pdu[:o.pn])
+			k := countAnswers(b.scan, r.Unit, o.pdu[:o.pn])
 			if k > 0 {
 				b.latest[r.Unit] = max(b.latest[r.Unit], b.lastIO.Sub(o.first))
 			}
@@ -746,6 +760,9 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 					r.Resp = append(r.Resp[:0], frame[1:len(frame)-2]...)
 					b.recordNoise()
 					b.cfg.Capture.Record(capture.RX, b.rxStart, b.lastIO, frame)
+					// Bytes after the answer may be (the start of) another
+					// attempt's answer: settle counts owed answers over them.
+					b.tail = append(b.tail[:0], b.buf[used:]...)
 					if rest := len(b.buf) - used; rest > 0 {
 						b.noise(r, b.buf[used:], errTrailing)
 					}

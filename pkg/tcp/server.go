@@ -60,6 +60,12 @@ type Server struct {
 	Handler     Handler
 	MaxConns    int           // open connections at most: default 1000
 	IdleTimeout time.Duration // close a connection silent this long: default 60s
+	// RefusalPace spaces a connection's refusals: exceptions to requests
+	// that reached no device (Attempts 0: rejected, offline, no route,
+	// busy). Each goes out no sooner than this after the previous one, so
+	// a client that loops on them as fast as it is answered cannot take
+	// the CPU the live devices' transactions need. 0: 10 ms; <0: none.
+	RefusalPace time.Duration
 	Log         *slog.Logger
 
 	mu       sync.Mutex
@@ -68,8 +74,11 @@ type Server struct {
 	closing  atomic.Bool
 	wg       sync.WaitGroup
 	nextID   atomic.Uint64
-	ctx      context.Context
-	cancel   context.CancelFunc
+
+	malformedN  atomic.Uint64 // malformed headers since the last logged
+	malformedAt atomic.Int64  // when one was last logged, unix ns
+	ctx         context.Context
+	cancel      context.CancelFunc
 }
 
 type conn struct {
@@ -167,6 +176,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// malformedLogEvery is how often at most a malformed header is logged:
+// a broken or hostile client reconnects and sends one after another.
+const malformedLogEvery = time.Second
+
+// malformed logs a connection closed for a malformed MBAP header, at most
+// once per malformedLogEvery, with how many more there were since.
+func (s *Server) malformed(client string, err error) {
+	n := s.malformedN.Add(1)
+	now := time.Now().UnixNano()
+	last := s.malformedAt.Load()
+	if now-last < int64(malformedLogEvery) || !s.malformedAt.CompareAndSwap(last, now) {
+		return
+	}
+	s.malformedN.Store(0)
+	s.log().Warn("malformed MBAP header, closing connection", "client", client, "err", err, "closed_since_last_logged", n)
+}
+
 // NumConns returns the number of open connections.
 func (s *Server) NumConns() int {
 	s.mu.Lock()
@@ -194,6 +220,11 @@ func (c *conn) serve() {
 	if idle <= 0 {
 		idle = 60 * time.Second
 	}
+	pace := s.RefusalPace
+	if pace == 0 {
+		pace = 10 * time.Millisecond
+	}
+	var lastRefusal time.Time
 	br := bufio.NewReaderSize(c.nc, 4096)
 	var (
 		in  [MaxADU]byte
@@ -214,7 +245,7 @@ func (c *conn) serve() {
 		}
 		h, err := ParseHeader(in[:HeaderLen])
 		if err != nil {
-			log.Warn("malformed MBAP header, closing connection", "client", client, "err", err)
+			s.malformed(client, err)
 			return
 		}
 		body := in[HeaderLen : HeaderLen+h.PDULen()]
@@ -227,6 +258,12 @@ func (c *conn) serve() {
 		frame := s.Handler.ServeModbus(s.ctx, &req, out[:HeaderLen])
 		if frame == nil {
 			continue
+		}
+		if pace > 0 && req.Attempts == 0 && len(frame) > HeaderLen && frame[HeaderLen]&0x80 != 0 {
+			if d := pace - time.Since(lastRefusal); d > 0 {
+				time.Sleep(d)
+			}
+			lastRefusal = time.Now()
 		}
 		putHeader(frame, h.TID, h.Unit)
 		c.nc.SetWriteDeadline(time.Now().Add(idle))

@@ -253,3 +253,35 @@ func BenchmarkParseHeader(b *testing.B) {
 		}
 	}
 }
+
+// TestRefusalsArePaced: exceptions to requests that reached no device
+// (Attempts 0) go out at most one per RefusalPace on a connection; a
+// device's own exceptions and normal answers are not held back.
+func TestRefusalsArePaced(t *testing.T) {
+	h := HandlerFunc(func(_ context.Context, r *Request, dst []byte) []byte {
+		if r.Unit == 2 {
+			r.Attempts = 1 // the device's own exception
+		}
+		return append(dst, r.PDU[0]|0x80, 0x0B)
+	})
+	addr := start(t, &Server{Handler: h, RefusalPace: 20 * time.Millisecond})
+	for _, tt := range []struct {
+		unit    byte
+		atLeast time.Duration
+	}{{1, 9 * 20 * time.Millisecond}, {2, 0}} {
+		c := dial(t, addr)
+		var all []byte
+		for i := range 10 {
+			all = AppendADU(all, uint16(i), tt.unit, []byte{0x03, 0, 0, 0, 1})
+		}
+		start := time.Now()
+		c.Write(all)
+		for range 10 {
+			readADU(t, c)
+		}
+		took := time.Since(start)
+		if took < tt.atLeast || tt.atLeast == 0 && took > 150*time.Millisecond {
+			t.Errorf("unit %d: 10 exceptions in %v", tt.unit, took)
+		}
+	}
+}

@@ -3,7 +3,12 @@
  * libmodbus (Debian's libmodbus-dev):
  *
  *   cc -o rtu_slave rtu_slave.c $(pkg-config --cflags --libs libmodbus)
- *   ./rtu_slave DEVICE BAUD PARITY UNIT
+ *   ./rtu_slave DEVICE BAUD PARITY UNIT [DROP CORRUPT LATE LATE_MS SEED]
+ *
+ * With the fault arguments it misbehaves as issue 9's rig does: it drops
+ * 1 answer in DROP, corrupts the CRC of 1 read of holding registers in
+ * CORRUPT, and answers 1 request in LATE after LATE_MS milliseconds (0:
+ * never), drawing from rand() seeded with SEED.
  *
  * It serves 10000 of each object kind. Holding register i holds
  * (i * 7 + unit) & 0xFFFF, input register i holds (i * 3 + unit) & 0xFFFF,
@@ -15,13 +20,54 @@
 #include <modbus.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+static int one_in(int n) { return n > 0 && rand() % n == 0; }
+
+static uint16_t crc16(const uint8_t *p, int n) {
+	uint16_t crc = 0xFFFF;
+	for (int i = 0; i < n; i++) {
+		crc ^= p[i];
+		for (int b = 0; b < 8; b++) {
+			crc = (crc & 1) ? (crc >> 1) ^ 0xA001 : crc >> 1;
+		}
+	}
+	return crc;
+}
+
+/* corrupt_read answers a read of holding registers itself, with the CRC's
+ * bytes swapped and inverted so that it cannot pass. */
+static void corrupt_read(modbus_t *ctx, const uint8_t *q, modbus_mapping_t *m) {
+	int addr = q[2] << 8 | q[3], qty = q[4] << 8 | q[5];
+	uint8_t out[MODBUS_RTU_MAX_ADU_LENGTH];
+	int n = 0;
+	out[n++] = q[0];
+	out[n++] = 3;
+	out[n++] = (uint8_t)(2 * qty);
+	for (int i = 0; i < qty; i++) {
+		uint16_t v = m->tab_registers[addr + i];
+		out[n++] = v >> 8;
+		out[n++] = v & 0xFF;
+	}
+	uint16_t crc = crc16(out, n) ^ 0xFFFF;
+	out[n++] = crc & 0xFF;
+	out[n++] = crc >> 8;
+	if (write(modbus_get_socket(ctx), out, n) != n) {
+		perror("rtu_slave: write");
+	}
+}
 
 #define N 10000
 
 int main(int argc, char **argv) {
-	if (argc != 5) {
-		fprintf(stderr, "usage: %s DEVICE BAUD PARITY(N|E|O) UNIT\n", argv[0]);
+	if (argc != 5 && argc != 10) {
+		fprintf(stderr, "usage: %s DEVICE BAUD PARITY(N|E|O) UNIT [DROP CORRUPT LATE LATE_MS SEED]\n", argv[0]);
 		return 2;
+	}
+	int drop = 0, corrupt = 0, late = 0, late_ms = 0;
+	if (argc == 10) {
+		drop = atoi(argv[5]), corrupt = atoi(argv[6]), late = atoi(argv[7]), late_ms = atoi(argv[8]);
+		srand((unsigned)atoi(argv[9]));
 	}
 	int baud = atoi(argv[2]), unit = atoi(argv[4]);
 	char parity = argv[3][0];
@@ -47,6 +93,17 @@ int main(int argc, char **argv) {
 	for (;;) {
 		int rc = modbus_receive(ctx, query);
 		if (rc > 0) {
+			if (one_in(drop)) {
+				continue;
+			}
+			if (one_in(late)) {
+				usleep(late_ms * 1000);
+			}
+			int addr = query[2] << 8 | query[3], qty = query[4] << 8 | query[5];
+			if (query[1] == 3 && qty >= 1 && qty <= 125 && addr + qty <= N && one_in(corrupt)) {
+				corrupt_read(ctx, query, m);
+				continue;
+			}
 			modbus_reply(ctx, query, rc, m);
 		} else if (rc == -1 && errno != EMBBADCRC && errno != EMBBADDATA && errno != ETIMEDOUT) {
 			if (errno == EBADF || errno == EIO) {
