@@ -9,13 +9,16 @@ import (
 // priority ones (writes, operators' clients) go before plain ones. Within
 // a class it is first in, first out, and since a connection has at most
 // one request waiting, that is round-robin across clients. A plain
-// request that has waited longer than aging goes before priority ones, so
-// reads are never starved by a stream of writes.
+// request that has waited longer than aging takes every other turn from
+// the priority ones, so reads are never starved by a stream of writes,
+// and writes still wait at most one read when every read in the queue
+// has waited that long (a line that is simply overloaded).
 type queue struct {
 	mu        sync.Mutex
 	high, low fifo
 	size      int           // requests waiting at most
-	aging     time.Duration // a plain request that waited this long goes first
+	aging     time.Duration // a plain request that waited this long takes every other turn
+	lastLow   bool          // the last one served was plain
 	wake      chan struct{} // senders: push; receiver: the line's goroutine
 }
 
@@ -66,9 +69,11 @@ func (q *queue) pop(now time.Time) *Request {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	switch {
-	case q.low.len() > 0 && (q.high.len() == 0 || now.Sub(q.low.peek().enqueued) >= q.aging):
+	case q.low.len() > 0 && (q.high.len() == 0 || !q.lastLow && now.Sub(q.low.peek().enqueued) >= q.aging):
+		q.lastLow = true
 		return q.low.pop()
 	case q.high.len() > 0:
+		q.lastLow = false
 		return q.high.pop()
 	}
 	return nil

@@ -1,0 +1,45 @@
+package rtu
+
+import (
+	"testing"
+	"time"
+)
+
+// TestQueueOrder: priority requests go first; a plain request that has
+// waited past aging takes every other turn, never more.
+func TestQueueOrder(t *testing.T) {
+	q := newQueue(100, time.Second)
+	now := time.Now()
+	push := func(name string, prio bool, waited time.Duration) {
+		q.push(&Request{Unit: name[0], Priority: prio, enqueued: now.Add(-waited)})
+	}
+	order := func() (s string) {
+		for r := q.pop(now); r != nil; r = q.pop(now) {
+			s += string(r.Unit)
+		}
+		return s
+	}
+	push("a", false, 0)
+	push("W", true, 0)
+	push("b", false, 0)
+	push("X", true, 0)
+	if got := order(); got != "WXab" {
+		t.Fatalf("fresh reads and writes: %s, want WXab", got)
+	}
+	// Every read has waited past aging (an overloaded line): they
+	// alternate with the writes, neither class starves.
+	for _, n := range "abcd" {
+		push(string(n), false, 2*time.Second)
+	}
+	push("W", true, 0)
+	push("X", true, 0)
+	push("Y", true, 0)
+	// (The last one served before was a read: a write goes first.)
+	if got := order(); got != "WaXbYcd" {
+		t.Fatalf("aged reads and writes: %s, want WaXbYcd", got)
+	}
+	q = newQueue(2, time.Second)
+	if !q.push(&Request{}) || !q.push(&Request{Priority: true}) || q.push(&Request{}) {
+		t.Fatal("a queue of 2 took a third request")
+	}
+}
