@@ -160,7 +160,7 @@ type Bus struct {
 	latest            [256]time.Duration // the latest any answer of the unit came, from its transaction's first frame: never forgotten
 	prev              prevTx
 	owed              [256]owedAnswers
-	finished          bool // the last attempt ended on a broken answer from the unit, not on silence
+	finished          bool   // the last attempt ended on a broken answer from the unit, not on silence
 	tail, scan        []byte // bytes that came right after the last answer taken; what settle counts owed answers in
 	stats             counters
 }
