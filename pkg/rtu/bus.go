@@ -160,8 +160,9 @@ type Bus struct {
 	latest            [256]time.Duration // the latest any answer of the unit came, from its transaction's first frame: never forgotten
 	prev              prevTx
 	owed              [256]owedAnswers
-	finished          bool   // the last attempt ended on a broken answer from the unit, not on silence
-	tail, scan        []byte // bytes that came right after the last answer taken; what settle counts owed answers in
+	silent            [256]bool // the unit's last transaction heard nothing at all: one attempt until it answers
+	finished          bool      // the last attempt ended on a broken answer from the unit, not on silence
+	tail, scan        []byte    // bytes that came right after the last answer taken; what settle counts owed answers in
 	stats             counters
 }
 
@@ -436,6 +437,12 @@ func (b *Bus) serve(r *Request) {
 	if retries < 0 {
 		retries = b.cfg.Retries
 	}
+	if b.silent[r.Unit] {
+		// Its last transaction heard nothing at all: until it answers
+		// again, one attempt. Retrying a device that missed every attempt
+		// costs the line a timeout for little chance.
+		retries = 0
+	}
 	r.adu = AppendADU(r.adu[:0], r.Unit, r.PDU)
 	b.stats.requests.Add(1)
 	if err := b.settle(r); err != nil {
@@ -472,6 +479,7 @@ func (b *Bus) serve(r *Request) {
 	}
 	r.Outcome = Timeout
 	b.stats.timeouts.Add(1)
+	b.silent[r.Unit] = unheard == r.Attempts
 	// Every attempt the device did not answer, broken, may still be; if
 	// it answered each, nothing is on its way.
 	b.prev.guard = false
@@ -497,6 +505,7 @@ func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration,
 		b.stats.exceptions.Add(1)
 	}
 	u := r.Unit
+	b.silent[u] = false
 	b.slowest[u] = decayMax(b.slowest[u], b.lastIO.Sub(first))
 	b.latest[u] = max(b.latest[u], b.lastIO.Sub(first))
 	// The answer is to one of r's frames, the last ones the unit got: all
