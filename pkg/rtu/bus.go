@@ -140,11 +140,9 @@ type Bus struct {
 	rx          [MaxADU]byte
 	lastIO      time.Time // last byte written or read
 	quietTill   time.Time // no transmission before this (broadcast turnaround)
-	unsettled   time.Duration
 	expect      Expect
 	lenFn       LenFunc
 	dropped     []byte // bytes discarded in the current attempt, for the log
-	late        []byte // bytes drained before the current transmission, for the log
 	strays      int    // drains of stray bytes since the last one logged
 	strayLogged time.Time
 	why         error     // the first reason they were discarded
@@ -162,7 +160,8 @@ type Bus struct {
 	owed              [256]owedAnswers
 	silent            [256]bool // the unit's last transaction heard nothing at all: one attempt until it answers
 	finished          bool      // the last attempt ended on a broken answer from the unit, not on silence
-	tail, scan        []byte    // bytes that came right after the last answer taken; what settle counts owed answers in
+	tail              []byte    // bytes that came right after the last answer taken
+	scan              []byte    // in settle: tail, then the bytes drained; owed answers are counted in it
 	stats             counters
 }
 
@@ -179,12 +178,13 @@ type prevTx struct {
 // gave up on, and until when. A device answers in order, so its answer to
 // a later frame means they came or never will.
 type owedAnswers struct {
-	n     int       // answers that may still come
-	until time.Time // none can come after this
-	first time.Time // when the first of those frames went out
-	any   bool      // they answer more than one request: every request to the unit is confusable
-	pdu   [pdu.MaxSize]byte
-	pn    int
+	n       int           // answers that may still come
+	until   time.Time     // none can come after this
+	first   time.Time     // when the first of those frames went out
+	timeout time.Duration // the unit's timeout for them
+	any     bool          // they answer more than one request: every request to the unit is confusable
+	pdu     [pdu.MaxSize]byte
+	pn      int
 }
 
 // confusable reports whether an owed answer could pass for r's answer.
@@ -255,7 +255,7 @@ func NewBus(cfg Config) *Bus {
 	}
 	b := &Bus{cfg: cfg, queue: newQueue(cfg.QueueSize, cfg.Aging), buf: make([]byte, 0, 2*MaxADU),
 		tail: make([]byte, 0, 2*MaxADU), scan: make([]byte, 0, 4*MaxADU),
-		dropped: make([]byte, 0, 2*MaxADU), late: make([]byte, 0, 2*MaxADU)}
+		dropped: make([]byte, 0, 2*MaxADU)}
 	b.lenFn = b.expect.Len
 	return b
 }
@@ -550,7 +550,7 @@ func (b *Bus) owe(r *Request, first time.Time, timeout time.Duration, n int) {
 		}
 		return
 	}
-	*o = owedAnswers{n: n, until: until, first: first}
+	*o = owedAnswers{n: n, until: until, first: first, timeout: timeout}
 	o.pn = copy(o.pdu[:], r.PDU)
 }
 
@@ -622,20 +622,35 @@ func (b *Bus) settle(r *Request) error {
 			until, guarded = o.until, true
 		}
 	}
-	if !until.IsZero() && !o.any && countAnswers(b.tail, r.Unit, o.pdu[:o.pn]) >= o.n {
-		o.n, until = 0, time.Time{} // they came with the answer
-	}
-	b.late = b.late[:0]
 	// Owed answers are counted over what came right after the last answer
-	// taken (already logged with it) and what arrives now.
+	// taken (already logged with it) and what is drained now.
 	b.scan = append(b.scan[:0], b.tail...)
+	drained := len(b.scan) // b.scan[drained:] is what settle drains
 	b.tail = b.tail[:0]
 	total := 0
 	defer func() {
 		if total > 0 {
-			b.reportLate(total, guarded)
+			b.reportLate(b.scan[drained:], total, guarded)
 		}
 	}()
+	// count settles the owed answers that have come: they may have come
+	// with the last answer, or come now.
+	count := func() {
+		if until.IsZero() || o.any {
+			return
+		}
+		k := countAnswers(b.scan, r.Unit, o.pdu[:o.pn])
+		if k > 0 && len(b.scan) > drained {
+			b.latest[r.Unit] = max(b.latest[r.Unit], b.lastIO.Sub(o.first))
+		}
+		if k >= o.n {
+			// Every answer owed has come: what remains is the guard
+			// against a collision.
+			o.n, until = 0, time.Time{}
+			quiet = max(quiet, b.prompt(r.Unit, o.timeout))
+		}
+	}
+	count()
 	for {
 		wait := max(quiet-time.Since(b.lastIO), time.Until(until), 0)
 		b.port.SetReadTimeout(wait)
@@ -648,21 +663,8 @@ func (b *Bus) settle(r *Request) error {
 			b.cfg.Capture.Record(capture.RX, b.lastIO, b.lastIO, b.rx[:n])
 			b.stats.lateBytes.Add(uint64(n))
 			total += n
-			b.late = append(b.late, b.rx[:min(n, cap(b.late)-len(b.late))]...)
 			b.scan = append(b.scan, b.rx[:min(n, cap(b.scan)-len(b.scan))]...)
-			if until.IsZero() || o.any {
-				continue
-			}
-			k := countAnswers(b.scan, r.Unit, o.pdu[:o.pn])
-			if k > 0 {
-				b.latest[r.Unit] = max(b.latest[r.Unit], b.lastIO.Sub(o.first))
-			}
-			if k >= o.n {
-				// Every answer owed has come: what remains is the guard
-				// against a collision.
-				o.n, until = 0, time.Time{}
-				quiet = max(quiet, b.prompt(r.Unit, b.cfg.Timeout))
-			}
+			count()
 			continue
 		}
 		if time.Since(b.lastIO) >= quiet && !time.Now().Before(until) {
@@ -696,15 +698,16 @@ func countAnswers(buf []byte, unit byte, req []byte) int {
 // are logged on a line; they are counted every time.
 const strayLogEvery = time.Minute
 
-// reportLate logs the n bytes (kept in b.late) that settle drained. After
+// reportLate logs the n bytes that settle drained, of which it kept
+// late (all, unless there were more than its buffer holds). After
 // a failed attempt they are that attempt's late answer, logged each time.
 // Otherwise they came unasked between transactions: a device repeating
 // itself, noise, or the glitch some RS-485 transceivers make when they
 // turn the line around, which on such a line comes with every
 // transaction. Those are logged at most once a minute, with how many
 // times it happened since.
-func (b *Bus) reportLate(n int, afterFailure bool) {
-	attrs := []any{"line", b.cfg.Name, "bytes", n, "hex", hex.EncodeToString(b.late), "complete", n == len(b.late)}
+func (b *Bus) reportLate(late []byte, n int, afterFailure bool) {
+	attrs := []any{"line", b.cfg.Name, "bytes", n, "hex", hex.EncodeToString(late), "complete", n == len(late)}
 	if afterFailure {
 		b.cfg.Log.Warn("discarded a late answer", attrs...)
 		return
