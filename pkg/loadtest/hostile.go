@@ -32,7 +32,7 @@ func Hostile(ctx context.Context, addr string, clients int, dead byte, seed uint
 					conn.Close()
 				}
 			}()
-			buf := make([]byte, 300)
+			hdr, body := make([]byte, tcp.HeaderLen), make([]byte, 256)
 			for tid := uint16(1); ctx.Err() == nil; tid++ {
 				if conn == nil {
 					c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
@@ -62,25 +62,9 @@ func Hostile(ctx context.Context, addr string, clients int, dead byte, seed uint
 					sent.Add(1)
 					continue
 				}
-				conn.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := conn.Write(tcp.AppendADU(nil, tid, unit, p)); err != nil {
-					conn.Close()
-					conn = nil
-					continue
-				}
 				sent.Add(1)
-				if _, err := io.ReadFull(conn, buf[:tcp.HeaderLen]); err != nil {
-					conn.Close()
-					conn = nil
-					continue
-				}
-				n := int(binary.BigEndian.Uint16(buf[4:])) - 1
-				if n < 1 || n > 253 {
-					conn.Close()
-					conn = nil
-					continue
-				}
-				if _, err := io.ReadFull(conn, buf[:n]); err != nil {
+				conn.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := exchange(conn, tcp.AppendADU(nil, tid, unit, p), hdr, body, tid, unit); err != nil {
 					conn.Close()
 					conn = nil
 				}
