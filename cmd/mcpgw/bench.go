@@ -28,13 +28,13 @@ import (
 // benchLine is one kind of line in the benchmark: the gateway gets one,
 // the direct master an identical twin, each with the same simulated units.
 type benchLine struct {
-	name   string
-	baud   int // nominal; 11-bit characters (8N2)
-	paced  bool
-	units  []byte   // the simulated devices
-	dead   []byte   // configured on the line, but no device answers
-	faults []string // mcpgw simline fault flags for the devices
-	bus    string   // more keys for the line's [[bus]] table
+	name    string
+	baud    int // nominal; 11-bit characters (8N2)
+	paced   bool
+	units   []byte        // the simulated devices
+	dead    []byte        // configured on the line, but no device answers
+	faults  sim.Faults    // how the devices misbehave
+	timeout time.Duration // the line's timeout, with one retry; 0: 500 ms and the default retries
 
 	gwPath   string          // the gateway's end of its line
 	twinPath string          // the direct master's end of the twin line
@@ -67,8 +67,10 @@ func (l *benchLine) open(ctx context.Context) error {
 	ids := l.ids()
 	var paths [2]string
 	for i := range paths {
-		args := append([]string{"simline", "-baud", strconv.Itoa(l.baud),
-			"-paced=" + strconv.FormatBool(l.paced), "-units", strings.Join(ids, ",")}, l.faults...)
+		f := l.faults
+		args := []string{"simline", "-baud", strconv.Itoa(l.baud), "-paced=" + strconv.FormatBool(l.paced), "-units", strings.Join(ids, ","),
+			"-drop", fmt.Sprint(f.Drop), "-corrupt", fmt.Sprint(f.Corrupt), "-late", fmt.Sprint(f.Late), "-late-by", f.LateBy.String(),
+			"-seed", strconv.FormatUint(f.Seed, 10)}
 		cmd := exec.CommandContext(ctx, self, args...)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -175,9 +177,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		// Issue 9's rigs: the fault mix (drop 1 in 29, corrupt 1 in 11,
 		// 1 in 37 late by 450 ms) and its healthy twin, with a dead unit
 		// configured beside a live one; timeout 300 ms, one retry.
-		{name: "faulty pty", baud: 115200, units: []byte{41}, bus: "timeout = \"300ms\"\nretries = 1\n",
-			faults: []string{"-drop", "0.0345", "-corrupt", "0.0909", "-late", "0.027", "-late-by", "450ms", "-seed", "9"}},
-		{name: "healthy pty, a dead unit", baud: 115200, units: []byte{51}, dead: []byte{52}, bus: "timeout = \"300ms\"\nretries = 1\n"},
+		{name: "faulty pty", baud: 115200, units: []byte{41}, timeout: 300 * time.Millisecond,
+			faults: sim.Faults{Drop: 1.0 / 29, Corrupt: 1.0 / 11, Late: 1.0 / 37, LateBy: 450 * time.Millisecond, Seed: 9}},
+		{name: "healthy pty, a dead unit", baud: 115200, units: []byte{51}, dead: []byte{52}, timeout: 300 * time.Millisecond},
 	}
 	for _, l := range lines {
 		if err := l.open(ctx); err != nil {
@@ -191,9 +193,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		for _, u := range l.dead {
 			ids = append(ids, strconv.Itoa(int(u)))
 		}
-		bus := l.bus
-		if bus == "" {
-			bus = "timeout = \"500ms\"\n"
+		bus := "timeout = \"500ms\"\n"
+		if l.timeout > 0 {
+			bus = fmt.Sprintf("timeout = %q\nretries = 1\n", l.timeout)
 		}
 		fmt.Fprintf(&buses, "[[bus]]\nname = \"line%d\"\nport = %q\nbaud = %d\nparity = \"N\"\nstop_bits = 2\n%sunits = [\"%s\"]\n",
 			i, l.gwPath, l.baud, bus, strings.Join(ids, `", "`))

@@ -17,9 +17,9 @@ type target struct {
 
 // benchPace measures issue 9's rigs: good answers under a fixed fault
 // mix, live units beside a dead one, a good client among hostile ones,
-// and writes queued behind 50 clients' reads. faulty and twin are
-// unpaced lines with one retry and a 300 ms timeout; twin has a dead
-// unit configured beside its live one.
+// and writes queued behind 50 clients' reads. faulty's devices
+// misbehave as its faults say; twin has a dead unit configured beside
+// its live one.
 func benchPace(ctx context.Context, rep *report, gw *gatewayProcess, addr string, paced, faulty, twin *benchLine, d func(time.Duration) time.Duration) ([]target, error) {
 	var targets []target
 	rep.printf("\n## A line that keeps its pace\n\n")
@@ -37,12 +37,14 @@ func benchPace(ctx context.Context, rep *report, gw *gatewayProcess, addr string
 		}
 	}
 	// What the faults allow: each costs at least what it must. A dropped
-	// answer costs the timeout, and the retry; a late one arrives 450 ms
+	// answer costs the timeout, and the retry; a late one arrives LateBy
 	// after its request; a corrupted one, a retry.
+	f := faulty.faults
 	per := healthy.Elapsed / time.Duration(max(1, healthy.OK))
-	cost := per + time.Duration(0.0345*float64(300*time.Millisecond+per)+0.027*float64(450*time.Millisecond)+0.0909*float64(per))
+	cost := per + time.Duration(f.Drop*float64(faulty.timeout+per)+f.Late*float64(f.LateBy)+f.Corrupt*float64(per))
 	allowed := float64(window) / float64(cost)
-	rep.printf("16 checking clients for %s, reading 10 registers at 115200 (unpaced pty), timeout 300 ms, one retry. The faulty line's device drops 1 answer in 29, corrupts 1 in 11 and answers 1 in 37 late, by 450 ms. The faults alone allow about %.0f good answers in that time (each costs at least what it must: a drop the timeout and a retry, a late answer 450 ms, a corruption a retry, on top of the healthy line's %s per transaction).\n\n", window, allowed, us(per))
+	rep.printf("16 checking clients for %s, reading 10 registers at 115200 (unpaced pty), timeout %s, one retry. The faulty line's device drops 1 answer in %.0f, corrupts 1 in %.0f and answers 1 in %.0f late, by %s. The faults alone allow about %.0f good answers in that time (each costs at least what it must: a drop the timeout and a retry, a late answer its lateness, a corruption a retry, on top of the healthy line's %s per transaction).\n\n",
+		window, faulty.timeout, 1/f.Drop, 1/f.Corrupt, 1/f.Late, f.LateBy, allowed, us(per))
 	rep.printf("| line | good answers | per second | 0x0B | wrong | client errors |\n|---|---|---|---|---|---|\n")
 	for _, row := range []struct {
 		name string
