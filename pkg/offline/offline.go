@@ -47,11 +47,11 @@ type Handler struct {
 }
 
 type unit struct {
-	fails     int  // failed transactions in a row
-	offline   bool //
-	probing   bool // a probe is on the line
-	wait      time.Duration
-	nextProbe time.Time
+	fails     int           // failed transactions in a row
+	offline   bool          // answered 0x0B without touching the line, but for probes
+	probing   bool          // a probe is on the line
+	wait      time.Duration // between probes, doubling while the unit stays dead
+	nextProbe time.Time     // the first request from then on goes out as a probe
 }
 
 type counters struct{ offline, online, answered atomic.Uint64 }
