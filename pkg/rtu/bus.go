@@ -26,6 +26,16 @@ type Port interface {
 	Close() error
 }
 
+// MinReader is a Port whose reads can wait for several bytes at once:
+// after SetReadMin(n), a Read waits until n bytes are waiting or its
+// timeout passes, and then returns what is there, fewer or none if that
+// is all. A line trickles a frame in one character time per byte; waking
+// once for the rest of a frame of known length, instead of once per
+// byte, is most of what a slow line costs the CPU.
+type MinReader interface {
+	SetReadMin(n int) error
+}
+
 // Outcome is how a transaction ended.
 type Outcome uint8
 
@@ -142,8 +152,10 @@ type Bus struct {
 	quietTill   time.Time // no transmission before this (broadcast turnaround)
 	expect      Expect
 	lenFn       LenFunc
-	dropped     []byte // bytes discarded in the current attempt, for the log
-	strays      int    // drains of stray bytes since the last one logged
+	minReader   MinReader // b.port, if its reads can wait for several bytes
+	readingMin  int       // what minReader's reads wait for now
+	dropped     []byte    // bytes discarded in the current attempt, for the log
+	strays      int       // drains of stray bytes since the last one logged
 	strayLogged time.Time
 	why         error     // the first reason they were discarded
 	rxStart     time.Time // when the first byte now in buf arrived
@@ -327,6 +339,8 @@ func (b *Bus) Run(ctx context.Context) {
 				continue
 			}
 			b.port, backoff, lastErr = p, 100*time.Millisecond, ""
+			b.minReader, _ = p.(MinReader)
+			b.readingMin = 1
 			b.port.ResetInputBuffer()
 			b.lastIO = time.Now()
 			b.up.Store(true)
@@ -727,6 +741,9 @@ func (b *Bus) reportLate(late []byte, n int, afterFailure bool) {
 func (b *Bus) attempt(r *Request, timeout time.Duration) (time.Time, error) {
 	b.dropped, b.why = b.dropped[:0], nil
 	sent, err := b.exchange(r, timeout)
+	if rerr := b.readMin(1); err == nil {
+		err = rerr
+	}
 	b.recordNoise()
 	if len(b.dropped) > 0 {
 		b.reportDropped(r, err)
@@ -800,13 +817,21 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			return start, lastErr
 		}
 		var wait time.Duration
+		need := 1 // bytes the read waits for
 		switch {
 		case len(b.buf) > 0:
 			// Mid-frame: silence of t1.5 makes a frame of known length
 			// incomplete; one of unpredictable length ends at t3.5.
 			wait = b.cfg.CharGap
-			if _, err := b.lenFn(b.buf); errors.Is(err, ErrUnpredictable) {
+			n, err := b.lenFn(b.buf)
+			switch {
+			case errors.Is(err, ErrUnpredictable):
 				wait = b.cfg.FrameGap
+			case (err == nil || errors.Is(err, ErrNeedMore)) && n > len(b.buf) && b.minReader != nil:
+				// The rest is on its way: wake when it is all here,
+				// or when it is overdue by the gap.
+				need = n - len(b.buf)
+				wait += time.Duration(need-1) * b.cfg.CharTime
 			}
 		case b.finished || !now.Before(deadline):
 			// Over, once the line has been silent for t3.5.
@@ -817,6 +842,9 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			wait = b.cfg.FrameGap - idle
 		default:
 			wait = deadline.Sub(now)
+		}
+		if err := b.readMin(need); err != nil {
+			return start, err
 		}
 		b.port.SetReadTimeout(min(wait, hardStop.Sub(now)))
 		n, err := b.port.Read(b.rx[:])
@@ -833,8 +861,23 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			b.rxStart = b.lastIO
 		}
 		b.buf = append(b.buf, b.rx[:n]...)
-		b.awaitRest(hardStop)
+		if b.minReader == nil {
+			b.awaitRest(hardStop)
+		}
 	}
+}
+
+// readMin makes the port's reads wait for n bytes, where it can; every
+// read outside an answer's rest waits for one.
+func (b *Bus) readMin(n int) error {
+	if b.minReader == nil || n == b.readingMin {
+		return nil
+	}
+	if err := b.minReader.SetReadMin(n); err != nil {
+		return ioError{fmt.Errorf("set read minimum: %w", err)}
+	}
+	b.readingMin = n
+	return nil
 }
 
 // frameEnded reports whether Scan's err, on the bytes buf begins with,

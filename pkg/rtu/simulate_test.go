@@ -5,12 +5,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"flag"
+	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 )
@@ -25,7 +29,54 @@ import (
 var (
 	simN    = flag.Int("sim.n", 20000, "transactions per simulated run")
 	simSeed = flag.Uint64("sim.seed", 0, "seed of the simulated runs (0: a new one each run, printed)")
+	simDump = flag.Bool("sim.dump", false, "on a wrong answer, print the line's traffic and log around it")
 )
+
+// simTrace keeps a run's traffic and log in memory (with -sim.dump), so
+// that a wrong answer can be shown with what the line carried before it.
+type simTrace struct {
+	mu    sync.Mutex
+	start time.Time
+	lines []string
+	times []time.Duration
+}
+
+func (tr *simTrace) add(at time.Time, line string) {
+	tr.mu.Lock()
+	tr.lines = append(tr.lines, fmt.Sprintf("%12v %s", at.Sub(tr.start), line))
+	tr.times = append(tr.times, at.Sub(tr.start))
+	tr.mu.Unlock()
+}
+
+func (tr *simTrace) Write(r *capture.Record) error {
+	tr.add(r.Time, fmt.Sprintf("%s % X", r.Dir, r.Data))
+	return nil
+}
+
+func (tr *simTrace) Close() error { return nil }
+
+func (tr *simTrace) Enabled(context.Context, slog.Level) bool { return true }
+func (tr *simTrace) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool { line += " " + a.String(); return true })
+	tr.add(r.Time, "LOG "+line)
+	return nil
+}
+func (tr *simTrace) WithAttrs([]slog.Attr) slog.Handler { return tr }
+func (tr *simTrace) WithGroup(string) slog.Handler      { return tr }
+
+// around returns the trace from d before at to d after it.
+func (tr *simTrace) around(at time.Time, d time.Duration) string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var b strings.Builder
+	for i, t := range tr.times {
+		if t >= at.Sub(tr.start)-d && t <= at.Sub(tr.start)+d {
+			b.WriteString(tr.lines[i] + "\n")
+		}
+	}
+	return b.String()
+}
 
 // memPort is one end of an in-memory serial line: what the other end
 // writes arrives at once, whole, and Read has go.bug.st/serial's
@@ -36,6 +87,7 @@ type memPort struct {
 	closed  bool
 	notify  chan struct{} // a byte arrived or the port closed
 	timeout time.Duration
+	min     int        // with minPort: a read waits for this many bytes (or its timeout)
 	peers   []*memPort // every other end of the line: a multi-drop bus
 	echo    bool       // what is written here comes back here too (an echoing adapter)
 }
@@ -78,29 +130,36 @@ func (p *memPort) Read(b []byte) (int, error) {
 		defer t.Stop()
 		timer = t.C
 	}
+	expired := false
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
 			return 0, errors.New("memport: closed")
 		}
-		if len(p.in) > 0 {
+		if len(p.in) >= max(p.min, 1) || (len(p.in) > 0 && (expired || p.timeout == 0)) {
 			n := copy(b, p.in)
 			p.in = p.in[:copy(p.in, p.in[n:])]
 			p.mu.Unlock()
 			return n, nil
 		}
 		p.mu.Unlock()
-		if p.timeout == 0 {
+		if p.timeout == 0 || expired {
 			return 0, nil
 		}
 		select {
 		case <-p.notify:
 		case <-timer:
-			return 0, nil
+			expired = true
 		}
 	}
 }
+
+// minPort is a memPort whose reads can wait for several bytes, as the
+// Linux serial port's do (rtu.MinReader).
+type minPort struct{ *memPort }
+
+func (p minPort) SetReadMin(n int) error { p.min = n; return nil }
 
 func (p *memPort) SetReadTimeout(t time.Duration) error { p.timeout = t; return nil }
 func (p *memPort) ResetInputBuffer() error {
@@ -129,6 +188,9 @@ type simFaults struct {
 	// waits for its own, and the retry's follows.
 	lateBy time.Duration
 }
+
+// simChar is a character's time on the simulated line (115200 baud).
+var simChar = rtu.CharTime(115200, 10)
 
 // simValue is what register addr of unit holds in the simulation. Every
 // request of a run asks for a different address (see simulate), so an
@@ -203,7 +265,15 @@ func simDevice(dev *memPort, me byte, f simFaults, timeout time.Duration, seed u
 			if rnd.Float64() < f.repeat {
 				out = append(out, out[start:]...) // the same answer twice, back to back
 			}
-			dev.Write(out)
+			// The line carries the answer a character at a time, without
+			// a pause; the master's UART hands it on in bursts of up to
+			// its FIFO's 16 bytes, each once it has arrived whole.
+			for len(out) > 0 {
+				k := min(len(out), 1+rnd.IntN(16))
+				time.Sleep(time.Duration(k) * simChar)
+				dev.Write(out[:k])
+				out = out[k:]
+			}
 			busyTill = time.Now()
 		}
 	}
@@ -213,6 +283,9 @@ func simDevice(dev *memPort, me byte, f simFaults, timeout time.Duration, seed u
 // n transactions between them. It returns the outcome counts.
 type simRun struct {
 	name                            string
+	readMin                         bool // the port is a MinReader, as on Linux
+	trace                           *simTrace
+	wrongAt                         []time.Time
 	faults                          simFaults
 	clients, n                      int
 	timeout                         time.Duration
@@ -229,10 +302,27 @@ func (s *simRun) run(t *testing.T, seed uint64) {
 		for i, dev := range devs {
 			devWG.Go(func() { simDevice(dev, byte(1+i), s.faults, s.timeout, seed) })
 		}
+		var (
+			trace    *simTrace
+			recorder *capture.Recorder
+			log      *slog.Logger
+		)
+		if *simDump {
+			trace = &simTrace{start: time.Now()}
+			recorder, log = capture.NewRecorder(trace, nil), slog.New(trace)
+		}
+		s.trace = trace
 		bus := rtu.NewBus(rtu.Config{
-			Name:     s.name,
-			Open:     func() (rtu.Port, error) { return master, nil },
-			CharTime: rtu.CharTime(115200, 10),
+			Name:    s.name,
+			Capture: recorder,
+			Log:     log,
+			Open: func() (rtu.Port, error) {
+				if s.readMin {
+					return minPort{master}, nil
+				}
+				return master, nil
+			},
+			CharTime: simChar,
 			Timeout:  s.timeout,
 			Retries:  s.retries,
 			Echo:     s.faults.echo,
@@ -288,6 +378,12 @@ func (s *simRun) run(t *testing.T, seed uint64) {
 			dev.Close()
 		}
 		devWG.Wait()
+		if recorder != nil {
+			recorder.Close()
+			for _, at := range s.wrongAt {
+				t.Logf("the line around the wrong answer at %v:\n%s", at.Sub(trace.start), trace.around(at, 3*s.timeout))
+			}
+		}
 		st := bus.Stats()
 		if int(st.Requests) != s.n || int(st.Answers) != s.ok || int(st.Timeouts) != s.timeouts {
 			t.Errorf("line counters %+v disagree with the clients: %d ok, %d timeouts of %d", st, s.ok, s.timeouts, s.n)
@@ -313,6 +409,9 @@ func (s *simRun) tally(t *testing.T, r *rtu.Request, addr int) {
 			s.wrong++
 			if s.wrong <= 5 {
 				t.Errorf("WRONG ANSWER: unit %d request % X got % X, want % X", r.Unit, r.PDU, r.Resp, want)
+				if s.trace != nil && s.wrong == 1 {
+					s.wrongAt = append(s.wrongAt, time.Now())
+				}
 			}
 			return
 		}
@@ -330,7 +429,17 @@ func simulate(t *testing.T, runs []*simRun) {
 		seed = rand.Uint64()
 	}
 	t.Logf("seed %d (replay with -sim.seed %d)", seed, seed)
+	// Each run twice, with half the transactions each: once with reads
+	// that wait for one byte at a time (go.bug.st/serial's), once with
+	// reads that wait for the rest of a frame (Linux's, rtu.MinReader).
+	var both []*simRun
 	for _, s := range runs {
+		s.n /= 2
+		m := *s
+		m.name, m.readMin = s.name+", reads wait for whole frames", true
+		both = append(both, s, &m)
+	}
+	for _, s := range both {
 		t.Run(s.name, func(t *testing.T) {
 			s.run(t, seed)
 			t.Logf("%d transactions: %d ok, %d timed out, %d wrong", s.n, s.ok, s.timeouts, s.wrong)
