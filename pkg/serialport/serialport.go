@@ -63,10 +63,21 @@ func (s Settings) Validate() error {
 }
 
 // Open opens a serial port by path, in raw mode with the given settings.
+// go.bug.st/serial configures the port; on Linux the reads and writes go
+// through a descriptor of our own in the runtime's poller (see pollPort).
 func Open(path string, s Settings) (Port, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
+	p, err := openPolled(path, s)
+	if err != nil {
+		return nil, fmt.Errorf("open serial port %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// openConfigured opens path with go.bug.st/serial and sets its mode.
+func openConfigured(path string, s Settings) (serial.Port, error) {
 	mode := &serial.Mode{BaudRate: s.Baud, DataBits: s.DataBits, StopBits: serial.OneStopBit}
 	if s.StopBits == 2 {
 		mode.StopBits = serial.TwoStopBits
@@ -77,11 +88,7 @@ func Open(path string, s Settings) (Port, error) {
 	case 'O':
 		mode.Parity = serial.OddParity
 	}
-	p, err := serial.Open(path, mode)
-	if err != nil {
-		return nil, fmt.Errorf("open serial port %s: %w", path, err)
-	}
-	return p, nil
+	return serial.Open(path, mode)
 }
 
 // LatencyTimer returns the latency timer of the USB serial adapter behind
@@ -163,8 +170,9 @@ func makeRaw(fd int) error {
 
 // filePort adapts a pollable *os.File to Port.
 type filePort struct {
-	f       *os.File
-	timeout time.Duration
+	f        *os.File
+	timeout  time.Duration
+	deadline bool // a read deadline is set on f
 }
 
 func (p *filePort) SetReadTimeout(t time.Duration) error { p.timeout = t; return nil }
@@ -182,6 +190,7 @@ func (p *filePort) Read(b []byte) (int, error) {
 	if err := p.f.SetReadDeadline(deadline); err != nil {
 		return 0, err
 	}
+	p.deadline = p.timeout > 0
 	n, err := p.f.Read(b)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return n, nil
@@ -191,8 +200,14 @@ func (p *filePort) Read(b []byte) (int, error) {
 
 // readNow reads what is waiting, without waiting: one read(2) on the
 // non-blocking descriptor. (A deadline in the past would fail before
-// reading anything.)
+// reading anything, and so would one left from an earlier read.)
 func (p *filePort) readNow(b []byte) (int, error) {
+	if p.deadline {
+		if err := p.f.SetReadDeadline(time.Time{}); err != nil {
+			return 0, err
+		}
+		p.deadline = false
+	}
 	rc, err := p.f.SyscallConn()
 	if err != nil {
 		return 0, err

@@ -132,8 +132,15 @@ func TestPacedLine(t *testing.T) {
 // there and returns at once when nothing is, on both ends of a pty.
 func TestZeroTimeoutReadsWithoutWaiting(t *testing.T) {
 	line, gw := openPty(t, Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
+	buf0 := make([]byte, 16)
 	for _, dir := range [][2]Port{{gw, line.Device}, {line.Device, gw}} {
 		from, to := dir[0], dir[1]
+		// A read that timed out leaves its deadline behind: the
+		// zero-timeout read must not trip over it.
+		to.SetReadTimeout(time.Millisecond)
+		if n, err := to.Read(buf0); n != 0 || err != nil {
+			t.Fatalf("timed out: %d, %v", n, err)
+		}
 		to.SetReadTimeout(0)
 		buf := make([]byte, 16)
 		start := time.Now()
@@ -155,5 +162,65 @@ func TestZeroTimeoutReadsWithoutWaiting(t *testing.T) {
 		if !bytes.Equal(got, []byte{1, 2, 3}) {
 			t.Fatalf("got % X", got)
 		}
+	}
+}
+
+// TestReadMin: a port whose reads wait for the rest of a frame still
+// returns what came when the rest does not, and returns it whole when it
+// comes in pieces.
+func TestReadMin(t *testing.T) {
+	line, gw := openPty(t, Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
+	mr, ok := gw.(interface{ SetReadMin(int) error })
+	if !ok {
+		t.Skip("this platform's ports read a byte at a time")
+	}
+	buf := make([]byte, 64)
+	read := func(want int) []byte {
+		t.Helper()
+		var got []byte
+		for deadline := time.Now().Add(2 * time.Second); len(got) < want && time.Now().Before(deadline); {
+			n, err := gw.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, buf[:n]...)
+		}
+		return got
+	}
+	mr.SetReadMin(10)
+	gw.SetReadTimeout(50 * time.Millisecond)
+
+	// Three of ten bytes, then silence: the read returns the three at its
+	// timeout, and then nothing.
+	line.Device.Write([]byte{1, 2, 3})
+	if got := read(3); !bytes.Equal(got, []byte{1, 2, 3}) {
+		t.Fatalf("a short frame: got % X", got)
+	}
+	if n, err := gw.Read(buf); n != 0 || err != nil {
+		t.Fatalf("silence: %d, %v", n, err)
+	}
+
+	// Ten bytes in pieces arrive complete and in order.
+	go func() {
+		for i := range byte(10) {
+			line.Device.Write([]byte{0x10 + i})
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	if got := read(10); !bytes.Equal(got, []byte{0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19}) {
+		t.Fatalf("in pieces: got % X", got)
+	}
+
+	// A zero timeout takes what is there without waiting for the rest.
+	mr.SetReadMin(5)
+	gw.SetReadTimeout(0)
+	line.Device.Write([]byte{7})
+	var got []byte
+	for deadline := time.Now().Add(2 * time.Second); len(got) == 0 && time.Now().Before(deadline); {
+		n, _ := gw.Read(buf)
+		got = append(got, buf[:n]...)
+	}
+	if !bytes.Equal(got, []byte{7}) {
+		t.Fatalf("zero timeout: got % X", got)
 	}
 }
