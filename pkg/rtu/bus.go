@@ -355,11 +355,14 @@ func (b *Bus) Run(ctx context.Context) {
 		case <-ctx.Done():
 		case <-b.queue.wake:
 			for b.port != nil {
-				r := b.queue.pop(time.Now())
+				r := b.next(time.Now())
 				if r == nil {
 					break
 				}
-				b.serve(r)
+				if !b.serve(r) {
+					b.queue.unpop(r) // deferred: it keeps its place
+					continue
+				}
 				r.done <- struct{}{}
 				if b.port == nil {
 					downFrom = time.Now()
@@ -375,6 +378,28 @@ func (b *Bus) Run(ctx context.Context) {
 		"answers", st.Answers, "exceptions", st.Exceptions, "timeouts", st.Timeouts, "crc_errors", st.CRCErrors,
 		"unexpected", st.Unexpected, "short_frames", st.ShortFrame, "noise_bytes", st.NoiseBytes, "late_bytes", st.LateBytes,
 		"line_downs", st.LineDowns)
+}
+
+// next returns the next request to serve. One whose unit still owes
+// answers it could be confused with must wait for them (see settle); it
+// keeps its place while a request that need not wait goes first, so that
+// a dead or slow unit's late answers hold up only its own requests.
+func (b *Bus) next(now time.Time) *Request {
+	r := b.queue.pop(now)
+	if r == nil || !b.mustWait(r, now) {
+		return r
+	}
+	if other := b.queue.popFunc(func(q *Request) bool { return !b.mustWait(q, now) }); other != nil {
+		b.queue.unpop(r)
+		return other
+	}
+	return r
+}
+
+// mustWait reports whether r's unit owes answers that could pass for r's.
+func (b *Bus) mustWait(r *Request, now time.Time) bool {
+	o := &b.owed[r.Unit]
+	return o.n > 0 && now.Before(o.until) && o.confusable(r)
 }
 
 // waitDown waits d while the line is down, answering whatever is queued
@@ -439,10 +464,13 @@ func (e ioError) Unwrap() error { return e.err }
 //   - between transactions, settle keeps the line quiet only as long as an
 //     answer still owed could arrive and be taken for the next request's,
 //     or collide with it.
-func (b *Bus) serve(r *Request) {
+//
+// It reports false if r was deferred (see settle): r is not done, and
+// goes back to the queue.
+func (b *Bus) serve(r *Request) bool {
 	if b.cfg.QueueTimeout > 0 && time.Since(r.enqueued) > b.cfg.QueueTimeout {
 		r.Outcome = Expired
-		return
+		return true
 	}
 	timeout, retries := r.Timeout, r.Retries
 	if timeout <= 0 {
@@ -458,16 +486,19 @@ func (b *Bus) serve(r *Request) {
 		retries = 0
 	}
 	r.adu = AppendADU(r.adu[:0], r.Unit, r.PDU)
+	err := b.settle(r)
+	if errors.Is(err, errDeferred) {
+		return false
+	}
 	b.stats.requests.Add(1)
-	if err := b.settle(r); err != nil {
+	if err != nil {
 		b.closePort(err)
 		r.Outcome, r.Err = LineDown, err
-		return
+		return true
 	}
 	// A unit that owes nothing answers at its normal pace: only then is
 	// its response time measured.
 	clean := b.owed[r.Unit].n == 0
-	var err error
 	var first time.Time // when the first attempt went out
 	unheard := 0        // attempts that ended with nothing from the device: their answers may still come
 	for range 1 + retries {
@@ -478,7 +509,7 @@ func (b *Bus) serve(r *Request) {
 		}
 		if err == nil {
 			b.answered(r, first, sent, timeout, clean, unheard)
-			return
+			return true
 		}
 		if !b.finished {
 			unheard++
@@ -488,7 +519,7 @@ func (b *Bus) serve(r *Request) {
 			b.closePort(err)
 			r.Outcome = LineDown
 			b.prev.guard = false
-			return
+			return true
 		}
 	}
 	r.Outcome = Timeout
@@ -502,6 +533,7 @@ func (b *Bus) serve(r *Request) {
 		b.lastIO = time.Now() // the guard counts from here
 		b.owe(r, first, timeout, unheard)
 	}
+	return true
 }
 
 // answered books a transaction that got its answer (or sent a
@@ -607,6 +639,8 @@ func (b *Bus) prompt(u byte, timeout time.Duration) time.Duration {
 //     function and shape, see Confusable), until they have all come or
 //     none can come any more (see lateness). Owed answers that could not
 //     pass for r's would be told apart and dropped, so r need not wait.
+//     Meanwhile a request that need not wait goes first: settle returns
+//     errDeferred, and r goes back to the head of the queue.
 //
 // It always looks at least once, without waiting, at what arrived since
 // the last frame. Bytes found there are a late answer or noise: they are
@@ -649,11 +683,12 @@ func (b *Bus) settle(r *Request) error {
 	}()
 	// count settles the owed answers that have come: they may have come
 	// with the last answer, or come now.
+	k := 0
 	count := func() {
 		if until.IsZero() || o.any {
 			return
 		}
-		k := countAnswers(b.scan, r.Unit, o.pdu[:o.pn])
+		k = countAnswers(b.scan, r.Unit, o.pdu[:o.pn])
 		if k > 0 && len(b.scan) > drained {
 			b.latest[r.Unit] = max(b.latest[r.Unit], b.lastIO.Sub(o.first))
 		}
@@ -666,7 +701,17 @@ func (b *Bus) settle(r *Request) error {
 	}
 	count()
 	for {
-		wait := max(quiet-time.Since(b.lastIO), time.Until(until), 0)
+		now := time.Now()
+		wait := max(quiet-now.Sub(b.lastIO), until.Sub(now), 0)
+		if !until.IsZero() && now.Sub(b.lastIO) >= quiet {
+			// Only the owed answers hold r now. A request that need not
+			// wait for them goes first; r keeps its place.
+			if b.queue.any(func(q *Request) bool { return !b.mustWait(q, now) }) {
+				o.n -= k // these have come
+				return errDeferred
+			}
+			wait = min(wait, deferCheck)
+		}
 		b.port.SetReadTimeout(wait)
 		n, err := b.port.Read(b.rx[:])
 		if err != nil {
@@ -689,6 +734,13 @@ func (b *Bus) settle(r *Request) error {
 		}
 	}
 }
+
+// errDeferred means settle let other requests go before r.
+var errDeferred = errors.New("rtu: deferred behind requests that need not wait")
+
+// deferCheck is how often a request waiting for its unit's owed answers
+// looks for others that could go first.
+const deferCheck = 5 * time.Millisecond
 
 // countAnswers counts the whole frames in buf that answer request req to
 // unit: the owed answers that arrived.

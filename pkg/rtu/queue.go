@@ -39,6 +39,44 @@ func (f *fifo) pop() (r *Request) {
 	return r
 }
 
+// pushFront puts r back at the head.
+func (f *fifo) pushFront(r *Request) {
+	if f.head > 0 {
+		f.head--
+		f.items[f.head] = r
+		return
+	}
+	f.items = append(f.items, nil)
+	copy(f.items[1:], f.items)
+	f.items[0] = r
+}
+
+// has reports whether ok is true for a request in f.
+func (f *fifo) has(ok func(*Request) bool) bool {
+	for _, r := range f.items[f.head:] {
+		if ok(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// popFunc removes and returns the first request for which ok is true.
+func (f *fifo) popFunc(ok func(*Request) bool) *Request {
+	for i := f.head; i < len(f.items); i++ {
+		if r := f.items[i]; ok(r) {
+			copy(f.items[i:], f.items[i+1:])
+			f.items[len(f.items)-1] = nil
+			f.items = f.items[:len(f.items)-1]
+			if f.head == len(f.items) {
+				f.items, f.head = f.items[:0], 0
+			}
+			return r
+		}
+	}
+	return nil
+}
+
 func newQueue(size int, aging time.Duration) *queue {
 	return &queue{size: size, aging: aging, wake: make(chan struct{}, 1)}
 }
@@ -77,4 +115,35 @@ func (q *queue) pop(now time.Time) *Request {
 		return q.high.pop()
 	}
 	return nil
+}
+
+// unpop puts r, just popped, back where it was: at the head of its class.
+func (q *queue) unpop(r *Request) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if r.Priority {
+		q.high.pushFront(r)
+	} else {
+		q.low.pushFront(r)
+	}
+}
+
+// popFunc returns the first waiting request, priority ones first, for
+// which ok is true, or nil if there is none. ok runs with the queue
+// locked.
+func (q *queue) popFunc(ok func(*Request) bool) *Request {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if r := q.high.popFunc(ok); r != nil {
+		return r
+	}
+	return q.low.popFunc(ok)
+}
+
+// any reports whether ok is true for a waiting request. ok runs with the
+// queue locked.
+func (q *queue) any(ok func(*Request) bool) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.high.has(ok) || q.low.has(ok)
 }

@@ -43,3 +43,34 @@ func TestQueueOrder(t *testing.T) {
 		t.Fatal("a queue of 2 took a third request")
 	}
 }
+
+// TestQueueSkip: a request that must wait keeps its place while others go
+// first, in their order.
+func TestQueueSkip(t *testing.T) {
+	q := newQueue(100, time.Second)
+	now := time.Now()
+	for _, n := range "abcde" {
+		q.push(&Request{Unit: byte(n), enqueued: now})
+	}
+	q.push(&Request{Unit: 'W', Priority: true, enqueued: now})
+	waits := func(r *Request) bool { return r.Unit == 'W' || r.Unit == 'b' }
+	var got string
+	for {
+		r := q.pop(now)
+		if r == nil {
+			break
+		}
+		if waits(r) {
+			if other := q.popFunc(func(r *Request) bool { return !waits(r) }); other != nil {
+				q.unpop(r)
+				r = other
+			} else {
+				waits = func(*Request) bool { return false } // its wait is over
+			}
+		}
+		got += string(r.Unit)
+	}
+	if got != "acdeWb" {
+		t.Fatalf("served %s, want acdeWb", got)
+	}
+}
