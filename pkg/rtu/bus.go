@@ -172,6 +172,7 @@ type Bus struct {
 	owed              [256]owedAnswers
 	silent            [256]bool // the unit's last transaction heard nothing at all: one attempt until it answers
 	finished          bool      // the last attempt ended on a broken answer from the unit, not on silence
+	finishedAt        time.Time // when that broken answer arrived
 	tail              []byte    // bytes that came right after the last answer taken
 	scan              []byte    // in settle: tail, then the bytes drained; owed answers are counted in it
 	stats             counters
@@ -499,10 +500,9 @@ func (b *Bus) serve(r *Request) bool {
 	// A unit that owes nothing answers at its normal pace: only then is
 	// its response time measured.
 	clean := b.owed[r.Unit].n == 0
-	var first time.Time // when the first attempt went out
-	unheard := 0        // attempts that ended with nothing from the device: their answers may still come
+	var first, sent time.Time // when the first and the last attempt went out
+	unheard := 0              // attempts that ended with nothing from the device: their answers may still come
 	for range 1 + retries {
-		var sent time.Time
 		sent, err = b.attempt(r, timeout)
 		if first.IsZero() {
 			first = sent
@@ -529,11 +529,29 @@ func (b *Bus) serve(r *Request) bool {
 	// it answered each, nothing is on its way.
 	b.prev.guard = false
 	if unheard > 0 {
-		b.prev = prevTx{guard: true, failed: true, unit: r.Unit, timeout: timeout}
 		b.lastIO = time.Now() // the guard counts from here
-		b.owe(r, first, timeout, unheard)
+		if b.brokenPromptly(r.Unit, sent, timeout) {
+			// Nothing owed; at most the last attempt's answer, promptly.
+			b.prev = prevTx{guard: true, unit: r.Unit, timeout: timeout}
+		} else {
+			b.prev = prevTx{guard: true, failed: true, unit: r.Unit, timeout: timeout}
+			b.owe(r, first, timeout, unheard)
+		}
 	}
 	return true
+}
+
+// brokenPromptly reports whether the last attempt, sent at sent, ended on
+// a broken answer that came at the unit's normal pace. That answer was
+// the last attempt's, and a device answers in order, so what the earlier
+// attempts did not hear will not come: nothing is owed, and the guard
+// against a collision is the unit's prompt time, not its slowest answer.
+// (Were it instead an earlier attempt's answer, late, the last attempt's
+// own answer would follow as promptly as a device answers what it
+// received while busy, within that guard, and be drained by it.) This is
+// rule 3 of the README for a transaction that failed.
+func (b *Bus) brokenPromptly(u byte, sent time.Time, timeout time.Duration) bool {
+	return b.finished && b.respN[u] >= trustAfter && b.finishedAt.Sub(sent) <= b.prompt(u, timeout)
 }
 
 // answered books a transaction that got its answer (or sent a
@@ -854,7 +872,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 				break
 			}
 			if len(b.dropped) == 0 && b.owed[r.Unit].n == 0 && frameEnded(err, b.buf, r.Unit) {
-				b.finished = true
+				b.finished, b.finishedAt = true, b.lastIO
 			}
 			b.noise(r, b.buf[:used], err)
 			lastErr = err

@@ -469,3 +469,90 @@ func TestSimulate(t *testing.T) {
 		{name: "no retries", faults: simFaults{drop: 0.05, corrupt: 0.05, late: 0.1, repeat: 0.05}, n: n / 2, clients: 8, timeout: timeout, retries: 0},
 	})
 }
+
+// scriptedDevice answers unit 1's reads on dev, each as the next entry of
+// script says ('o' at once, 'd' not at all, 'c' with a bad CRC), then at
+// once.
+func scriptedDevice(dev *memPort, script string) {
+	rx := make([]byte, 512)
+	dev.SetReadTimeout(-1)
+	var buf []byte
+	for {
+		n, err := dev.Read(rx)
+		if err != nil {
+			return
+		}
+		buf = append(buf, rx[:n]...)
+		for len(buf) > 0 {
+			frame, used, err := rtu.Scan(buf, rtu.RequestLen, true)
+			if errors.Is(err, rtu.ErrNeedMore) {
+				break
+			}
+			buf = buf[used:]
+			if err != nil {
+				continue
+			}
+			act := byte('o')
+			if script != "" {
+				act, script = script[0], script[1:]
+			}
+			if act == 'd' {
+				continue
+			}
+			addr, qty := int(binary.BigEndian.Uint16(frame[2:])), int(binary.BigEndian.Uint16(frame[4:]))
+			resp := []byte{pdu.ReadHoldingRegisters, byte(2 * qty)}
+			for i := range qty {
+				resp = binary.BigEndian.AppendUint16(resp, simValue(1, addr+i))
+			}
+			time.Sleep(time.Millisecond)
+			out := rtu.AppendADU(nil, 1, resp)
+			if act == 'c' {
+				out[len(out)-1] ^= 0xFF
+			}
+			time.Sleep(time.Duration(len(out)) * simChar)
+			dev.Write(out)
+		}
+	}
+}
+
+// TestFailedOnPromptBrokenAnswerOwesNothing: a transaction whose first
+// attempt heard nothing and whose retry got a broken answer at the unit's
+// usual pace has failed, but leaves nothing owed (the broken answer was
+// the retry's; the device answers in order): the next request, which is
+// confusable with it, goes after the collision guard, not after the two
+// timeouts an owed answer could take.
+func TestFailedOnPromptBrokenAnswerOwesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		master, devs := memLine(1)
+		go scriptedDevice(devs[0], "oooodc")
+		const timeout = 100 * time.Millisecond
+		bus := rtu.NewBus(rtu.Config{Open: func() (rtu.Port, error) { return master, nil }, CharTime: simChar, Timeout: timeout, Retries: 1})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer func() { cancel(); devs[0].Close() }()
+		go bus.Run(ctx)
+		for !bus.Up() {
+			time.Sleep(time.Millisecond)
+		}
+		do := func(addr uint16) *rtu.Request {
+			r := &rtu.Request{Unit: 1, PDU: readHolding(addr, 4), Retries: -1}
+			bus.Do(ctx, r)
+			return r
+		}
+		for i := range uint16(4) { // the line learns the unit's pace
+			if r := do(i); r.Outcome != rtu.OK {
+				t.Fatalf("read %d: %v", i, r.Outcome)
+			}
+		}
+		if r := do(10); r.Outcome != rtu.Timeout || r.Attempts != 2 {
+			t.Fatalf("dropped, then broken: %v after %d attempts", r.Outcome, r.Attempts)
+		}
+		start := time.Now()
+		r := do(11)
+		if r.Outcome != rtu.OK {
+			t.Fatalf("next read: %v", r.Outcome)
+		}
+		if d := time.Since(start); d >= timeout {
+			t.Fatalf("the next read took %v: it waited for an answer that was not owed", d)
+		}
+	})
+}
