@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/mcpgw/mcpgw/pkg/access"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
 )
 
@@ -32,9 +33,23 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // Config is the whole file.
 type Config struct {
-	Server Server `toml:"server"`
-	Log    Log    `toml:"log"`
-	Bus    []Bus  `toml:"bus"`
+	Server Server   `toml:"server"`
+	Log    Log      `toml:"log"`
+	Bus    []Bus    `toml:"bus"`
+	Access []Access `toml:"access"`
+}
+
+// Access is one [[access]] table: who may do what, first match wins (see
+// pkg/access).
+type Access struct {
+	Roles   []string `toml:"roles"`   // Modbus/TCP Security roles; absent: any client
+	Sources []string `toml:"sources"` // client networks; absent: any
+	Units   []string `toml:"units"`   // absent: any unit
+	Allow   string   `toml:"allow"`   // "read", "read-write" or "none"; required
+
+	SourceNets []netip.Prefix `toml:"-"` // Sources, parsed
+	UnitIDs    []byte         `toml:"-"` // Units, parsed
+	Level      access.Allow   `toml:"-"` // Allow, parsed
 }
 
 // Server is the Modbus TCP side.
@@ -43,8 +58,12 @@ type Server struct {
 	MaxConns        int      `toml:"max_conns"`        // default 1000
 	IdleTimeout     Duration `toml:"idle_timeout"`     // default 60s
 	PriorityClients []string `toml:"priority_clients"` // networks whose requests go before plain reads
+	Allow           []string `toml:"allow"`            // client networks that may connect; absent: any
+	MaxConnsPerIP   int      `toml:"max_conns_per_ip"` // connections from one address at most; 0: no cap
+	RateLimit       float64  `toml:"rate_limit"`       // requests per second per client address; 0: no limit
 
 	PriorityNets []netip.Prefix `toml:"-"` // PriorityClients, parsed
+	AllowNets    []netip.Prefix `toml:"-"` // Allow, parsed
 }
 
 // Log is where and how the transaction log goes.
@@ -158,6 +177,24 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("server.priority_clients: %w", err)
 		}
 		s.PriorityNets = append(s.PriorityNets, n)
+	}
+	for _, c := range s.Allow {
+		n, err := ParseNet(c)
+		if err != nil {
+			return fmt.Errorf("server.allow: %w", err)
+		}
+		s.AllowNets = append(s.AllowNets, n)
+	}
+	if s.MaxConnsPerIP < 0 {
+		return fmt.Errorf("server.max_conns_per_ip %d: must be 0 (no cap) or positive", s.MaxConnsPerIP)
+	}
+	if s.RateLimit < 0 {
+		return fmt.Errorf("server.rate_limit %v: must be 0 (no limit) or a number of requests per second", s.RateLimit)
+	}
+	for i := range c.Access {
+		if err := c.Access[i].parse(); err != nil {
+			return fmt.Errorf("[[access]] table %d: %w", i+1, err)
+		}
 	}
 	switch c.Log.Level {
 	case "":
@@ -304,6 +341,42 @@ func (b *Bus) setDefaults() error {
 		}
 	}
 	return nil
+}
+
+func (a *Access) parse() error {
+	if a.Allow == "" {
+		return errors.New(`allow: missing; write allow = "read", "read-write" or "none"`)
+	}
+	var err error
+	if a.Level, err = access.ParseAllow(a.Allow); err != nil {
+		return fmt.Errorf("allow: %w", err)
+	}
+	for _, r := range a.Roles {
+		if r == "" {
+			return errors.New("roles: an empty role; omit roles to match any client")
+		}
+	}
+	for _, src := range a.Sources {
+		n, err := ParseNet(src)
+		if err != nil {
+			return fmt.Errorf("sources: %w", err)
+		}
+		a.SourceNets = append(a.SourceNets, n)
+	}
+	if a.UnitIDs, err = ParseUnits(a.Units); err != nil {
+		return fmt.Errorf("units: %w", err)
+	}
+	return nil
+}
+
+// Policy returns the [[access]] tables as an access policy (no tables:
+// everything allowed).
+func (c *Config) Policy() *access.Policy {
+	p := &access.Policy{}
+	for _, a := range c.Access {
+		p.Rules = append(p.Rules, access.Rule{Roles: a.Roles, Sources: a.SourceNets, Units: a.UnitIDs, Allow: a.Level})
+	}
+	return p
 }
 
 // ParseNet parses a client network: a CIDR prefix such as

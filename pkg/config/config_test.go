@@ -124,6 +124,47 @@ probe_interval = "30s"
 	}
 }
 
+func TestAccessKeys(t *testing.T) {
+	c, err := Parse(`
+[server]
+allow = ["10.0.0.0/8", "192.168.7.9"]
+max_conns_per_ip = 4
+rate_limit = 20
+[[bus]]
+name = "a"
+port = "/dev/ttyS0"
+units = ["1-9"]
+[[access]]
+roles = ["operator"]
+sources = ["10.1.0.0/16"]
+units = ["1-3", "7"]
+allow = "read-write"
+[[access]]
+allow = "read"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Server
+	if len(s.AllowNets) != 2 || s.AllowNets[1].String() != "192.168.7.9/32" || s.MaxConnsPerIP != 4 || s.RateLimit != 20 {
+		t.Fatalf("server: %+v", s)
+	}
+	p := c.Policy()
+	if len(p.Rules) != 2 {
+		t.Fatalf("%d rules", len(p.Rules))
+	}
+	r := p.Rules[0]
+	if r.Roles[0] != "operator" || r.Sources[0].String() != "10.1.0.0/16" || string(r.Units) != "\x01\x02\x03\x07" || r.Allow.String() != "read-write" {
+		t.Fatalf("rule 1: %+v", r)
+	}
+	if r := p.Rules[1]; r.Roles != nil || r.Sources != nil || r.Units != nil || r.Allow.String() != "read" {
+		t.Fatalf("rule 2: %+v", r)
+	}
+	if c, err := Parse("[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [\"1\"]\n"); err != nil || len(c.Policy().Rules) != 0 {
+		t.Fatalf("no [[access]]: %v", err)
+	}
+}
+
 func TestGapsTakeEffect(t *testing.T) {
 	c, err := Parse("[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [\"1\"]\nchar_gap = \"750us\"\nframe_gap = \"1750us\"\n")
 	if err != nil {
@@ -157,6 +198,15 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"offline_after", base + "offline_after = -1\n", `bus "l1": offline_after -1`},
 		{"probe_interval", base + "probe_interval = \"-1s\"\n", `bus "l1": probe_interval -1s`},
 		{"device offline_after", base + "[[bus.device]]\nunit = 2\noffline_after = -2\n", "device[0]: offline_after -2"},
+		{"server allow", "[server]\nallow = [\"10.0.0.0/33\"]\n" + base, `server.allow: "10.0.0.0/33"`},
+		{"max_conns_per_ip", "[server]\nmax_conns_per_ip = -1\n" + base, "server.max_conns_per_ip -1"},
+		{"rate_limit", "[server]\nrate_limit = -5\n" + base, "server.rate_limit -5"},
+		{"access allow missing", base + "[[access]]\nunits = [\"1\"]\n", "[[access]] table 1: allow: missing"},
+		{"access allow value", base + "[[access]]\nallow = \"read\"\n[[access]]\nallow = \"rw\"\n", `[[access]] table 2: allow: "rw": must be "read", "read-write" or "none"`},
+		{"access source", base + "[[access]]\nsources = [\"10.1.0.0/16\", \"10.2\"]\nallow = \"read\"\n", `[[access]] table 1: sources: "10.2"`},
+		{"access units", base + "[[access]]\nunits = [\"1-300\"]\nallow = \"read\"\n", "[[access]] table 1: units:"},
+		{"access role", base + "[[access]]\nroles = [\"\"]\nallow = \"read\"\n", "[[access]] table 1: roles: an empty role"},
+		{"access key", base + "[[access]]\nallow = \"read\"\nrole = [\"x\"]\n", "unknown key access.role"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,10 +8,12 @@ import (
 	"net"
 	"sync"
 
+	"github.com/mcpgw/mcpgw/pkg/access"
 	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/check"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/offline"
+	"github.com/mcpgw/mcpgw/pkg/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
@@ -22,6 +24,8 @@ import (
 type Service struct {
 	Lines   []*rtu.Bus
 	Router  *Gateway
+	Access  *access.Handler
+	Limits  *ratelimit.Handler
 	Checks  *check.Handler
 	Offline *offline.Handler
 	Server  *tcp.Server
@@ -40,10 +44,12 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, log: log}
 	// The chain every request runs through, built from the last handler
 	// to the first; a handler that answers does not call the next one.
-	s.Router = New()                           // routes by unit id to the lines (filled in below)
-	s.Offline = offline.New(s.Router, log)     // dead units: 0x0B at once, one probe at a time
-	s.Checks = &check.Handler{Next: s.Offline} // requests no device can use: answered at once
-	handler := LogTransactions(log, s.Checks)  // one log line per transaction, whoever answered
+	s.Router = New()                                         // routes by unit id to the lines (filled in below)
+	s.Offline = offline.New(s.Router, log)                   // dead units: 0x0B at once, one probe at a time
+	s.Checks = &check.Handler{Next: s.Offline}               // requests no device can use: answered at once
+	s.Limits = ratelimit.New(cfg.Server.RateLimit, s.Checks) // requests beyond a client's rate: 0x06 at once
+	s.Access = access.NewHandler(cfg.Policy(), s.Limits)     // [[access]]: denied requests get 0x01 at once
+	handler := LogTransactions(log, s.Access)                // one log line per transaction, whoever answered
 	s.Router.SetPriorityClients(cfg.Server.PriorityNets)
 	for i := range cfg.Bus {
 		b := &cfg.Bus[i]
@@ -108,10 +114,12 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 		}
 	}
 	s.Server = &tcp.Server{
-		Handler:     handler,
-		MaxConns:    cfg.Server.MaxConns,
-		IdleTimeout: cfg.Server.IdleTimeout.Duration,
-		Log:         log,
+		Handler:       handler,
+		MaxConns:      cfg.Server.MaxConns,
+		IdleTimeout:   cfg.Server.IdleTimeout.Duration,
+		Allow:         cfg.Server.AllowNets,
+		MaxConnsPerIP: cfg.Server.MaxConnsPerIP,
+		Log:           log,
 	}
 	return s, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,6 +26,7 @@ type Request struct {
 	Client string         // the client's address, host:port
 	Addr   netip.AddrPort // the same, parsed
 	ConnID uint64
+	Role   string // the client's Modbus/TCP Security role; empty: none (a plain connection)
 
 	// What the handlers that served the request report of it, for the
 	// transaction log; the server clears them before each request. The
@@ -66,7 +68,13 @@ type Server struct {
 	// a client that loops on them as fast as it is answered cannot take
 	// the CPU the live devices' transactions need. 0: 10 ms; <0: none.
 	RefusalPace time.Duration
-	Log         *slog.Logger
+	// Allow lists the client networks that may connect; a connection
+	// from anywhere else is closed at accept. Empty: any.
+	Allow []netip.Prefix
+	// MaxConnsPerIP caps the connections open from one address, so one
+	// misbehaving client cannot take every slot. 0: no cap.
+	MaxConnsPerIP int
+	Log           *slog.Logger
 
 	mu       sync.Mutex
 	listener net.Listener
@@ -75,16 +83,72 @@ type Server struct {
 	wg       sync.WaitGroup
 	nextID   atomic.Uint64
 
-	malformedN  atomic.Uint64 // malformed headers since the last logged
-	malformedAt atomic.Int64  // when one was last logged, unix ns
-	ctx         context.Context
-	cancel      context.CancelFunc
+	perIP     map[netip.Addr]int // open connections by client address
+	malformed logEvery           // malformed headers
+	refusals  [nRefusals]struct {
+		n   atomic.Uint64
+		log logEvery
+	}
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 type conn struct {
 	srv *Server
 	nc  net.Conn
 	id  uint64
+	ip  netip.Addr
+}
+
+// Refusal is why a connection was closed at accept.
+type Refusal int
+
+const (
+	NotAllowed    Refusal = iota // its address is not in Allow
+	TooManyFromIP                // its address has MaxConnsPerIP open
+	Full                         // MaxConns are open
+	nRefusals
+)
+
+var refusalKeys = [nRefusals]string{"server.allow", "server.max_conns_per_ip", "server.max_conns"}
+
+// Refused returns how many connections were refused for reason r.
+func (s *Server) Refused(r Refusal) uint64 { return s.refusals[r].n.Load() }
+
+// refuse closes a connection refused at accept; it is logged at most once
+// a second per reason, with how many more since.
+func (s *Server) refuse(nc net.Conn, r Refusal, limit int) {
+	nc.Close()
+	s.refusals[r].n.Add(1)
+	s.refusals[r].log.do(func(n uint64) {
+		attrs := []any{"client", nc.RemoteAddr().String(), "key", refusalKeys[r], "refused_since_last_logged", n}
+		if limit > 0 {
+			attrs = append(attrs, "limit", limit)
+		}
+		s.log().Warn("connection refused", attrs...)
+	})
+}
+
+// logEvery lets something be logged at most once per logEveryPeriod: a
+// broken or hostile client reconnects and tries again at once.
+type logEvery struct {
+	n  atomic.Uint64 // occurrences since the last logged
+	at atomic.Int64  // when one was last logged, unix ns
+}
+
+const logEveryPeriod = time.Second
+
+// do counts an occurrence and calls log with the count since the last
+// one logged, if none was logged in the last period.
+func (l *logEvery) do(log func(n uint64)) {
+	n := l.n.Add(1)
+	now := time.Now().UnixNano()
+	last := l.at.Load()
+	if now-last < int64(logEveryPeriod) || !l.at.CompareAndSwap(last, now) {
+		return
+	}
+	l.n.Store(0)
+	log(n)
 }
 
 func (s *Server) log() *slog.Logger {
@@ -126,16 +190,35 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		backoff = 0
 		c := &conn{srv: s, nc: nc, id: s.nextID.Add(1)}
+		if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+			c.ip = ta.AddrPort().Addr().Unmap()
+		}
+		if len(s.Allow) > 0 && !slices.ContainsFunc(s.Allow, func(p netip.Prefix) bool { return p.Contains(c.ip) }) {
+			s.refuse(nc, NotAllowed, 0)
+			continue
+		}
 		s.mu.Lock()
-		full := len(s.conns) >= maxConns
-		if !full {
+		refusal := nRefusals
+		switch {
+		case len(s.conns) >= maxConns:
+			refusal = Full
+		case s.MaxConnsPerIP > 0 && s.perIP[c.ip] >= s.MaxConnsPerIP:
+			refusal = TooManyFromIP
+		default:
 			s.conns[c] = struct{}{}
+			if s.perIP == nil {
+				s.perIP = make(map[netip.Addr]int)
+			}
+			s.perIP[c.ip]++
 			s.wg.Add(1)
 		}
 		s.mu.Unlock()
-		if full {
-			s.log().Warn("connection refused: max_conns reached", "client", nc.RemoteAddr().String(), "max_conns", maxConns)
-			nc.Close()
+		switch refusal {
+		case Full:
+			s.refuse(nc, Full, maxConns)
+			continue
+		case TooManyFromIP:
+			s.refuse(nc, TooManyFromIP, s.MaxConnsPerIP)
 			continue
 		}
 		go c.serve()
@@ -176,21 +259,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// malformedLogEvery is how often at most a malformed header is logged:
-// a broken or hostile client reconnects and sends one after another.
-const malformedLogEvery = time.Second
-
-// malformed logs a connection closed for a malformed MBAP header, at most
-// once per malformedLogEvery, with how many more there were since.
-func (s *Server) malformed(client string, err error) {
-	n := s.malformedN.Add(1)
-	now := time.Now().UnixNano()
-	last := s.malformedAt.Load()
-	if now-last < int64(malformedLogEvery) || !s.malformedAt.CompareAndSwap(last, now) {
-		return
-	}
-	s.malformedN.Store(0)
-	s.log().Warn("malformed MBAP header, closing connection", "client", client, "err", err, "closed_since_last_logged", n)
+// malformedHeader logs a connection closed for a malformed MBAP header,
+// at most once a second, with how many more there were since.
+func (s *Server) malformedHeader(client string, err error) {
+	s.malformed.do(func(n uint64) {
+		s.log().Warn("malformed MBAP header, closing connection", "client", client, "err", err, "closed_since_last_logged", n)
+	})
 }
 
 // NumConns returns the number of open connections.
@@ -211,6 +285,9 @@ func (c *conn) serve() {
 		c.nc.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
+		if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
+			delete(s.perIP, c.ip)
+		}
 		s.mu.Unlock()
 		s.wg.Done()
 		log.Debug("client disconnected", "client", client, "conn", c.id)
@@ -245,7 +322,7 @@ func (c *conn) serve() {
 		}
 		h, err := ParseHeader(in[:HeaderLen])
 		if err != nil {
-			s.malformed(client, err)
+			s.malformedHeader(client, err)
 			return
 		}
 		body := in[HeaderLen : HeaderLen+h.PDULen()]

@@ -1,0 +1,86 @@
+// Package ratelimit caps how many requests a client address may send per
+// second: a token bucket per address, its burst the same size as its rate
+// per second. A request beyond it is answered at once with exception 06
+// (server device busy), without touching a line, so one chatty client
+// cannot take a line's time from the others.
+package ratelimit
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/tcp"
+)
+
+// Handler hands Next the requests within each client address's rate.
+type Handler struct {
+	Next tcp.Handler
+
+	rate    float64 // tokens per second, and the bucket's size
+	now     func() time.Time
+	mu      sync.Mutex
+	buckets map[netip.Addr]*bucket
+	limited atomic.Uint64
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// New returns a Handler allowing rate requests per second per client
+// address in front of next; rate <= 0 allows everything.
+func New(rate float64, next tcp.Handler) *Handler {
+	return &Handler{Next: next, rate: rate, now: time.Now, buckets: make(map[netip.Addr]*bucket)}
+}
+
+// Limited returns how many requests were answered 06 for their rate.
+func (h *Handler) Limited() uint64 { return h.limited.Load() }
+
+// sweepAt is the number of addresses past which full buckets (addresses
+// quiet for a second or more) are forgotten.
+const sweepAt = 1024
+
+// allow takes a token from a's bucket, if it has one.
+func (h *Handler) allow(a netip.Addr) bool {
+	now := h.now()
+	size := max(h.rate, 1)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	b := h.buckets[a]
+	if b == nil {
+		if len(h.buckets) >= sweepAt {
+			for k, v := range h.buckets {
+				if v.tokens+now.Sub(v.last).Seconds()*h.rate >= size {
+					delete(h.buckets, k)
+				}
+			}
+		}
+		b = &bucket{tokens: size, last: now}
+		h.buckets[a] = b
+	}
+	b.tokens = min(size, b.tokens+now.Sub(b.last).Seconds()*h.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// ServeModbus implements tcp.Handler.
+func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+	if h.rate <= 0 || h.allow(tr.Addr.Addr()) {
+		return h.Next.ServeModbus(ctx, tr, dst)
+	}
+	h.limited.Add(1)
+	tr.Outcome = "rate-limited"
+	if tr.Unit == pdu.Broadcast || len(tr.PDU) == 0 {
+		return nil
+	}
+	return pdu.AppendException(dst, tr.PDU[0], pdu.ServerDeviceBusy)
+}

@@ -1,0 +1,60 @@
+package ratelimit
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/tcp"
+)
+
+// TestBucket: a burst of rate requests goes through, the next is answered
+// 06; the bucket refills at rate per second; each address has its own.
+func TestBucket(t *testing.T) {
+	reached := 0
+	next := tcp.HandlerFunc(func(_ context.Context, r *tcp.Request, dst []byte) []byte {
+		reached++
+		return append(dst, r.PDU...)
+	})
+	h := New(5, next)
+	now := time.Unix(1000, 0)
+	h.now = func() time.Time { return now }
+	a := netip.MustParseAddrPort("10.0.0.1:4000")
+	b := netip.MustParseAddrPort("10.0.0.2:4000")
+	serve := func(from netip.AddrPort) ([]byte, string) {
+		r := &tcp.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}, Addr: from}
+		out := h.ServeModbus(context.Background(), r, nil)
+		return out, r.Outcome
+	}
+	for i := range 5 {
+		if out, _ := serve(a); out[0] != 3 {
+			t.Fatalf("request %d of the burst: % X", i, out)
+		}
+	}
+	if out, outcome := serve(a); string(out) != "\x83\x06" || outcome != "rate-limited" {
+		t.Fatalf("beyond the burst: % X %q", out, outcome)
+	}
+	if out, _ := serve(b); out[0] != 3 {
+		t.Fatalf("another address: % X", out)
+	}
+	now = now.Add(200 * time.Millisecond) // one token back
+	if out, _ := serve(a); out[0] != 3 {
+		t.Fatalf("after 200 ms: % X", out)
+	}
+	if out, _ := serve(a); out[0] != 0x83 {
+		t.Fatalf("the token was spent: % X", out)
+	}
+	if reached != 7 || h.Limited() != 2 {
+		t.Fatalf("reached %d, limited %d", reached, h.Limited())
+	}
+	// Forgetting quiet addresses keeps the table bounded.
+	now = now.Add(time.Hour)
+	for i := range 3 * sweepAt {
+		serve(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 1))
+		now = now.Add(10 * time.Millisecond)
+	}
+	if n := len(h.buckets); n > 2*sweepAt {
+		t.Fatalf("%d buckets kept", n)
+	}
+}
