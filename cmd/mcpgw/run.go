@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -72,21 +73,35 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return serve(svc, *grace)
+	return serve(svc, *grace, log)
 }
 
 // serve starts svc and runs it until SIGTERM or SIGINT, then shuts it
-// down within grace.
-func serve(svc *gateway.Service, grace time.Duration) error {
+// down within grace. SIGHUP re-reads the TLS certificate files.
+func serve(svc *gateway.Service, grace time.Duration, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if _, err := svc.Start(); err != nil {
 		return err
 	}
 	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-svc.Done():
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case serveErr = <-svc.Done():
+			break wait
+		case <-hup:
+			if err := svc.ReloadCerts(); err != nil {
+				log.Error("SIGHUP: certificates not reloaded, the old ones stay in use", "err", err)
+			} else if svc.Certs != nil {
+				log.Info("SIGHUP: certificates reloaded", "cert", svc.Certs.CertFile, "client_ca", svc.Certs.CAFile)
+			}
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()

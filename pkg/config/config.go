@@ -39,6 +39,15 @@ type Config struct {
 	Access []Access `toml:"access"`
 }
 
+// TLS is the Modbus/TCP Security listener: TLS 1.2 or later, a client
+// certificate that chains to ClientCA required.
+type TLS struct {
+	Listen   string `toml:"listen"`    // host:port, conventionally port 802; empty: no TLS listener
+	Cert     string `toml:"cert"`      // PEM, chain included
+	Key      string `toml:"key"`       // PEM
+	ClientCA string `toml:"client_ca"` // PEM: the CA(s) client certificates must chain to
+}
+
 // Access is one [[access]] table: who may do what, first match wins (see
 // pkg/access).
 type Access struct {
@@ -54,7 +63,8 @@ type Access struct {
 
 // Server is the Modbus TCP side.
 type Server struct {
-	Listen          string   `toml:"listen"`           // default 127.0.0.1:5020
+	Listen          string   `toml:"listen"` // default 127.0.0.1:5020; "" (written out): no plain listener
+	TLS             TLS      `toml:"tls"`
 	MaxConns        int      `toml:"max_conns"`        // default 1000
 	IdleTimeout     Duration `toml:"idle_timeout"`     // default 60s
 	PriorityClients []string `toml:"priority_clients"` // networks whose requests go before plain reads
@@ -145,6 +155,9 @@ func Parse(text string) (*Config, error) {
 		}
 		return nil, fmt.Errorf("unknown key %s: check the spelling against the shipped config.toml", strings.Join(keys, ", "))
 	}
+	if !md.IsDefined("server", "listen") {
+		c.Server.Listen = "127.0.0.1:5020"
+	}
 	if err := c.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -153,11 +166,23 @@ func Parse(text string) (*Config, error) {
 
 func (c *Config) setDefaults() error {
 	s := &c.Server
-	if s.Listen == "" {
-		s.Listen = "127.0.0.1:5020"
+	if s.Listen != "" {
+		if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+			return fmt.Errorf("server.listen %q: want host:port, such as \"0.0.0.0:502\"", s.Listen)
+		}
 	}
-	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
-		return fmt.Errorf("server.listen %q: want host:port, such as \"0.0.0.0:502\"", s.Listen)
+	if t := &s.TLS; t.Listen != "" {
+		if _, _, err := net.SplitHostPort(t.Listen); err != nil {
+			return fmt.Errorf("server.tls.listen %q: want host:port, such as \"0.0.0.0:802\"", t.Listen)
+		}
+		for _, k := range []struct{ key, v string }{{"cert", t.Cert}, {"key", t.Key}, {"client_ca", t.ClientCA}} {
+			if k.v == "" {
+				return fmt.Errorf("server.tls.%s: required with server.tls.listen (a PEM file)", k.key)
+			}
+		}
+	}
+	if s.Listen == "" && s.TLS.Listen == "" {
+		return errors.New(`server.listen is empty and there is no server.tls.listen: the gateway would listen nowhere`)
 	}
 	if s.MaxConns == 0 {
 		s.MaxConns = 1000

@@ -165,6 +165,20 @@ allow = "read"
 	}
 }
 
+// TestTLSOnly: an empty server.listen turns the plain listener off when
+// TLS listens; left out, it takes its default.
+func TestTLSOnly(t *testing.T) {
+	bus := "[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [\"1\"]\n"
+	tls := "[server.tls]\nlisten = \"0.0.0.0:802\"\ncert = \"s.crt\"\nkey = \"s.key\"\nclient_ca = \"ca.crt\"\n"
+	c, err := Parse("[server]\nlisten = \"\"\n" + tls + bus)
+	if err != nil || c.Server.Listen != "" || c.Server.TLS.ClientCA != "ca.crt" {
+		t.Fatalf("TLS only: %+v, %v", c.Server, err)
+	}
+	if c, err = Parse(tls + bus); err != nil || c.Server.Listen != "127.0.0.1:5020" {
+		t.Fatalf("no listen key: %q, %v", c.Server.Listen, err)
+	}
+}
+
 func TestGapsTakeEffect(t *testing.T) {
 	c, err := Parse("[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [\"1\"]\nchar_gap = \"750us\"\nframe_gap = \"1750us\"\n")
 	if err != nil {
@@ -207,6 +221,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"access units", base + "[[access]]\nunits = [\"1-300\"]\nallow = \"read\"\n", "[[access]] table 1: units:"},
 		{"access role", base + "[[access]]\nroles = [\"\"]\nallow = \"read\"\n", "[[access]] table 1: roles: an empty role"},
 		{"access key", base + "[[access]]\nallow = \"read\"\nrole = [\"x\"]\n", "unknown key access.role"},
+		{"tls without cert", "[server.tls]\nlisten = \"0.0.0.0:802\"\nkey = \"k\"\nclient_ca = \"c\"\n" + base, "server.tls.cert: required"},
+		{"tls without client_ca", "[server.tls]\nlisten = \"0.0.0.0:802\"\ncert = \"c\"\nkey = \"k\"\n" + base, "server.tls.client_ca: required"},
+		{"tls listen", "[server.tls]\nlisten = \"802\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n" + base, `server.tls.listen "802"`},
+		{"no listener", "[server]\nlisten = \"\"\n" + base, "would listen nowhere"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -74,6 +74,9 @@ func startService(t *testing.T, cfgText string, log *slog.Logger) (*gateway.Serv
 	for !svc.Lines[0].Up() {
 		time.Sleep(time.Millisecond)
 	}
+	if addr == nil { // TLS only
+		return svc, svc.TLSAddr.String()
+	}
 	return svc, addr.String()
 }
 

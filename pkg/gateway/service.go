@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/check"
 	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/mbsec"
 	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
@@ -28,7 +30,10 @@ type Service struct {
 	Limits  *ratelimit.Handler
 	Checks  *check.Handler
 	Offline *offline.Handler
-	Server  *tcp.Server
+	Server  *tcp.Server // plain Modbus TCP; nil if server.listen is empty
+	TLS     *tcp.Server // Modbus/TCP Security; nil without server.tls.listen
+	Certs   *mbsec.Certs
+	TLSAddr net.Addr // where TLS listens, once started
 
 	cfg       *config.Config
 	log       *slog.Logger
@@ -113,13 +118,31 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			s.Router.AddBroadcast(bus)
 		}
 	}
-	s.Server = &tcp.Server{
-		Handler:       handler,
-		MaxConns:      cfg.Server.MaxConns,
-		IdleTimeout:   cfg.Server.IdleTimeout.Duration,
-		Allow:         cfg.Server.AllowNets,
-		MaxConnsPerIP: cfg.Server.MaxConnsPerIP,
-		Log:           log,
+	server := func() *tcp.Server {
+		return &tcp.Server{
+			Handler:       handler,
+			MaxConns:      cfg.Server.MaxConns,
+			IdleTimeout:   cfg.Server.IdleTimeout.Duration,
+			Allow:         cfg.Server.AllowNets,
+			MaxConnsPerIP: cfg.Server.MaxConnsPerIP,
+			Log:           log,
+		}
+	}
+	if cfg.Server.Listen != "" {
+		s.Server = server()
+	}
+	if t := cfg.Server.TLS; t.Listen != "" {
+		certs, err := mbsec.LoadCerts(t.Cert, t.Key, t.ClientCA)
+		if err != nil {
+			s.closeRecorders()
+			return nil, err
+		}
+		s.Certs, s.TLS = certs, server()
+		s.TLS.TLS = certs.TLSConfig()
+		s.TLS.Identify = func(cs tls.ConnectionState) (string, string, error) {
+			id, err := mbsec.Identify(cs)
+			return id.Role, id.Peer, err
+		}
 	}
 	return s, nil
 }
@@ -133,34 +156,70 @@ func (s *Service) closeRecorders() {
 	s.recorders = nil
 }
 
-// Start opens the listener and starts the lines and the server. A line
-// whose port cannot be opened is not fatal: it retries in the background
-// and its units get 0x0A meanwhile. A listen error is returned.
+// Start opens the listeners and starts the lines and the servers. A
+// line whose port cannot be opened is not fatal: it retries in the
+// background and its units get 0x0A meanwhile. A listen error is
+// returned. The address returned is the plain listener's (nil if there
+// is none); TLSAddr is the TLS one's.
 func (s *Service) Start() (net.Addr, error) {
-	l, err := net.Listen("tcp", s.cfg.Server.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s (server.listen): %w", s.cfg.Server.Listen, err)
+	var plain, secure net.Listener
+	var err error
+	if s.Server != nil {
+		if plain, err = net.Listen("tcp", s.cfg.Server.Listen); err != nil {
+			return nil, fmt.Errorf("listen on %s (server.listen): %w", s.cfg.Server.Listen, err)
+		}
+	}
+	if s.TLS != nil {
+		if secure, err = net.Listen("tcp", s.cfg.Server.TLS.Listen); err != nil {
+			if plain != nil {
+				plain.Close()
+			}
+			return nil, fmt.Errorf("listen on %s (server.tls.listen): %w", s.cfg.Server.TLS.Listen, err)
+		}
+		s.TLSAddr = secure.Addr()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	for _, bus := range s.Lines {
 		s.wg.Go(func() { bus.Run(ctx) })
 	}
-	s.serve = make(chan error, 1)
-	go func() { s.serve <- s.Server.Serve(l) }()
-	s.log.Info("gateway listening", "addr", l.Addr().String(), "lines", len(s.Lines))
-	return l.Addr(), nil
+	s.serve = make(chan error, 2)
+	var addr net.Addr
+	if plain != nil {
+		addr = plain.Addr()
+		go func() { s.serve <- s.Server.Serve(plain) }()
+		s.log.Info("gateway listening", "addr", addr.String(), "lines", len(s.Lines))
+	}
+	if secure != nil {
+		go func() { s.serve <- s.TLS.Serve(secure) }()
+		s.log.Info("gateway listening, Modbus/TCP Security", "addr", s.TLSAddr.String(), "lines", len(s.Lines))
+	}
+	return addr, nil
 }
 
-// Done returns a channel that receives the server's error if it stops
+// ReloadCerts reads the TLS listener's certificate files again (on
+// SIGHUP); new connections get them, open ones keep theirs.
+func (s *Service) ReloadCerts() error {
+	if s.Certs == nil {
+		return nil
+	}
+	return s.Certs.Reload()
+}
+
+// Done returns a channel that receives a server's error if it stops
 // serving on its own.
 func (s *Service) Done() <-chan error { return s.serve }
 
-// Shutdown stops in reverse order: the server stops accepting and lets
+// Shutdown stops in reverse order: the servers stop accepting and let
 // transactions in flight answer (until ctx ends), then the lines close
 // their ports.
 func (s *Service) Shutdown(ctx context.Context) error {
-	err := s.Server.Shutdown(ctx)
+	var err error
+	for _, srv := range []*tcp.Server{s.Server, s.TLS} {
+		if srv != nil {
+			err = errors.Join(err, srv.Shutdown(ctx))
+		}
+	}
 	if s.cancel != nil {
 		s.cancel()
 	}

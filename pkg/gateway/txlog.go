@@ -13,7 +13,9 @@ import (
 // transaction at info (so the default configuration logs every one),
 // whichever handler answered it: unit, fc, client, tid, line, outcome
 // (the handler's, else "ok" or "exception" from the answer), exception
-// (the code, when the answer is one), attempts and duration.
+// (the code, when the answer is one), role and peer (on a TLS
+// connection: the client's role and its certificate's subject), attempts
+// and duration.
 func LogTransactions(log *slog.Logger, next tcp.Handler) tcp.Handler {
 	return tcp.HandlerFunc(func(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
 		if !log.Enabled(ctx, slog.LevelInfo) {
@@ -33,7 +35,7 @@ func LogTransactions(log *slog.Logger, next tcp.Handler) tcp.Handler {
 				outcome = "exception"
 			}
 		}
-		attrs := make([]slog.Attr, 0, 10)
+		attrs := make([]slog.Attr, 0, 12)
 		attrs = append(attrs,
 			slog.Int("unit", int(tr.Unit)),
 			slog.Int("fc", int(tr.PDU[0])),
@@ -44,6 +46,9 @@ func LogTransactions(log *slog.Logger, next tcp.Handler) tcp.Handler {
 		)
 		if isExc {
 			attrs = append(attrs, slog.Int("exception", int(exc)))
+		}
+		if tr.Peer != "" { // a Modbus/TCP Security connection
+			attrs = append(attrs, slog.String("role", tr.Role), slog.String("peer", tr.Peer))
 		}
 		attrs = append(attrs, slog.Int("attempts", tr.Attempts), slog.Duration("duration", time.Since(start)))
 		log.LogAttrs(ctx, slog.LevelInfo, "transaction", attrs...)

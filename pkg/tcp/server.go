@@ -3,6 +3,7 @@ package tcp
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +27,8 @@ type Request struct {
 	Client string         // the client's address, host:port
 	Addr   netip.AddrPort // the same, parsed
 	ConnID uint64
-	Role   string // the client's Modbus/TCP Security role; empty: none (a plain connection)
+	Role   string // the client's Modbus/TCP Security role; empty: none
+	Peer   string // on a TLS connection, the client certificate's subject; empty on a plain one
 
 	// What the handlers that served the request report of it, for the
 	// transaction log; the server clears them before each request. The
@@ -74,7 +76,14 @@ type Server struct {
 	// MaxConnsPerIP caps the connections open from one address, so one
 	// misbehaving client cannot take every slot. 0: no cap.
 	MaxConnsPerIP int
-	Log           *slog.Logger
+	// TLS, if set, makes this a Modbus/TCP Security listener: each
+	// connection is a TLS server connection with this configuration, its
+	// handshake done before any request is read (within 10 s). Identify
+	// then gives the connection's role and peer for its requests; an
+	// error refuses the connection.
+	TLS      *tls.Config
+	Identify func(tls.ConnectionState) (role, peer string, err error)
+	Log      *slog.Logger
 
 	mu       sync.Mutex
 	listener net.Listener
@@ -83,9 +92,11 @@ type Server struct {
 	wg       sync.WaitGroup
 	nextID   atomic.Uint64
 
-	perIP     map[netip.Addr]int // open connections by client address
-	malformed logEvery           // malformed headers
-	refusals  [nRefusals]struct {
+	perIP           map[netip.Addr]int // open connections by client address
+	malformed       logEvery           // malformed headers
+	handshake       logEvery           // failed TLS handshakes
+	handshakeFailed atomic.Uint64
+	refusals        [nRefusals]struct {
 		n   atomic.Uint64
 		log logEvery
 	}
@@ -221,6 +232,9 @@ func (s *Server) Serve(l net.Listener) error {
 			s.refuse(nc, TooManyFromIP, s.MaxConnsPerIP)
 			continue
 		}
+		if s.TLS != nil {
+			c.nc = tls.Server(nc, s.TLS)
+		}
 		go c.serve()
 	}
 }
@@ -257,6 +271,37 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+// HandshakesFailed returns how many TLS handshakes failed.
+func (s *Server) HandshakesFailed() uint64 { return s.handshakeFailed.Load() }
+
+// handshakeTimeout bounds a TLS handshake.
+const handshakeTimeout = 10 * time.Second
+
+// secure does c's TLS handshake and identifies its client. A failure is
+// logged with the reason and the peer's address, at most once a second
+// with how many more since.
+func (c *conn) secure(req *Request) bool {
+	s := c.srv
+	tc, ok := c.nc.(*tls.Conn)
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, handshakeTimeout)
+	defer cancel()
+	err := tc.HandshakeContext(ctx)
+	if err == nil && s.Identify != nil {
+		req.Role, req.Peer, err = s.Identify(tc.ConnectionState())
+	}
+	if err != nil {
+		s.handshakeFailed.Add(1)
+		s.handshake.do(func(n uint64) {
+			s.log().Warn("TLS connection refused", "client", c.nc.RemoteAddr().String(), "err", err, "refused_since_last_logged", n)
+		})
+		return false
+	}
+	return true
 }
 
 // malformedHeader logs a connection closed for a malformed MBAP header,
@@ -311,6 +356,9 @@ func (c *conn) serve() {
 	if a, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
 		ap := a.AddrPort()
 		req.Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if !c.secure(&req) {
+		return
 	}
 	for !s.closing.Load() {
 		c.nc.SetReadDeadline(time.Now().Add(idle))
