@@ -200,7 +200,21 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(&buses, "[[bus]]\nname = \"line%d\"\nport = %q\nbaud = %d\nparity = \"N\"\nstop_bits = 2\n%sunits = [\"%s\"]\n",
 			i, l.gwPath, l.baud, bus, strings.Join(ids, `", "`))
 	}
-	gw, addr, err := startGatewayProcess(buses.String(), max(*many, 256)+50, "warn", stderr)
+	// A Modbus/TCP Security listener beside the plain one.
+	pkiDir, err := os.MkdirTemp("", "mcpgw-bench-pki")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(pkiDir)
+	tlsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	tlsServer, tlsClient, err := benchPKI(pkiDir, tlsAddr)
+	if err != nil {
+		return err
+	}
+	gw, addr, err := startGatewayProcess(tlsServer+buses.String(), max(*many, 256)+50, "warn", stderr)
 	if err != nil {
 		return err
 	}
@@ -353,6 +367,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 
 	pace, err := benchPace(ctx, &rep, gw, addr, lines[1], lines[3], lines[4], d)
 	if err != nil {
+		return err
+	}
+	if err := benchTLS(ctx, &rep, addr, tlsAddr, tlsClient, lines[0], n(1000), d(5*time.Second)); err != nil {
 		return err
 	}
 

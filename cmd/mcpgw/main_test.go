@@ -120,7 +120,8 @@ func TestBenchSmoke(t *testing.T) {
 		t.Fatalf("bench: %v\n%s", err, out)
 	}
 	for _, want := range []string{"## Latency", "## Throughput", "40 clients at once", "| zero wrong answers | 0 | yes |", "| 40 clients: all served | 40 | yes |",
-		"polls in turn as an RTU master on the twin line", "unpaced pty, CPUs kept out of idle"} {
+		"polls in turn as an RTU master on the twin line", "unpaced pty, CPUs kept out of idle",
+		"## Modbus/TCP Security (TLS)", "| Modbus/TCP Security | 50 |", "0 failed."} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("bench output lacks %q:\n%s", want, out)
 		}

@@ -4,6 +4,7 @@ package loadtest
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -197,6 +198,7 @@ func (cfg *Config) pick(rnd *rand.Rand) (unit byte, addr int) {
 type tcpClient struct {
 	addr    string
 	timeout time.Duration
+	tls     *tls.Config // if set, Modbus/TCP Security: MBAP inside TLS
 	conn    net.Conn
 	tid     uint16
 	req     []byte
@@ -233,8 +235,15 @@ func (c *tcpClient) write(ctx context.Context, unit byte, reg int, v uint16) ([]
 // until the next call) and the time from sending to its last byte.
 func (c *tcpClient) do(ctx context.Context, unit byte, p []byte) ([]byte, time.Duration, error) {
 	if c.conn == nil {
-		d := net.Dialer{Timeout: c.timeout}
-		conn, err := d.DialContext(ctx, "tcp", c.addr)
+		var conn net.Conn
+		var err error
+		if c.tls != nil {
+			d := tls.Dialer{NetDialer: &net.Dialer{Timeout: c.timeout}, Config: c.tls}
+			conn, err = d.DialContext(ctx, "tcp", c.addr)
+		} else {
+			d := net.Dialer{Timeout: c.timeout}
+			conn, err = d.DialContext(ctx, "tcp", c.addr)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, 0, ctx.Err()

@@ -295,6 +295,9 @@ func (c *conn) secure(req *Request) bool {
 		req.Role, req.Peer, err = s.Identify(tc.ConnectionState())
 	}
 	if err != nil {
+		if s.closing.Load() {
+			return false // cut short by Shutdown, not refused
+		}
 		s.handshakeFailed.Add(1)
 		s.handshake.do(func(n uint64) {
 			s.log().Warn("TLS connection refused", "client", c.nc.RemoteAddr().String(), "err", err, "refused_since_last_logged", n)
