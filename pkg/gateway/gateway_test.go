@@ -103,7 +103,9 @@ func startRig(t *testing.T, faults sim.Faults, extra string) *rig {
 	return startRigWith(t, faults, "", extra)
 }
 
-// startRigWith is startRig with server, more keys for [server].
+// startRigWith is startRig with server, more keys for [server] (with
+// a listen key of its own, it replaces the rig's; it may end with a
+// [server.tls] table).
 func startRigWith(t *testing.T, faults sim.Faults, server, extra string) *rig {
 	t.Helper()
 	line, err := serialport.NewPty()
@@ -115,6 +117,9 @@ func startRigWith(t *testing.T, faults sim.Faults, server, extra string) *rig {
 	t.Cleanup(func() { stop(); line.Close() }) // after the gateway's own cleanup
 	logs := &syncBuffer{}
 	cfg := lineConfig(line.Path, "retries = 1\nbroadcast_delay = \"5ms\"\n"+extra)
+	if strings.Contains(server, "listen = ") {
+		cfg = strings.Replace(cfg, "listen = \"127.0.0.1:0\"\n", "", 1)
+	}
 	cfg = strings.Replace(cfg, "[server]\n", "[server]\n"+server, 1)
 	svc, addr := startService(t, cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	return &rig{addr: addr, dev: dev, svc: svc, log: logs}

@@ -8,7 +8,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/mbsec"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/sim"
 )
 
@@ -134,29 +132,9 @@ func makePKI(t *testing.T) *pki {
 // virtual line to simulated units 1..3, with access rules for two roles.
 func startTLSRig(t *testing.T, p *pki) *rig {
 	t.Helper()
-	line, err := serialport.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev := &sim.Line{Port: line.Device, Units: sim.NewUnits([]byte{1, 2, 3}, 10000)}
-	stop := dev.Start()
-	t.Cleanup(func() { stop(); line.Close() })
-	logs := &syncBuffer{}
-	cfg := fmt.Sprintf(`
-[server]
-listen = ""
-[server.tls]
-listen = "127.0.0.1:0"
-cert = %q
-key = %q
-client_ca = %q
-[[bus]]
-name = "l1"
-port = %q
-parity = "N"
-stop_bits = 2
-timeout = "100ms"
-units = ["1-9"]
+	server := fmt.Sprintf("listen = \"\"\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert = %q\nkey = %q\nclient_ca = %q\n",
+		p.path("gateway", "crt"), p.path("gateway", "key"), p.path("plant-ca", "crt"))
+	r := startRigWith(t, sim.Faults{}, server, `
 [[access]]
 roles = ["engineer"]
 allow = "read-write"
@@ -164,12 +142,11 @@ allow = "read-write"
 roles = ["operator"]
 units = ["1-2"]
 allow = "read"
-`, p.path("gateway", "crt"), p.path("gateway", "key"), p.path("plant-ca", "crt"), line.Path)
-	svc, addr := startService(t, cfg, slog.New(slog.NewJSONHandler(logs, nil)))
-	if svc.Server != nil {
+`)
+	if r.svc.Server != nil {
 		t.Fatal("server.listen is empty, yet there is a plain listener")
 	}
-	return &rig{addr: addr, dev: dev, svc: svc, log: logs}
+	return r
 }
 
 // pyTLS runs the OpenSSL-based client as who (a certificate name, or ""
