@@ -59,6 +59,7 @@ type pollPort struct {
 	fd      int         // the terminal, non-blocking
 	cfg     serial.Port // holds the settings and the exclusive use
 	ep      *os.File    // epoll set: the timer always, the terminal while a read waits
+	epfd    int         // ep's descriptor (not through ep.Fd, which would make it blocking)
 	tfd     int         // timerfd for deadlines
 	tio     *unix.Termios
 	min     int           // see SetReadMin
@@ -78,7 +79,7 @@ func (p *pollPort) initWaiter() error {
 		unix.Close(epfd)
 		return err
 	}
-	p.ep = os.NewFile(uintptr(epfd), "serial-epoll")
+	p.ep, p.epfd = os.NewFile(uintptr(epfd), "serial-epoll"), epfd
 	if p.tfd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
 		return err
 	}
@@ -148,7 +149,7 @@ func (p *pollPort) wait(deadline time.Time, tty bool) error {
 		}
 		spec.Value = unix.NsecToTimespec(d.Nanoseconds())
 	}
-	epfd := int(p.epFd())
+	epfd := p.epfd
 	if err := rawTimerfdSettime(p.tfd, &spec); err != nil {
 		return err
 	}
@@ -179,16 +180,6 @@ func (p *pollPort) wait(deadline time.Time, tty bool) error {
 	var exp [8]byte
 	rawRead(p.tfd, exp[:])
 	return werr
-}
-
-// epFd is the epoll set's descriptor. (Not through ep.Fd, which would
-// make it blocking and take it out of the runtime's poller.)
-func (p *pollPort) epFd() uintptr {
-	var fd uintptr
-	if rc, err := p.ep.SyscallConn(); err == nil {
-		rc.Control(func(f uintptr) { fd = f })
-	}
-	return fd
 }
 
 // setVMIN sets the terminal's VMIN (with VTIME zero): it is readable,
@@ -231,8 +222,13 @@ func (p *pollPort) readNow(b []byte) (int, error) {
 	}
 }
 
+// writeStuck is how long Write waits for a terminal whose output buffer
+// stays full before it reports the line as failed.
+const writeStuck = time.Second
+
 func (p *pollPort) Write(b []byte) (int, error) {
 	done := 0
+	var stuck time.Time
 	for done < len(b) {
 		n, err := rawWrite(p.fd, b[done:])
 		switch {
@@ -241,7 +237,12 @@ func (p *pollPort) Write(b []byte) (int, error) {
 		case err == unix.EAGAIN:
 			// The terminal's output buffer is full: a line that does
 			// not drain (flow control, a stuck adapter). Give it a
-			// moment rather than spin.
+			// moment rather than spin, and not for ever.
+			if stuck.IsZero() {
+				stuck = time.Now()
+			} else if time.Since(stuck) > writeStuck {
+				return done, fmt.Errorf("the output buffer stayed full for %v", writeStuck)
+			}
 			time.Sleep(p.char)
 			continue
 		case err != nil:
