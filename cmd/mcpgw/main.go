@@ -23,6 +23,7 @@ const usage = `mcpgw: a Modbus TCP to RTU gateway
 
 Usage:
   mcpgw run  -config config.toml   run the gateway
+  mcpgw check -config config.toml  validate a configuration (and its TLS files) without running; exit 0 or 1
   mcpgw demo [-listen addr]        the gateway with simulated devices on a virtual serial line
   mcpgw sim  -port PATH [flags]    simulated RTU devices on a serial port
   mcpgw poll [flags]               read or write registers, via TCP or straight on a line
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = cmdRun(args[1:], stderr)
+	case "check":
+		err = cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(args[1:], stdout, stderr)
 	case "sim":

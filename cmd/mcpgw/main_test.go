@@ -44,6 +44,10 @@ func TestExitStatus(t *testing.T) {
 		{"sim without port", []string{"sim"}, 2, "-port is required"},
 		{"poll without target", []string{"poll"}, 2, "-tcp host:port or -rtu"},
 		{"version", []string{"version"}, 0, "mcpgw"},
+		{"check a good file", []string{"check", "-config", writeConfig(t, "[[bus]]\nname=\"a\"\nport=\"/dev/x\"\nunits=[1, 2, \"5-8\"]\n")}, 0, "ok: 1 line(s), 6 unit(s)"},
+		{"check the shipped file", []string{"check", "-config", "../../config.toml"}, 0, "ok: 1 line(s), 247 unit(s)"},
+		{"check a bad file", []string{"check", "-config", writeConfig(t, "[[bus]]\nname=\"a\"\nport=\"/dev/x\"\nunits=[1, 300]\n")}, 1, `bus "a": units: "300"`},
+		{"check missing TLS files", []string{"check", "-config", writeConfig(t, "[server.tls]\nlisten=\"127.0.0.1:0\"\ncert=\"/nonexistent/s.crt\"\nkey=\"/nonexistent/s.key\"\nclient_ca=\"/nonexistent/ca.crt\"\n[[bus]]\nname=\"a\"\nport=\"/dev/x\"\nunits=[1]\n")}, 1, "server.tls.cert: open /nonexistent/s.crt"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

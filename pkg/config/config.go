@@ -19,6 +19,29 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/serialport"
 )
 
+// UnitList is a list of unit ids as people write them: numbers and "a-b"
+// ranges, mixed ([1, 2, "5-8"]); ParseUnits reads them.
+type UnitList []string
+
+func (u *UnitList) UnmarshalTOML(v any) error {
+	items, ok := v.([]any)
+	if !ok {
+		return fmt.Errorf("units: want a list of unit ids and ranges, such as [1, 2, \"5-8\"]")
+	}
+	*u = (*u)[:0]
+	for _, it := range items {
+		switch x := it.(type) {
+		case int64:
+			*u = append(*u, strconv.FormatInt(x, 10))
+		case string:
+			*u = append(*u, x)
+		default:
+			return fmt.Errorf("units: %v: want a unit id (a number) or a range such as \"5-8\"", it)
+		}
+	}
+	return nil
+}
+
 // Duration is a time.Duration written as a string: "500ms", "2s".
 type Duration struct{ time.Duration }
 
@@ -53,7 +76,7 @@ type TLS struct {
 type Access struct {
 	Roles   []string `toml:"roles"`   // Modbus/TCP Security roles; absent: any client
 	Sources []string `toml:"sources"` // client networks; absent: any
-	Units   []string `toml:"units"`   // absent: any unit
+	Units   UnitList `toml:"units"`   // absent: any unit
 	Allow   string   `toml:"allow"`   // "read", "read-write" or "none"; required
 
 	SourceNets []netip.Prefix `toml:"-"` // Sources, parsed
@@ -93,7 +116,7 @@ type Bus struct {
 	StopBits       int      `toml:"stop_bits"` // default 1
 	Timeout        Duration `toml:"timeout"`   // default 500ms
 	Retries        *int     `toml:"retries"`   // default 1
-	Units          []string `toml:"units"`     // required
+	Units          UnitList `toml:"units"`     // required
 	Broadcast      *bool    `toml:"broadcast"` // send unit 0 here: default true
 	BroadcastDelay Duration `toml:"broadcast_delay"`
 	FrameGap       Duration `toml:"frame_gap"`

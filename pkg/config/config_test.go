@@ -179,6 +179,33 @@ func TestTLSOnly(t *testing.T) {
 	}
 }
 
+// TestUnitsAsWritten: unit ids as numbers and range strings, mixed, on
+// lines and in access rules.
+func TestUnitsAsWritten(t *testing.T) {
+	c, err := Parse("[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [1, 2, \"5-8\", 20]\n[[access]]\nunits = [3, \"9-10\"]\nallow = \"read\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(c.Bus[0].UnitIDs); got != "\x01\x02\x05\x06\x07\x08\x14" {
+		t.Fatalf("bus units % X", got)
+	}
+	if got := string(c.Access[0].UnitIDs); got != "\x03\x09\x0a" {
+		t.Fatalf("access units % X", got)
+	}
+	for _, bad := range []struct{ units, want string }{
+		{`[1.5]`, "1.5: want a unit id"},
+		{`[true]`, "true: want a unit id"},
+		{`"1-3"`, "want a list of unit ids"},
+		{`[0]`, "unit ids run from 1 to 247"},
+		{`[248]`, "unit ids run from 1 to 247"},
+	} {
+		_, err := Parse("[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = " + bad.units + "\n")
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("units = %s: %v, want %q", bad.units, err, bad.want)
+		}
+	}
+}
+
 func TestGapsTakeEffect(t *testing.T) {
 	c, err := Parse("[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [\"1\"]\nchar_gap = \"750us\"\nframe_gap = \"1750us\"\n")
 	if err != nil {
