@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/lmittmann/tint"
+	"github.com/mcpgw/mcpgw/pkg/gateway"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,6 +46,7 @@ func main() {
 var errUsage = errors.New("usage")
 
 func run(args []string, stdout, stderr io.Writer) int {
+	gateway.Version = version
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2

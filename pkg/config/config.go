@@ -56,10 +56,17 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // Config is the whole file.
 type Config struct {
-	Server Server   `toml:"server"`
-	Log    Log      `toml:"log"`
-	Bus    []Bus    `toml:"bus"`
-	Access []Access `toml:"access"`
+	Server  Server   `toml:"server"`
+	Metrics Metrics  `toml:"metrics"`
+	Log     Log      `toml:"log"`
+	Bus     []Bus    `toml:"bus"`
+	Access  []Access `toml:"access"`
+}
+
+// Metrics is the listener for Prometheus (/metrics) and health checks
+// (/healthz, /readyz).
+type Metrics struct {
+	Listen string `toml:"listen"` // host:port, such as "127.0.0.1:9502"; empty: off
 }
 
 // TLS is the Modbus/TCP Security listener: TLS 1.2 or later, a client
@@ -202,6 +209,11 @@ func (c *Config) setDefaults() error {
 			if k.v == "" {
 				return fmt.Errorf("server.tls.%s: required with server.tls.listen (a PEM file)", k.key)
 			}
+		}
+	}
+	if l := c.Metrics.Listen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return fmt.Errorf("metrics.listen %q: want host:port, such as \"127.0.0.1:9502\"", l)
 		}
 	}
 	if s.Listen == "" && s.TLS.Listen == "" {

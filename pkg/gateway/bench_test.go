@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/access"
 	"github.com/mcpgw/mcpgw/pkg/check"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
+	"github.com/mcpgw/mcpgw/pkg/metrics"
 	"github.com/mcpgw/mcpgw/pkg/offline"
+	"github.com/mcpgw/mcpgw/pkg/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
@@ -68,7 +71,11 @@ func BenchmarkTransaction(b *testing.B) {
 			g.AddRoute(1, gateway.Route{Line: bus, Retries: -1})
 			off := offline.New(g, tc.log)
 			off.SetRule(1, offline.Rule{Line: "bench", After: 3, Probe: 5 * time.Second})
-			h := gateway.LogTransactions(tc.log, &check.Handler{Next: off}) // the chain of Service
+			// The chain of Service, with no access rules and no rate limit.
+			chk := &check.Handler{Next: off}
+			acc := access.NewHandler(&access.Policy{}, ratelimit.New(0, chk))
+			mx := metrics.New(metrics.Sources{Lines: []*rtu.Bus{bus}, Listeners: map[string]*tcp.Server{}}, nil)
+			h := gateway.LogTransactions(tc.log, mx.Handler(acc))
 
 			req := &tcp.Request{TID: 1, Unit: 1, PDU: []byte{0x03, 0x00, 0x10, 0x00, 0x0A}, Client: "127.0.0.1:50000"}
 			dst := make([]byte, 0, tcp.MaxADU)

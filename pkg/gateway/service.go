@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/access"
 	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/check"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/mbsec"
+	"github.com/mcpgw/mcpgw/pkg/metrics"
 	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
@@ -34,6 +38,12 @@ type Service struct {
 	TLS     *tcp.Server // Modbus/TCP Security; nil without server.tls.listen
 	Certs   *mbsec.Certs
 	TLSAddr net.Addr // where TLS listens, once started
+	Metrics *metrics.Metrics
+	// MetricsAddr is where /metrics, /healthz and /readyz are served,
+	// once started; nil without metrics.listen.
+	MetricsAddr net.Addr
+	http        *http.Server
+	started     atomic.Bool
 
 	cfg       *config.Config
 	log       *slog.Logger
@@ -42,6 +52,13 @@ type Service struct {
 	wg        sync.WaitGroup
 	serve     chan error
 }
+
+// Version is the running build's version, for the metrics' build info;
+// the command sets it.
+var Version = "dev"
+
+// listening reports whether the gateway's listeners are up.
+func (s *Service) listening() bool { return s.started.Load() }
 
 // NewService builds a gateway from cfg. Nothing runs until Start, but
 // capture files are created here: an error names the one that failed.
@@ -54,7 +71,8 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	s.Checks = &check.Handler{Next: s.Offline}               // requests no device can use: answered at once
 	s.Limits = ratelimit.New(cfg.Server.RateLimit, s.Checks) // requests beyond a client's rate: 0x06 at once
 	s.Access = access.NewHandler(cfg.Policy(), s.Limits)     // [[access]]: denied requests get 0x01 at once
-	handler := LogTransactions(log, s.Access)                // one log line per transaction, whoever answered
+	// and, first, the metrics and the transaction log (below, once the
+	// lines are made).
 	s.Router.SetPriorityClients(cfg.Server.PriorityNets)
 	for i := range cfg.Bus {
 		b := &cfg.Bus[i]
@@ -118,6 +136,16 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			s.Router.AddBroadcast(bus)
 		}
 	}
+	s.Metrics = metrics.New(metrics.Sources{
+		Version:   Version,
+		Lines:     s.Lines,
+		Offline:   s.Offline,
+		Listeners: map[string]*tcp.Server{},
+		Answered: map[string]metrics.Counter{
+			"denied": s.Access.Denied, "rate-limited": s.Limits.Limited, "rejected": s.Checks.Rejected,
+		},
+	}, s.listening)
+	handler := LogTransactions(log, s.Metrics.Handler(s.Access)) // one log line per transaction, whoever answered
 	server := func() *tcp.Server {
 		return &tcp.Server{
 			Handler:       handler,
@@ -130,6 +158,7 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	}
 	if cfg.Server.Listen != "" {
 		s.Server = server()
+		s.Metrics.AddListener("plain", s.Server)
 	}
 	if t := cfg.Server.TLS; t.Listen != "" {
 		certs, err := mbsec.LoadCerts(t.Cert, t.Key, t.ClientCA)
@@ -138,6 +167,7 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			return nil, err
 		}
 		s.Certs, s.TLS = certs, server()
+		s.Metrics.AddListener("tls", s.TLS)
 		s.TLS.TLS = certs.TLSConfig()
 		s.TLS.Identify = func(cs tls.ConnectionState) (string, string, error) {
 			id, err := mbsec.Identify(cs)
@@ -178,6 +208,18 @@ func (s *Service) Start() (net.Addr, error) {
 		}
 		s.TLSAddr = secure.Addr()
 	}
+	var metricsL net.Listener
+	if l := s.cfg.Metrics.Listen; l != "" {
+		if metricsL, err = net.Listen("tcp", l); err != nil {
+			for _, o := range []net.Listener{plain, secure} {
+				if o != nil {
+					o.Close()
+				}
+			}
+			return nil, fmt.Errorf("listen on %s (metrics.listen): %w", l, err)
+		}
+		s.MetricsAddr = metricsL.Addr()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	for _, bus := range s.Lines {
@@ -194,6 +236,12 @@ func (s *Service) Start() (net.Addr, error) {
 		go func() { s.serve <- s.TLS.Serve(secure) }()
 		s.log.Info("gateway listening, Modbus/TCP Security", "addr", s.TLSAddr.String(), "lines", len(s.Lines))
 	}
+	if metricsL != nil {
+		s.http = &http.Server{Handler: s.Metrics.HTTP(), ReadHeaderTimeout: 10 * time.Second}
+		go s.http.Serve(metricsL)
+		s.log.Info("metrics and health checks listening", "addr", s.MetricsAddr.String(), "paths", "/metrics /healthz /readyz")
+	}
+	s.started.Store(true)
 	return addr, nil
 }
 
@@ -214,7 +262,11 @@ func (s *Service) Done() <-chan error { return s.serve }
 // transactions in flight answer (until ctx ends), then the lines close
 // their ports.
 func (s *Service) Shutdown(ctx context.Context) error {
+	s.started.Store(false)
 	var err error
+	if s.http != nil {
+		s.http.Shutdown(ctx)
+	}
 	for _, srv := range []*tcp.Server{s.Server, s.TLS} {
 		if srv != nil {
 			err = errors.Join(err, srv.Shutdown(ctx))

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
@@ -24,17 +23,11 @@ func LogTransactions(log *slog.Logger, next tcp.Handler) tcp.Handler {
 		start := time.Now()
 		n := len(dst)
 		out := next.ServeModbus(ctx, tr, dst)
-		outcome := tr.Outcome
-		exc, isExc := pdu.Exception(0), false
+		var answer []byte
 		if out != nil {
-			exc, isExc = pdu.IsException(out[n:])
+			answer = out[n:]
 		}
-		if outcome == "" {
-			outcome = "ok"
-			if isExc {
-				outcome = "exception"
-			}
-		}
+		outcome, exc := tr.Result(answer)
 		attrs := make([]slog.Attr, 0, 12)
 		attrs = append(attrs,
 			slog.Int("unit", int(tr.Unit)),
@@ -44,7 +37,7 @@ func LogTransactions(log *slog.Logger, next tcp.Handler) tcp.Handler {
 			slog.String("line", tr.Line),
 			slog.String("outcome", outcome),
 		)
-		if isExc {
+		if exc != 0 {
 			attrs = append(attrs, slog.Int("exception", int(exc)))
 		}
 		if tr.Peer != "" { // a Modbus/TCP Security connection

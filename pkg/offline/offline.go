@@ -39,11 +39,12 @@ type Handler struct {
 	Next tcp.Handler
 	Log  *slog.Logger
 
-	rules [256]*Rule
-	mu    sync.Mutex
-	units [256]unit
-	stats counters
-	now   func() time.Time // for tests
+	rules  [256]*Rule
+	byLine map[string]*counters // each line's share of stats, made by SetRule
+	mu     sync.Mutex
+	units  [256]unit
+	stats  counters
+	now    func() time.Time // for tests
 }
 
 type unit struct {
@@ -72,7 +73,32 @@ func New(next tcp.Handler, log *slog.Logger) *Handler {
 }
 
 // SetRule sets unit u's rule; call it before serving.
-func (h *Handler) SetRule(u byte, r Rule) { h.rules[u] = &r }
+func (h *Handler) SetRule(u byte, r Rule) {
+	h.rules[u] = &r
+	if h.byLine == nil {
+		h.byLine = make(map[string]*counters)
+	}
+	if h.byLine[r.Line] == nil {
+		h.byLine[r.Line] = &counters{}
+	}
+}
+
+// LineStats returns the counters of the units on line.
+func (h *Handler) LineStats(line string) Stats {
+	c := h.byLine[line]
+	if c == nil {
+		return Stats{}
+	}
+	return Stats{c.offline.Load(), c.online.Load(), c.answered.Load()}
+}
+
+// bump adds one to a counter, for all lines and for unit u's.
+func (h *Handler) bump(u byte, pick func(*counters) *atomic.Uint64) {
+	pick(&h.stats).Add(1)
+	if r := h.rules[u]; r != nil {
+		pick(h.byLine[r.Line]).Add(1)
+	}
+}
 
 // Stats returns the counters; safe from any goroutine.
 func (h *Handler) Stats() Stats {
@@ -98,7 +124,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	if u.offline {
 		if u.probing || h.now().Before(u.nextProbe) {
 			h.mu.Unlock()
-			h.stats.answered.Add(1)
+			h.bump(tr.Unit, func(c *counters) *atomic.Uint64 { return &c.answered })
 			tr.Line, tr.Outcome = rule.Line, "offline"
 			return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
 		}
@@ -119,7 +145,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	case answered:
 		if u.offline {
 			u.offline = false
-			h.stats.online.Add(1)
+			h.bump(tr.Unit, func(c *counters) *atomic.Uint64 { return &c.online })
 			h.Log.Info("unit back online", "unit", tr.Unit, "line", rule.Line)
 		}
 		u.fails = 0
@@ -133,7 +159,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 		if u.fails >= rule.After {
 			u.offline, u.wait = true, rule.Probe
 			u.nextProbe = h.now().Add(u.wait)
-			h.stats.offline.Add(1)
+			h.bump(tr.Unit, func(c *counters) *atomic.Uint64 { return &c.offline })
 			h.Log.Warn("unit offline: its requests are answered 0x0B at once, one probe at a time",
 				"unit", tr.Unit, "line", rule.Line, "failed_in_a_row", u.fails, "next_probe_in", u.wait)
 		}

@@ -276,6 +276,9 @@ func NewBus(cfg Config) *Bus {
 // Name returns the line's name.
 func (b *Bus) Name() string { return b.cfg.Name }
 
+// Queued returns how many requests wait in the line's queue.
+func (b *Bus) Queued() int { return b.queue.len() }
+
 // Up reports whether the line's port is open.
 func (b *Bus) Up() bool { return b.up.Load() }
 

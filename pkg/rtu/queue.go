@@ -147,3 +147,10 @@ func (q *queue) any(ok func(*Request) bool) bool {
 	defer q.mu.Unlock()
 	return q.high.has(ok) || q.low.has(ok)
 }
+
+// len returns how many requests wait.
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.high.len() + q.low.len()
+}

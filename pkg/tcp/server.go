@@ -40,6 +40,24 @@ type Request struct {
 	Attempts int
 }
 
+// Result is how r ended, given the answer PDU its handlers returned (nil:
+// none, a broadcast): the outcome a handler reported, else "ok" or
+// "exception"; and the exception code if the answer is one (0 if not).
+func (r *Request) Result(answer []byte) (outcome string, exception byte) {
+	isExc := len(answer) >= 2 && answer[0]&0x80 != 0
+	if isExc {
+		exception = answer[1]
+	}
+	outcome = r.Outcome
+	if outcome == "" {
+		outcome = "ok"
+		if isExc {
+			outcome = "exception"
+		}
+	}
+	return outcome, exception
+}
+
 // Handler answers Modbus requests. ServeModbus appends the response PDU
 // (normal or exception) to dst and returns it; a nil result means no
 // answer is sent (a broadcast). It is called from many connections at
@@ -272,6 +290,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// Accepted returns how many connections were accepted (refused ones
+// included: they are closed after the accept).
+func (s *Server) Accepted() uint64 { return s.nextID.Load() }
 
 // HandshakesFailed returns how many TLS handshakes failed.
 func (s *Server) HandshakesFailed() uint64 { return s.handshakeFailed.Load() }
