@@ -67,6 +67,7 @@ type Config struct {
 // (/healthz, /readyz).
 type Metrics struct {
 	Listen string `toml:"listen"` // host:port, such as "127.0.0.1:9502"; empty: off
+	Pprof  bool   `toml:"pprof"`  // serve net/http/pprof there too
 }
 
 // TLS is the Modbus/TCP Security listener: TLS 1.2 or later, a client

@@ -237,7 +237,7 @@ func (s *Service) Start() (net.Addr, error) {
 		s.log.Info("gateway listening, Modbus/TCP Security", "addr", s.TLSAddr.String(), "lines", len(s.Lines))
 	}
 	if metricsL != nil {
-		s.http = &http.Server{Handler: s.Metrics.HTTP(), ReadHeaderTimeout: 10 * time.Second}
+		s.http = &http.Server{Handler: s.Metrics.HTTP(s.cfg.Metrics.Pprof), ReadHeaderTimeout: 10 * time.Second}
 		go s.http.Serve(metricsL)
 		s.log.Info("metrics and health checks listening", "addr", s.MetricsAddr.String(), "paths", "/metrics /healthz /readyz")
 	}

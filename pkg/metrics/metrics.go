@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"strconv"
 	"time"
@@ -197,9 +198,17 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 
 // HTTP serves /metrics, /healthz (200 while the process serves) and
 // /readyz (200 when the gateway listens and every line is up; else 503
-// with a JSON body naming the lines that are down).
-func (m *Metrics) HTTP() http.Handler {
+// with a JSON body naming the lines that are down); with profile, also
+// net/http/pprof's /debug/pprof/.
+func (m *Metrics) HTTP(profile bool) http.Handler {
 	mux := http.NewServeMux()
+	if profile {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))

@@ -30,7 +30,7 @@ func TestHandlerLabels(t *testing.T) {
 		h.ServeModbus(context.Background(), &tcp.Request{Unit: u, PDU: []byte{0x03, 0, 0, 0, 1}}, nil)
 	}
 	rec := httptest.NewRecorder()
-	m.HTTP().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	m.HTTP(false).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Result().Body)
 	for _, want := range []string{
 		`mcpgw_transactions_total{fc="3",line="l1",outcome="exception",unit="1"} 1`,
@@ -43,6 +43,18 @@ func TestHandlerLabels(t *testing.T) {
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("no %s in:\n%s", want, body)
+		}
+	}
+}
+
+// TestProfile: /debug/pprof/ only when asked for.
+func TestProfile(t *testing.T) {
+	m := New(Sources{Listeners: map[string]*tcp.Server{}}, nil)
+	for _, on := range []bool{false, true} {
+		rec := httptest.NewRecorder()
+		m.HTTP(on).ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/cmdline", nil))
+		if got := rec.Code == 200; got != on {
+			t.Errorf("pprof %v: status %d", on, rec.Code)
 		}
 	}
 }
