@@ -76,12 +76,30 @@ func TestRunWithMissingPort(t *testing.T) {
 	l.Close()
 	cfg := writeConfig(t, "[server]\nlisten=\""+addr+"\"\n[log]\nformat=\"json\"\n[[bus]]\nname=\"gone\"\nport=\"/dev/ttyMCPGW-missing\"\nunits=[\"1-5\"]\n")
 	var stderr bytes.Buffer
+	// systemd's notify socket: the process says it is ready once it
+	// listens, and stopping when it stops.
+	notifyPath := filepath.Join(t.TempDir(), "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
 	cmd := exec.Command(bin, "run", "-config", cfg)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
+	readNotify := func() string {
+		buf := make([]byte, 64)
+		notify.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _ := notify.Read(buf)
+		return string(buf[:n])
+	}
+	if got := readNotify(); got != "READY=1" {
+		t.Fatalf("systemd notify: %q, want READY=1", got)
+	}
 	h := modbus.NewTCPClientHandler(addr)
 	h.SlaveId, h.Timeout = 1, 2*time.Second
 	for range 100 {
@@ -91,11 +109,14 @@ func TestRunWithMissingPort(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	defer h.Close()
-	_, err := modbus.NewClient(h).ReadHoldingRegisters(0, 1)
+	_, err = modbus.NewClient(h).ReadHoldingRegisters(0, 1)
 	if me, ok := err.(*modbus.ModbusError); !ok || me.ExceptionCode != 0x0A {
 		t.Fatalf("unit on a missing port: %v, want exception 0x0A", err)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
+	if got := readNotify(); got != "STOPPING=1" {
+		t.Errorf("systemd notify on SIGTERM: %q, want STOPPING=1", got)
+	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
 	}
