@@ -90,7 +90,7 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	}
 	r := g.pool.Get().(*rtu.Request)
 	defer g.pool.Put(r)
-	r.Unit, r.PDU, r.Timeout, r.Retries = tr.Unit, tr.PDU, route.Timeout, route.Retries
+	r.Unit, r.PDU, r.Timeout, r.Retries, r.Trace = tr.Unit, tr.PDU, route.Timeout, route.Retries, tr.Trace
 	r.Priority = g.prioritized(tr)
 	route.Line.Do(ctx, r)
 	tr.Line, tr.Attempts = route.Line.Name(), r.Attempts
@@ -123,7 +123,7 @@ func (g *Gateway) doBroadcast(ctx context.Context, tr *tcp.Request) {
 	names := make([]string, 0, len(g.broadcast))
 	tr.Outcome = rtu.Sent.String()
 	for _, line := range g.broadcast {
-		r.Unit, r.PDU, r.Timeout, r.Retries, r.Priority = pdu.Broadcast, tr.PDU, 0, 0, true
+		r.Unit, r.PDU, r.Timeout, r.Retries, r.Priority, r.Trace = pdu.Broadcast, tr.PDU, 0, 0, true, tr.Trace
 		line.Do(ctx, r)
 		names = append(names, line.Name())
 		tr.Attempts += r.Attempts

@@ -28,8 +28,9 @@ func LogTransactions(log *slog.Logger, next tcp.Handler) tcp.Handler {
 			answer = out[n:]
 		}
 		outcome, exc := tr.Result(answer)
-		attrs := make([]slog.Attr, 0, 12)
+		attrs := make([]slog.Attr, 0, 13)
 		attrs = append(attrs,
+			slog.Any("trace", tr.Trace),
 			slog.Int("unit", int(tr.Unit)),
 			slog.Int("fc", int(tr.PDU[0])),
 			slog.String("client", tr.Client),

@@ -146,7 +146,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 		if u.offline {
 			u.offline = false
 			h.bump(tr.Unit, func(c *counters) *atomic.Uint64 { return &c.online })
-			h.Log.Info("unit back online", "unit", tr.Unit, "line", rule.Line)
+			h.Log.Info("unit back online", "unit", tr.Unit, "line", rule.Line, "trace", tr.Trace)
 		}
 		u.fails = 0
 	case failed && u.offline:
@@ -161,7 +161,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 			u.nextProbe = h.now().Add(u.wait)
 			h.bump(tr.Unit, func(c *counters) *atomic.Uint64 { return &c.offline })
 			h.Log.Warn("unit offline: its requests are answered 0x0B at once, one probe at a time",
-				"unit", tr.Unit, "line", rule.Line, "failed_in_a_row", u.fails, "next_probe_in", u.wait)
+				"unit", tr.Unit, "line", rule.Line, "trace", tr.Trace, "failed_in_a_row", u.fails, "next_probe_in", u.wait)
 		}
 	}
 	return out

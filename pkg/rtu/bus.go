@@ -13,6 +13,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/trace"
 )
 
 // Port is what the bus needs of a serial port. A Read that times out
@@ -63,6 +64,9 @@ type Request struct {
 	// Priority puts the request in the line's priority class (writes,
 	// operators' clients), served before plain reads.
 	Priority bool
+	// Trace is the transaction's id in the logs; the line's log lines
+	// about it carry it.
+	Trace trace.ID
 
 	// Results.
 	Resp     []byte  // the answer's PDU when Outcome is OK; owned by the Request
@@ -699,7 +703,7 @@ func (b *Bus) settle(r *Request) error {
 	total := 0
 	defer func() {
 		if total > 0 {
-			b.reportLate(b.scan[drained:], total, guarded)
+			b.reportLate(r, b.scan[drained:], total, guarded)
 		}
 	}()
 	// count settles the owed answers that have come: they may have come
@@ -793,8 +797,9 @@ const strayLogEvery = time.Minute
 // turn the line around, which on such a line comes with every
 // transaction. Those are logged at most once a minute, with how many
 // times it happened since.
-func (b *Bus) reportLate(late []byte, n int, afterFailure bool) {
-	attrs := []any{"line", b.cfg.Name, "bytes", n, "hex", hex.EncodeToString(late), "complete", n == len(late)}
+// Both carry the trace of the request about to go out, r.
+func (b *Bus) reportLate(r *Request, late []byte, n int, afterFailure bool) {
+	attrs := []any{"line", b.cfg.Name, "before_trace", r.Trace, "bytes", n, "hex", hex.EncodeToString(late), "complete", n == len(late)}
 	if afterFailure {
 		b.cfg.Log.Warn("discarded a late answer", attrs...)
 		return
@@ -1061,6 +1066,6 @@ func (b *Bus) reportDropped(r *Request, err error) {
 	if err != nil {
 		result = err.Error()
 	}
-	b.cfg.Log.Warn("discarded bytes on the line", "line", b.cfg.Name, "unit", r.Unit, "fc", r.PDU[0],
+	b.cfg.Log.Warn("discarded bytes on the line", "line", b.cfg.Name, "trace", r.Trace, "unit", r.Unit, "fc", r.PDU[0],
 		"why", b.why.Error(), "bytes", len(b.dropped), "hex", hex.EncodeToString(b.dropped), "attempt", r.Attempts, "result", result)
 }

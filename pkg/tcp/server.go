@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/trace"
 )
 
 // Request is one Modbus TCP request. PDU points into the connection's
@@ -27,8 +29,9 @@ type Request struct {
 	Client string         // the client's address, host:port
 	Addr   netip.AddrPort // the same, parsed
 	ConnID uint64
-	Role   string // the client's Modbus/TCP Security role; empty: none
-	Peer   string // on a TLS connection, the client certificate's subject; empty on a plain one
+	Trace  trace.ID // the transaction's id in the logs
+	Role   string   // the client's Modbus/TCP Security role; empty: none
+	Peer   string   // on a TLS connection, the client certificate's subject; empty on a plain one
 
 	// What the handlers that served the request report of it, for the
 	// transaction log; the server clears them before each request. The
@@ -405,6 +408,7 @@ func (c *conn) serve() {
 		}
 		req.TID, req.Unit, req.PDU = h.TID, h.Unit, body
 		req.Line, req.Outcome, req.Attempts = "", "", 0
+		req.Trace = trace.Next()
 		frame := s.Handler.ServeModbus(s.ctx, &req, out[:HeaderLen])
 		if frame == nil {
 			continue
