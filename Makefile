@@ -17,7 +17,7 @@ SOAK     ?= 3m
 SIMN     ?= 1000000
 SIMRUNS  ?= 3
 
-.PHONY: all run test build bench fuzz soak simulate vet clean
+.PHONY: all run test build deb bench fuzz soak simulate vet clean
 
 all: vet test build
 
@@ -36,6 +36,10 @@ build:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/mcpgw-linux-arm64 ./cmd/mcpgw
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/mcpgw-linux-armv7 ./cmd/mcpgw
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/mcpgw-linux-amd64 ./cmd/mcpgw
+
+# Debian packages for amd64, arm64 and armhf in dist/ (packaging/build-deb).
+deb:
+	bash packaging/build-deb
 
 # The Go benchmarks of the hot path, then the end-to-end benchmark, which
 # writes BENCHMARKS.md.

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestDebianPackage builds the amd64 package as make deb does and looks
+// inside: the control fields, the files and conffiles, the binary runs and
+// accepts the shipped config, and systemd-analyze finds nothing to say
+// about the unit.
+func TestDebianPackage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a package")
+	}
+	for _, tool := range []string{"dpkg-deb", "systemd-analyze"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is not installed: .ci/run must install it", tool)
+			}
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	out := t.TempDir()
+	build := exec.Command("bash", "../../packaging/build-deb")
+	build.Env = append(os.Environ(), "ARCHS=amd64", "OUT="+out)
+	b, err := build.CombinedOutput()
+	if err != nil {
+		t.Fatalf("build-deb: %v\n%s", err, b)
+	}
+	deb := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(filepath.Base(deb), "mcpgw_0.") || !strings.HasSuffix(deb, "_amd64.deb") {
+		t.Fatalf("package name %q", deb)
+	}
+	run := func(name string, args ...string) string {
+		t.Helper()
+		b, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, b)
+		}
+		return string(b)
+	}
+	info := run("dpkg-deb", "--info", deb)
+	for _, want := range []string{"Package: mcpgw", "Architecture: amd64", "Depends: adduser", "conffiles", "postinst", "postrm"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("dpkg-deb --info lacks %q:\n%s", want, info)
+		}
+	}
+	contents := run("dpkg-deb", "--contents", deb)
+	for _, want := range []string{"./usr/bin/mcpgw", "./lib/systemd/system/mcpgw.service", "./etc/mcpgw/config.toml", "./etc/logrotate.d/mcpgw"} {
+		if !strings.Contains(contents, want) {
+			t.Errorf("dpkg-deb --contents lacks %s:\n%s", want, contents)
+		}
+	}
+	if conf := run("dpkg-deb", "--field", deb, "Version"); !strings.HasPrefix(conf, "0.") {
+		t.Errorf("version %q", conf)
+	}
+	root := t.TempDir()
+	run("dpkg-deb", "-x", deb, root)
+	bin := filepath.Join(root, "usr/bin/mcpgw")
+	if v := run(bin, "version"); !strings.HasPrefix(v, "mcpgw 0.") {
+		t.Errorf("version: %q", v)
+	}
+	run(bin, "check", "-config", filepath.Join(root, "etc/mcpgw/config.toml"))
+	// systemd-analyze verify wants the unit's commands to exist: point
+	// ExecStart at the extracted binary. It warns, with status 0, about
+	// unknown keys: any output is a failure.
+	unit, err := os.ReadFile(filepath.Join(root, "lib/systemd/system/mcpgw.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Type=notify", "Restart=on-failure", "User=mcpgw", "SupplementaryGroups=dialout",
+		"AmbientCapabilities=CAP_NET_BIND_SERVICE", "ProtectSystem=strict", "ProtectHome=yes", "NoNewPrivileges=yes",
+		"StateDirectory=", "LogsDirectory=", "ExecReload=/bin/kill -HUP $MAINPID"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("unit lacks %s", want)
+		}
+	}
+	check := filepath.Join(t.TempDir(), "mcpgw.service")
+	os.WriteFile(check, []byte(strings.ReplaceAll(string(unit), "/usr/bin/mcpgw", bin)), 0o644)
+	if b, err := exec.Command("systemd-analyze", "verify", check).CombinedOutput(); err != nil || len(b) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, b)
+	}
+}
