@@ -101,13 +101,16 @@ func usageErr(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
 }
 
+// logLevel is the process's log level, which a reload may change.
+var logLevel slog.LevelVar
+
 // newLogger returns the logger for level ("debug", "info", "warn",
 // "error") and format ("text": tint, coloured on a terminal; "json").
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageErr("log level %q: want debug, info, warn or error", level)
+	if err := setLogLevel(level); err != nil {
+		return nil, err
 	}
+	lv := &logLevel
 	switch strings.ToLower(format) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), nil
@@ -119,6 +122,16 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		})), nil
 	}
 	return nil, usageErr("log format %q: want text or json", format)
+}
+
+// setLogLevel sets the process's log level by name.
+func setLogLevel(level string) error {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return usageErr("log level %q: want debug, info, warn or error", level)
+	}
+	logLevel.Set(lv)
+	return nil
 }
 
 func isTerminal(w io.Writer) bool {

@@ -74,12 +74,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return serve(svc, *grace, log)
+	return serve(svc, *grace, log, *path)
 }
 
 // serve starts svc and runs it until SIGTERM or SIGINT, then shuts it
-// down within grace. SIGHUP re-reads the TLS certificate files.
-func serve(svc *gateway.Service, grace time.Duration, log *slog.Logger) error {
+// down within grace. SIGHUP reloads the configuration file at path (see
+// reload); with no path, only the TLS certificate files.
+func serve(svc *gateway.Service, grace time.Duration, log *slog.Logger, path string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -112,11 +113,7 @@ wait:
 		case serveErr = <-svc.Done():
 			break wait
 		case <-hup:
-			if err := svc.ReloadCerts(); err != nil {
-				log.Error("SIGHUP: certificates not reloaded, the old ones stay in use", "err", err)
-			} else if svc.Certs != nil {
-				log.Info("SIGHUP: certificates reloaded", "cert", svc.Certs.CertFile, "client_ca", svc.Certs.CAFile)
-			}
+			reload(svc, log, path)
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -125,4 +122,32 @@ wait:
 		return err
 	}
 	return serveErr
+}
+
+// reload re-reads the configuration at path on SIGHUP and applies what
+// can change while every client stays connected (gateway.Service.Reload,
+// and the log level). An invalid file is refused, naming the key, and the
+// running configuration stays.
+func reload(svc *gateway.Service, log *slog.Logger, path string) {
+	if path == "" {
+		if err := svc.ReloadCerts(); err != nil {
+			log.Error("SIGHUP: certificates not reloaded, the old ones stay in use", "err", err)
+		}
+		return
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		log.Error("SIGHUP: configuration refused, the running one stays", "err", err)
+		return
+	}
+	applied, needRestart, err := svc.Reload(cfg)
+	if err != nil {
+		log.Error("SIGHUP: configuration refused, the running one stays", "err", err)
+		return
+	}
+	setLogLevel(cfg.Log.Level)
+	log.Info("SIGHUP: configuration reloaded", "file", path, "applied", append(applied, "log.level"))
+	if len(needRestart) > 0 {
+		log.Warn("SIGHUP: changed in the file, applied at the next restart", "keys", needRestart)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
@@ -36,7 +37,7 @@ type Route struct {
 type Gateway struct {
 	routes    [256]*Route
 	broadcast []Line
-	priority  []netip.Prefix
+	priority  atomic.Pointer[[]netip.Prefix] // replaced whole on reload
 	pool      sync.Pool
 }
 
@@ -56,7 +57,7 @@ func (g *Gateway) AddBroadcast(line Line) { g.broadcast = append(g.broadcast, li
 
 // SetPriorityClients puts the requests of clients in these networks in
 // their line's priority class, with writes.
-func (g *Gateway) SetPriorityClients(nets []netip.Prefix) { g.priority = nets }
+func (g *Gateway) SetPriorityClients(nets []netip.Prefix) { g.priority.Store(&nets) }
 
 // prioritized reports whether a request goes before plain reads: writes
 // (FC 5, 6, 15, 16, 21, 22, 23) and the requests of priority clients.
@@ -64,7 +65,11 @@ func (g *Gateway) prioritized(tr *tcp.Request) bool {
 	if pdu.IsWrite(tr.PDU[0]) {
 		return true
 	}
-	for _, n := range g.priority {
+	nets := g.priority.Load()
+	if nets == nil {
+		return false
+	}
+	for _, n := range *nets {
 		if n.Contains(tr.Addr.Addr()) {
 			return true
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -282,4 +283,44 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("shutdown: transactions still in flight were cut off: %w", err)
 	}
 	return err
+}
+
+// Reload applies what of cfg can change while the gateway serves, with
+// every client staying connected: the access rules, rate_limit,
+// priority_clients and the TLS certificate files. It returns what it
+// applied, and what differs from the running configuration but needs a
+// restart (today: the lines, their devices, the listeners and their
+// limits, and the metrics listener). cfg must have passed config.Parse.
+// The log level is the caller's, who made the logger.
+func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err error) {
+	if s.Certs != nil && cfg.Server.TLS.Listen != "" {
+		if err := s.ReloadCerts(); err != nil {
+			return nil, nil, err
+		}
+		applied = append(applied, "server.tls files")
+	}
+	s.Access.SetPolicy(cfg.Policy())
+	s.Limits.SetRate(cfg.Server.RateLimit)
+	s.Router.SetPriorityClients(cfg.Server.PriorityNets)
+	applied = append(applied, "access", "server.rate_limit", "server.priority_clients")
+	old := s.cfg
+	for _, c := range []struct {
+		key  string
+		same bool
+	}{
+		{"bus", reflect.DeepEqual(old.Bus, cfg.Bus)},
+		{"server.listen", old.Server.Listen == cfg.Server.Listen},
+		{"server.tls", old.Server.TLS == cfg.Server.TLS},
+		{"server.max_conns", old.Server.MaxConns == cfg.Server.MaxConns},
+		{"server.idle_timeout", old.Server.IdleTimeout == cfg.Server.IdleTimeout},
+		{"server.allow", reflect.DeepEqual(old.Server.AllowNets, cfg.Server.AllowNets)},
+		{"server.max_conns_per_ip", old.Server.MaxConnsPerIP == cfg.Server.MaxConnsPerIP},
+		{"metrics", old.Metrics == cfg.Metrics},
+		{"log.format, log.file", old.Log.Format == cfg.Log.Format && old.Log.File == cfg.Log.File},
+	} {
+		if !c.same {
+			needRestart = append(needRestart, c.key)
+		}
+	}
+	return applied, needRestart, nil
 }

@@ -7,6 +7,7 @@ package ratelimit
 
 import (
 	"context"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -20,7 +21,7 @@ import (
 type Handler struct {
 	Next tcp.Handler
 
-	rate    float64 // tokens per second, and the bucket's size
+	rate    atomic.Uint64 // math.Float64bits of the tokens per second, and the bucket's size
 	now     func() time.Time
 	mu      sync.Mutex
 	buckets map[netip.Addr]*bucket
@@ -35,8 +36,13 @@ type bucket struct {
 // New returns a Handler allowing rate requests per second per client
 // address in front of next; rate <= 0 allows everything.
 func New(rate float64, next tcp.Handler) *Handler {
-	return &Handler{Next: next, rate: rate, now: time.Now, buckets: make(map[netip.Addr]*bucket)}
+	h := &Handler{Next: next, now: time.Now, buckets: make(map[netip.Addr]*bucket)}
+	h.SetRate(rate)
+	return h
 }
+
+// SetRate changes the rate (a reload); buckets keep their tokens.
+func (h *Handler) SetRate(rate float64) { h.rate.Store(math.Float64bits(rate)) }
 
 // Limited returns how many requests were answered 06 for their rate.
 func (h *Handler) Limited() uint64 { return h.limited.Load() }
@@ -45,17 +51,22 @@ func (h *Handler) Limited() uint64 { return h.limited.Load() }
 // quiet for a second or more) are forgotten.
 const sweepAt = 1024
 
-// allow takes a token from a's bucket, if it has one.
+// allow takes a token from a's bucket, if it has one; with no rate,
+// every request may go.
 func (h *Handler) allow(a netip.Addr) bool {
+	rate := math.Float64frombits(h.rate.Load())
+	if rate <= 0 {
+		return true
+	}
 	now := h.now()
-	size := max(h.rate, 1)
+	size := max(rate, 1)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	b := h.buckets[a]
 	if b == nil {
 		if len(h.buckets) >= sweepAt {
 			for k, v := range h.buckets {
-				if v.tokens+now.Sub(v.last).Seconds()*h.rate >= size {
+				if v.tokens+now.Sub(v.last).Seconds()*rate >= size {
 					delete(h.buckets, k)
 				}
 			}
@@ -63,7 +74,7 @@ func (h *Handler) allow(a netip.Addr) bool {
 		b = &bucket{tokens: size, last: now}
 		h.buckets[a] = b
 	}
-	b.tokens = min(size, b.tokens+now.Sub(b.last).Seconds()*h.rate)
+	b.tokens = min(size, b.tokens+now.Sub(b.last).Seconds()*rate)
 	b.last = now
 	if b.tokens < 1 {
 		return false
@@ -74,7 +85,7 @@ func (h *Handler) allow(a netip.Addr) bool {
 
 // ServeModbus implements tcp.Handler.
 func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
-	if h.rate <= 0 || h.allow(tr.Addr.Addr()) {
+	if h.allow(tr.Addr.Addr()) {
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}
 	h.limited.Add(1)
