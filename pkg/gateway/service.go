@@ -65,15 +65,10 @@ func (s *Service) listening() bool { return s.started.Load() }
 // capture files are created here: an error names the one that failed.
 func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, log: log}
-	// The chain every request runs through, built from the last handler
-	// to the first; a handler that answers does not call the next one.
-	s.Router = New()                                         // routes by unit id to the lines (filled in below)
-	s.Offline = offline.New(s.Router, log)                   // dead units: 0x0B at once, one probe at a time
-	s.Checks = &check.Handler{Next: s.Offline}               // requests no device can use: answered at once
-	s.Limits = ratelimit.New(cfg.Server.RateLimit, s.Checks) // requests beyond a client's rate: 0x06 at once
-	s.Access = access.NewHandler(cfg.Policy(), s.Limits)     // [[access]]: denied requests get 0x01 at once
-	// and, first, the metrics and the transaction log (below, once the
-	// lines are made).
+	// The end of the request chain, which the lines fill in: the router
+	// and the offline rule in front of it (the whole chain is below).
+	s.Router = New()
+	s.Offline = offline.New(s.Router, log)
 	s.Router.SetPriorityClients(cfg.Server.PriorityNets)
 	for i := range cfg.Bus {
 		b := &cfg.Bus[i]
@@ -137,6 +132,13 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			s.Router.AddBroadcast(bus)
 		}
 	}
+	// The chain every request runs through, built from the last handler
+	// to the first; a handler that answers does not call the next one.
+	//   s.Router:  routes by unit id to the lines
+	//   s.Offline: dead units: 0x0B at once, one probe at a time
+	s.Checks = &check.Handler{Next: s.Offline}               // requests no device can use: answered at once
+	s.Limits = ratelimit.New(cfg.Server.RateLimit, s.Checks) // requests beyond a client's rate: 0x06 at once
+	s.Access = access.NewHandler(cfg.Policy(), s.Limits)     // [[access]]: denied requests get 0x01 at once
 	s.Metrics = metrics.New(metrics.Sources{
 		Version:   Version,
 		Lines:     s.Lines,
@@ -146,7 +148,9 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			"denied": s.Access.Denied, "rate-limited": s.Limits.Limited, "rejected": s.Checks.Rejected,
 		},
 	}, s.listening)
-	handler := LogTransactions(log, s.Metrics.Handler(s.Access)) // one log line per transaction, whoever answered
+	// Then, first of all, the metrics and the transaction log: one count
+	// and one log line per transaction, whoever answered it.
+	handler := LogTransactions(log, s.Metrics.Handler(s.Access))
 	server := func() *tcp.Server {
 		return &tcp.Server{
 			Handler:       handler,
