@@ -14,6 +14,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
+	"github.com/mcpgw/mcpgw/pkg/status"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
@@ -75,7 +76,8 @@ func BenchmarkTransaction(b *testing.B) {
 			chk := &check.Handler{Next: off}
 			acc := access.NewHandler(&access.Policy{}, ratelimit.New(0, chk))
 			mx := metrics.New(metrics.Sources{Lines: []*rtu.Bus{bus}, Listeners: map[string]*tcp.Server{}}, nil)
-			h := gateway.LogTransactions(tc.log, mx.Handler(acc))
+			st := status.New(status.Sources{Listeners: map[string]*tcp.Server{}})
+			h := gateway.LogTransactions(tc.log, mx.Handler(st.Handler(acc)))
 
 			req := &tcp.Request{TID: 1, Unit: 1, PDU: []byte{0x03, 0x00, 0x10, 0x00, 0x0A}, Client: "127.0.0.1:50000"}
 			dst := make([]byte, 0, tcp.MaxADU)

@@ -28,9 +28,9 @@ func need(t *testing.T, tools ...string) {
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed: .ci/run must install it (apt-get install socat mbpoll libmodbus-dev python3-pymodbus tshark openssl prometheus)", tool)
+				t.Fatalf("%s is not installed: .ci/run must install it (apt-get install socat mbpoll libmodbus-dev python3-pymodbus tshark openssl prometheus chromium)", tool)
 			}
-			t.Skipf("%s is not installed (apt-get install socat mbpoll libmodbus-dev python3-pymodbus tshark openssl prometheus)", tool)
+			t.Skipf("%s is not installed (apt-get install socat mbpoll libmodbus-dev python3-pymodbus tshark openssl prometheus chromium)", tool)
 		}
 	}
 }

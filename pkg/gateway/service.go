@@ -23,6 +23,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
+	"github.com/mcpgw/mcpgw/pkg/status"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
@@ -40,6 +41,7 @@ type Service struct {
 	Certs   *mbsec.Certs
 	TLSAddr net.Addr // where TLS listens, once started
 	Metrics *metrics.Metrics
+	Status  *status.Status
 	// MetricsAddr is where /metrics, /healthz and /readyz are served,
 	// once started; nil without metrics.listen.
 	MetricsAddr net.Addr
@@ -148,9 +150,16 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			"denied": s.Access.Denied, "rate-limited": s.Limits.Limited, "rejected": s.Checks.Rejected,
 		},
 	}, s.listening)
-	// Then, first of all, the metrics and the transaction log: one count
-	// and one log line per transaction, whoever answered it.
-	handler := LogTransactions(log, s.Metrics.Handler(s.Access))
+	var lines []status.Line
+	for i, bus := range s.Lines {
+		b := cfg.Bus[i]
+		lines = append(lines, status.Line{Bus: bus, Port: b.Port,
+			Settings: fmt.Sprintf("%d %d%s%d", b.Baud, b.DataBits, b.Parity, b.StopBits)})
+	}
+	s.Status = status.New(status.Sources{Lines: lines, Offline: s.Offline, Listeners: map[string]*tcp.Server{}})
+	// Then, first of all, the status page's feed, the metrics and the
+	// transaction log: each sees every transaction, whoever answered it.
+	handler := LogTransactions(log, s.Metrics.Handler(s.Status.Handler(s.Access)))
 	server := func() *tcp.Server {
 		return &tcp.Server{
 			Handler:       handler,
@@ -164,6 +173,7 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	if cfg.Server.Listen != "" {
 		s.Server = server()
 		s.Metrics.AddListener("plain", s.Server)
+		s.Status.AddListener("plain", s.Server)
 	}
 	if t := cfg.Server.TLS; t.Listen != "" {
 		certs, err := mbsec.LoadCerts(t.Cert, t.Key, t.ClientCA)
@@ -173,6 +183,7 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 		}
 		s.Certs, s.TLS = certs, server()
 		s.Metrics.AddListener("tls", s.TLS)
+		s.Status.AddListener("tls", s.TLS)
 		s.TLS.TLS = certs.TLSConfig()
 		s.TLS.Identify = func(cs tls.ConnectionState) (string, string, error) {
 			id, err := mbsec.Identify(cs)
@@ -242,7 +253,12 @@ func (s *Service) Start() (net.Addr, error) {
 		s.log.Info("gateway listening, Modbus/TCP Security", "addr", s.TLSAddr.String(), "lines", len(s.Lines))
 	}
 	if metricsL != nil {
-		s.http = &http.Server{Handler: s.Metrics.HTTP(s.cfg.Metrics.Pprof), ReadHeaderTimeout: 10 * time.Second}
+		mux, mh := http.NewServeMux(), s.Metrics.HTTP(s.cfg.Metrics.Pprof)
+		mux.Handle("/", s.Status.HTTP()) // the status page and its events
+		for _, p := range []string{"/metrics", "/healthz", "/readyz", "/debug/pprof/"} {
+			mux.Handle(p, mh)
+		}
+		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go s.http.Serve(metricsL)
 		s.log.Info("metrics and health checks listening", "addr", s.MetricsAddr.String(), "paths", "/metrics /healthz /readyz")
 	}

@@ -145,8 +145,9 @@ const MinCharGap = 10 * time.Millisecond
 // touches the port; everyone else hands it Requests through Do.
 type Bus struct {
 	cfg   Config
-	queue *queue      // senders: Do; receiver: Run
-	up    atomic.Bool // the port is open
+	queue *queue       // senders: Do; receiver: Run
+	up    atomic.Bool  // the port is open
+	since atomic.Int64 // when up last changed, unix ns
 
 	// Owned by Run.
 	port        Port
@@ -280,6 +281,15 @@ func NewBus(cfg Config) *Bus {
 // Name returns the line's name.
 func (b *Bus) Name() string { return b.cfg.Name }
 
+// Since returns when the line last went up or down (zero before it first
+// tried its port).
+func (b *Bus) Since() time.Time {
+	if ns := b.since.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 // Queued returns how many requests wait in the line's queue.
 func (b *Bus) Queued() int { return b.queue.len() }
 
@@ -329,6 +339,7 @@ func (b *Bus) Run(ctx context.Context) {
 				if downFrom.IsZero() {
 					downFrom = time.Now()
 					b.stats.lineDowns.Add(1)
+					b.since.Store(downFrom.UnixNano())
 				}
 				wait := backoff
 				if b.cfg.Path != "" && missing(b.cfg.Path) {
@@ -352,6 +363,7 @@ func (b *Bus) Run(ctx context.Context) {
 			b.port.ResetInputBuffer()
 			b.lastIO = time.Now()
 			b.up.Store(true)
+			b.since.Store(time.Now().UnixNano())
 			if downFrom.IsZero() {
 				b.cfg.Log.Info("serial line up", "line", b.cfg.Name)
 			} else {
@@ -442,6 +454,7 @@ func (b *Bus) failQueued() {
 
 func (b *Bus) closePort(err error) {
 	b.up.Store(false)
+	b.since.Store(time.Now().UnixNano())
 	if b.port != nil {
 		b.port.Close()
 		b.port = nil

@@ -126,10 +126,30 @@ type Server struct {
 }
 
 type conn struct {
-	srv *Server
-	nc  net.Conn
-	id  uint64
-	ip  netip.Addr
+	srv      *Server
+	nc       net.Conn
+	id       uint64
+	ip       netip.Addr
+	since    time.Time
+	requests atomic.Uint64
+}
+
+// Client is an open connection, for the status page.
+type Client struct {
+	Addr     string
+	Since    time.Time
+	Requests uint64
+}
+
+// Clients returns the open connections.
+func (s *Server) Clients() []Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Client, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, Client{Addr: c.nc.RemoteAddr().String(), Since: c.since, Requests: c.requests.Load()})
+	}
+	return out
 }
 
 // Refusal is why a connection was closed at accept.
@@ -221,7 +241,7 @@ func (s *Server) Serve(l net.Listener) error {
 			return fmt.Errorf("tcp: accept: %w", err)
 		}
 		backoff = 0
-		c := &conn{srv: s, nc: nc, id: s.nextID.Add(1)}
+		c := &conn{srv: s, nc: nc, id: s.nextID.Add(1), since: time.Now()}
 		if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 			c.ip = ta.AddrPort().Addr().Unmap()
 		}
@@ -409,6 +429,7 @@ func (c *conn) serve() {
 		req.TID, req.Unit, req.PDU = h.TID, h.Unit, body
 		req.Line, req.Outcome, req.Attempts = "", "", 0
 		req.Trace = trace.Next()
+		c.requests.Add(1)
 		frame := s.Handler.ServeModbus(s.ctx, &req, out[:HeaderLen])
 		if frame == nil {
 			continue

@@ -1,0 +1,312 @@
+// Package status is the gateway's page at a glance: each line, each unit
+// seen, the connected clients, and the last transactions scrolling live
+// (server-sent events). html/template and a few lines of plain
+// JavaScript, embedded; no build step.
+package status
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/offline"
+	"github.com/mcpgw/mcpgw/pkg/rtu"
+	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/trace"
+)
+
+//go:embed page.html
+var files embed.FS
+
+var page = template.Must(template.ParseFS(files, "page.html"))
+
+// Line is a serial line and how it is set up, for the page.
+type Line struct {
+	Bus      *rtu.Bus
+	Port     string
+	Settings string // such as "19200 8E1"
+}
+
+// Sources are what the page shows; nil parts are left out.
+type Sources struct {
+	Lines     []Line
+	Offline   *offline.Handler
+	Listeners map[string]*tcp.Server
+}
+
+// Tx is one transaction as the page shows it.
+type Tx struct {
+	Time     string `json:"time"`
+	Trace    string `json:"trace"`
+	Client   string `json:"client"`
+	Line     string `json:"line"`
+	Unit     int    `json:"unit"`
+	FC       int    `json:"fc"`
+	Outcome  string `json:"outcome"`
+	Duration string `json:"duration"`
+}
+
+// record is a transaction as the feed keeps it: raw values, made into
+// text only when a page is rendered or an event sent, so that feeding the
+// page allocates nothing per transaction.
+type record struct {
+	at       time.Time
+	trace    trace.ID
+	client   string
+	line     string
+	unit, fc byte
+	outcome  string
+	d        time.Duration
+}
+
+func (r *record) tx() Tx {
+	return Tx{Time: r.at.UTC().Format("15:04:05.000"), Trace: r.trace.String(), Client: r.client, Line: r.line,
+		Unit: int(r.unit), FC: int(r.fc), Outcome: r.outcome, Duration: r.d.Round(time.Microsecond).String()}
+}
+
+// unitSeen is what the page knows of a unit from its transactions.
+type unitSeen struct {
+	line       string
+	lastAnswer time.Time
+	lat        [128]time.Duration // the last answers' latencies, a ring
+	n          int
+	exceptions uint64
+}
+
+// Status feeds on transactions and serves the page.
+type Status struct {
+	src   Sources
+	start time.Time
+
+	mu      sync.Mutex
+	recent  [keepRecent]record // a ring of the last transactions
+	nRecent int                // transactions recorded in all
+	units   map[byte]*unitSeen
+	lineTx  map[string]*rate
+	subs    map[chan record]struct{}
+	dropped uint64 // events not sent to a subscriber that lagged
+}
+
+// rate counts a line's transactions and failures in each of the last 60
+// seconds: bounded, whatever the rate.
+type rate [60]struct {
+	sec       int64 // the unix second the counts are for
+	n, failed uint32
+}
+
+// add counts a transaction at t.
+func (r *rate) add(t time.Time, failed bool) {
+	sec := t.Unix()
+	b := &r[sec%60]
+	if b.sec != sec {
+		b.sec, b.n, b.failed = sec, 0, 0
+	}
+	b.n++
+	if failed {
+		b.failed++
+	}
+}
+
+// lastMinute returns the transactions and failures of the minute to now.
+func (r *rate) lastMinute(now time.Time) (n, failed int) {
+	for _, b := range r {
+		if now.Unix()-b.sec < 60 {
+			n, failed = n+int(b.n), failed+int(b.failed)
+		}
+	}
+	return n, failed
+}
+
+const keepRecent = 50
+
+// New makes a Status over src.
+func New(src Sources) *Status {
+	return &Status{src: src, start: time.Now(), units: map[byte]*unitSeen{}, lineTx: map[string]*rate{}, subs: map[chan record]struct{}{}}
+}
+
+// AddListener adds a listener whose clients the page lists; call it
+// before serving.
+func (s *Status) AddListener(name string, srv *tcp.Server) { s.src.Listeners[name] = srv }
+
+// Handler wraps next and feeds the page with every transaction.
+func (s *Status) Handler(next tcp.Handler) tcp.Handler {
+	return tcp.HandlerFunc(func(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+		start := time.Now()
+		n := len(dst)
+		out := next.ServeModbus(ctx, tr, dst)
+		var answer []byte
+		if out != nil {
+			answer = out[n:]
+		}
+		outcome, exc := tr.Result(answer)
+		s.record(tr, outcome, exc, start, time.Since(start))
+		return out
+	})
+}
+
+func (s *Status) record(tr *tcp.Request, outcome string, exc byte, start time.Time, d time.Duration) {
+	rec := record{at: start, trace: tr.Trace, client: tr.Client, line: tr.Line, unit: tr.Unit, fc: tr.PDU[0], outcome: outcome, d: d}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recent[s.nRecent%keepRecent] = rec
+	s.nRecent++
+	if tr.Line != "" {
+		r := s.lineTx[tr.Line]
+		if r == nil {
+			r = &rate{}
+			s.lineTx[tr.Line] = r
+		}
+		r.add(start, outcome != "ok" && outcome != "exception")
+		if outcome == "ok" || outcome == "exception" {
+			u := s.units[tr.Unit]
+			if u == nil {
+				u = &unitSeen{}
+				s.units[tr.Unit] = u
+			}
+			u.line, u.lastAnswer = tr.Line, start
+			u.lat[u.n%len(u.lat)] = d
+			u.n++
+			if exc != 0 {
+				u.exceptions++
+			}
+		}
+	}
+	for ch := range s.subs {
+		select {
+		case ch <- rec:
+		default:
+			s.dropped++ // a slow page misses rows, the gateway does not wait
+		}
+	}
+}
+
+// view is what the template renders.
+type view struct {
+	Uptime  string
+	Lines   []lineView
+	Units   []unitView
+	Clients []clientView
+	Recent  []Tx
+}
+
+type lineView struct {
+	Name, Port, Settings, State, Since string
+	Up                                 bool
+	PerSecond, FailedPerMinute         string
+	Queue                              int
+	CRCErrors, Timeouts                uint64
+}
+
+type unitView struct {
+	Unit             int
+	Line, LastAnswer string
+	P50, P99         string
+	Exceptions       uint64
+	Offline          bool
+	State            string
+}
+
+type clientView struct {
+	Listener, Addr, Since string
+	Requests              uint64
+}
+
+func (s *Status) snapshot() view {
+	now := time.Now()
+	v := view{Uptime: now.Sub(s.start).Round(time.Second).String()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.src.Lines {
+		st, name := l.Bus.Stats(), l.Bus.Name()
+		lv := lineView{Name: name, Port: l.Port, Settings: l.Settings, Up: l.Bus.Up(), Queue: l.Bus.Queued(),
+			CRCErrors: st.CRCErrors, Timeouts: st.Timeouts, State: "down", PerSecond: "0.0", FailedPerMinute: "0"}
+		if lv.Up {
+			lv.State = "up"
+		}
+		if t := l.Bus.Since(); !t.IsZero() {
+			lv.Since = t.UTC().Format(time.DateTime) + " UTC"
+		}
+		if r := s.lineTx[name]; r != nil {
+			n, failed := r.lastMinute(now)
+			lv.PerSecond = fmt.Sprintf("%.1f", float64(n)/min(60, max(1, now.Sub(s.start).Seconds())))
+			lv.FailedPerMinute = fmt.Sprint(failed)
+		}
+		v.Lines = append(v.Lines, lv)
+	}
+	for u, seen := range s.units {
+		k := min(seen.n, len(seen.lat))
+		lat := slices.Clone(seen.lat[:k])
+		slices.Sort(lat)
+		uv := unitView{Unit: int(u), Line: seen.line, LastAnswer: now.Sub(seen.lastAnswer).Round(time.Millisecond).String() + " ago",
+			P50: lat[k/2].Round(time.Microsecond).String(), P99: lat[k*99/100].Round(time.Microsecond).String(),
+			Exceptions: seen.exceptions, State: "online"}
+		if s.src.Offline != nil && s.src.Offline.Offline(u) {
+			uv.Offline, uv.State = true, "offline"
+		}
+		v.Units = append(v.Units, uv)
+	}
+	slices.SortFunc(v.Units, func(a, b unitView) int { return a.Unit - b.Unit })
+	for name, srv := range s.src.Listeners {
+		for _, c := range srv.Clients() {
+			v.Clients = append(v.Clients, clientView{Listener: name, Addr: c.Addr, Since: c.Since.UTC().Format(time.DateTime), Requests: c.Requests})
+		}
+	}
+	slices.SortFunc(v.Clients, func(a, b clientView) int { return int(b.Requests) - int(a.Requests) })
+	for i := s.nRecent - 1; i >= max(0, s.nRecent-keepRecent); i-- {
+		v.Recent = append(v.Recent, s.recent[i%keepRecent].tx())
+	}
+	return v
+}
+
+// HTTP serves the page at / and the transactions as server-sent events at
+// /events.
+func (s *Status) HTTP() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		if err := page.Execute(w, s.snapshot()); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	mux.HandleFunc("GET /events", s.events)
+	return mux
+}
+
+// events streams each transaction as it ends, as JSON, until the page
+// goes away.
+func (s *Status) events(w http.ResponseWriter, r *http.Request) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	ch := make(chan record, 64)
+	s.mu.Lock()
+	s.subs[ch] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.subs, ch)
+		s.mu.Unlock()
+	}()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	fmt.Fprint(w, ": mcpgw transactions\n\n")
+	flusher.Flush()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case rec := <-ch:
+			b, _ := json.Marshal(rec.tx())
+			fmt.Fprintf(w, "data: %s\n\n", b)
+			flusher.Flush()
+		}
+	}
+}
