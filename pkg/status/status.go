@@ -89,8 +89,7 @@ type Status struct {
 	nRecent int                // transactions recorded in all
 	units   map[byte]*unitSeen
 	lineTx  map[string]*rate
-	subs    map[chan record]struct{}
-	dropped uint64 // events not sent to a subscriber that lagged
+	subs    map[chan record]struct{} // the pages listening for events
 }
 
 // rate counts a line's transactions and failures in each of the last 60
@@ -180,8 +179,7 @@ func (s *Status) record(tr *tcp.Request, outcome string, exc byte, start time.Ti
 	for ch := range s.subs {
 		select {
 		case ch <- rec:
-		default:
-			s.dropped++ // a slow page misses rows, the gateway does not wait
+		default: // a page that lags misses rows; the gateway does not wait for it
 		}
 	}
 }
