@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"log/slog"
-	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
@@ -16,18 +15,8 @@ import (
 // connection: the client's role and its certificate's subject), attempts
 // and duration.
 func LogTransactions(log *slog.Logger, next tcp.Handler) tcp.Handler {
-	return tcp.HandlerFunc(func(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
-		if !log.Enabled(ctx, slog.LevelInfo) {
-			return next.ServeModbus(ctx, tr, dst)
-		}
-		start := time.Now()
-		n := len(dst)
-		out := next.ServeModbus(ctx, tr, dst)
-		var answer []byte
-		if out != nil {
-			answer = out[n:]
-		}
-		outcome, exc := tr.Result(answer)
+	observed := tcp.Observe(next, func(ctx context.Context, tr *tcp.Request, d tcp.Done) {
+		outcome, exc := d.Outcome, d.Exception
 		attrs := make([]slog.Attr, 0, 13)
 		attrs = append(attrs,
 			slog.Any("trace", tr.Trace),
@@ -44,8 +33,13 @@ func LogTransactions(log *slog.Logger, next tcp.Handler) tcp.Handler {
 		if tr.Peer != "" { // a Modbus/TCP Security connection
 			attrs = append(attrs, slog.String("role", tr.Role), slog.String("peer", tr.Peer))
 		}
-		attrs = append(attrs, slog.Int("attempts", tr.Attempts), slog.Duration("duration", time.Since(start)))
+		attrs = append(attrs, slog.Int("attempts", tr.Attempts), slog.Duration("duration", d.Duration))
 		log.LogAttrs(ctx, slog.LevelInfo, "transaction", attrs...)
-		return out
+	})
+	return tcp.HandlerFunc(func(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+		if !log.Enabled(ctx, slog.LevelInfo) {
+			return next.ServeModbus(ctx, tr, dst)
+		}
+		return observed.ServeModbus(ctx, tr, dst)
 	})
 }

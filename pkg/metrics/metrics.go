@@ -11,7 +11,6 @@ import (
 	"net/http/pprof"
 	"runtime"
 	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -113,31 +112,22 @@ func (m *Metrics) AddListener(name string, s *tcp.Server) { m.src.Listeners[name
 // Handler wraps next and counts and times every transaction; put it
 // right after the transaction log in the chain.
 func (m *Metrics) Handler(next tcp.Handler) tcp.Handler {
-	return tcp.HandlerFunc(func(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
-		start := time.Now()
-		n := len(dst)
-		out := next.ServeModbus(ctx, tr, dst)
-		var answer []byte
-		if out != nil {
-			answer = out[n:]
-		}
-		outcome, exc := tr.Result(answer)
+	return tcp.Observe(next, func(_ context.Context, tr *tcp.Request, d tcp.Done) {
 		unit, fc := "", ""
 		if tr.Line != "" { // bounded: only routed requests carry unit and fc
 			unit, fc = byteLabel[tr.Unit], byteLabel[tr.PDU[0]]
 		}
-		m.tx.WithLabelValues(tr.Line, unit, fc, outcome).Inc()
-		if exc != 0 {
+		m.tx.WithLabelValues(tr.Line, unit, fc, d.Outcome).Inc()
+		if d.Exception != 0 {
 			source := "gateway"
-			if outcome == "exception" {
+			if d.Outcome == "exception" {
 				source = "device"
 			}
-			m.exc.WithLabelValues(source, byteLabel[exc]).Inc()
+			m.exc.WithLabelValues(source, byteLabel[d.Exception]).Inc()
 		}
 		if tr.Line != "" {
-			m.dur.WithLabelValues(tr.Line).Observe(time.Since(start).Seconds())
+			m.dur.WithLabelValues(tr.Line).Observe(d.Duration.Seconds())
 		}
-		return out
 	})
 }
 

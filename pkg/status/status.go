@@ -135,17 +135,8 @@ func (s *Status) AddListener(name string, srv *tcp.Server) { s.src.Listeners[nam
 
 // Handler wraps next and feeds the page with every transaction.
 func (s *Status) Handler(next tcp.Handler) tcp.Handler {
-	return tcp.HandlerFunc(func(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
-		start := time.Now()
-		n := len(dst)
-		out := next.ServeModbus(ctx, tr, dst)
-		var answer []byte
-		if out != nil {
-			answer = out[n:]
-		}
-		outcome, exc := tr.Result(answer)
-		s.record(tr, outcome, exc, start, time.Since(start))
-		return out
+	return tcp.Observe(next, func(_ context.Context, tr *tcp.Request, d tcp.Done) {
+		s.record(tr, d.Outcome, d.Exception, d.Start, d.Duration)
 	})
 }
 

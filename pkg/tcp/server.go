@@ -43,6 +43,32 @@ type Request struct {
 	Attempts int
 }
 
+// Done describes a finished transaction to an observer (see Observe).
+type Done struct {
+	Outcome   string        // as Result gives it
+	Exception byte          // the exception code, 0 if the answer is none
+	Start     time.Time     // when the request reached the observer
+	Duration  time.Duration // until its answer was ready
+}
+
+// Observe wraps next: after each transaction it calls f with the request
+// and how it ended. The log, the metrics and the status page are such
+// observers.
+func Observe(next Handler, f func(ctx context.Context, r *Request, d Done)) Handler {
+	return HandlerFunc(func(ctx context.Context, r *Request, dst []byte) []byte {
+		start := time.Now()
+		n := len(dst)
+		out := next.ServeModbus(ctx, r, dst)
+		var answer []byte
+		if out != nil {
+			answer = out[n:]
+		}
+		outcome, exc := r.Result(answer)
+		f(ctx, r, Done{Outcome: outcome, Exception: exc, Start: start, Duration: time.Since(start)})
+		return out
+	})
+}
+
 // Result is how r ended, given the answer PDU its handlers returned (nil:
 // none, a broadcast): the outcome a handler reported, else "ok" or
 // "exception"; and the exception code if the answer is one (0 if not).
