@@ -152,3 +152,47 @@ func TestBenchSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestLogFileReopenedOnSIGHUP: after logrotate moves the log file away
+// and sends SIGHUP, the next lines go to a new file at the configured
+// path.
+func TestLogFileReopenedOnSIGHUP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "mcpgw")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "mcpgw.log")
+	cfg := writeConfig(t, "[server]\nlisten=\"127.0.0.1:0\"\n[log]\nfile=\""+logPath+"\"\n[[bus]]\nname=\"gone\"\nport=\"/dev/ttyMCPGW-missing\"\nunits=[1]\n")
+	cmd := exec.Command(bin, "run", "-config", cfg)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor := func(path, text string) bool {
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			if b, _ := os.ReadFile(path); strings.Contains(string(b), text) {
+				return true
+			}
+		}
+		return false
+	}
+	if !waitFor(logPath, "gateway listening") {
+		t.Fatal("nothing logged to log.file")
+	}
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	if !waitFor(logPath, "configuration reloaded") {
+		t.Fatal("after SIGHUP, nothing was logged to a new file at log.file")
+	}
+	if b, _ := os.ReadFile(logPath + ".1"); strings.Contains(string(b), "configuration reloaded") {
+		t.Fatal("the reload was logged to the rotated file")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+}

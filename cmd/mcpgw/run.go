@@ -37,13 +37,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	out := stderr
+	var file *logFile
 	if cfg.Log.File != "" {
-		f, err := os.OpenFile(cfg.Log.File, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-		if err != nil {
+		if file, err = openLogFile(cfg.Log.File); err != nil {
 			return fmt.Errorf("log.file: %w", err)
 		}
-		defer f.Close()
-		out = f
+		defer file.Close()
+		out = file
 	}
 	log, err := newLogger(out, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
@@ -74,13 +74,14 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return serve(svc, *grace, log, *path)
+	return serve(svc, *grace, log, *path, file)
 }
 
 // serve starts svc and runs it until SIGTERM or SIGINT, then shuts it
-// down within grace. SIGHUP reloads the configuration file at path (see
-// reload); with no path, only the TLS certificate files.
-func serve(svc *gateway.Service, grace time.Duration, log *slog.Logger, path string) error {
+// down within grace. SIGHUP reopens the log file (logrotate) and reloads
+// the configuration file at path (see reload); with no path, only the
+// TLS certificate files.
+func serve(svc *gateway.Service, grace time.Duration, log *slog.Logger, path string, file *logFile) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -113,6 +114,11 @@ wait:
 		case serveErr = <-svc.Done():
 			break wait
 		case <-hup:
+			if file != nil {
+				if err := file.reopen(); err != nil {
+					log.Error("SIGHUP: log file not reopened, the old one stays in use", "file", file.path, "err", err)
+				}
+			}
 			reload(svc, log, path)
 		}
 	}
