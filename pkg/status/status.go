@@ -136,12 +136,13 @@ func (s *Status) AddListener(name string, srv *tcp.Server) { s.src.Listeners[nam
 // Handler wraps next and feeds the page with every transaction.
 func (s *Status) Handler(next tcp.Handler) tcp.Handler {
 	return tcp.Observe(next, func(_ context.Context, tr *tcp.Request, d tcp.Done) {
-		s.record(tr, d.Outcome, d.Exception, d.Start, d.Duration)
+		s.record(tr, d)
 	})
 }
 
-func (s *Status) record(tr *tcp.Request, outcome string, exc byte, start time.Time, d time.Duration) {
-	rec := record{at: start, trace: tr.Trace, client: tr.Client, line: tr.Line, unit: tr.Unit, fc: tr.PDU[0], outcome: outcome, d: d}
+func (s *Status) record(tr *tcp.Request, d tcp.Done) {
+	rec := record{at: d.Start, trace: tr.Trace, client: tr.Client, line: tr.Line, unit: tr.Unit, fc: tr.PDU[0], outcome: d.Outcome, d: d.Duration}
+	answered := d.Outcome == "ok" || d.Outcome == "exception" // by the device
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.recent[s.nRecent%keepRecent] = rec
@@ -152,17 +153,17 @@ func (s *Status) record(tr *tcp.Request, outcome string, exc byte, start time.Ti
 			r = &rate{}
 			s.lineTx[tr.Line] = r
 		}
-		r.add(start, outcome != "ok" && outcome != "exception")
-		if outcome == "ok" || outcome == "exception" {
+		r.add(d.Start, !answered)
+		if answered {
 			u := s.units[tr.Unit]
 			if u == nil {
 				u = &unitSeen{}
 				s.units[tr.Unit] = u
 			}
-			u.line, u.lastAnswer = tr.Line, start
-			u.lat[u.n%len(u.lat)] = d
+			u.line, u.lastAnswer = tr.Line, d.Start
+			u.lat[u.n%len(u.lat)] = d.Duration
 			u.n++
-			if exc != 0 {
+			if d.Exception != 0 {
 				u.exceptions++
 			}
 		}
@@ -186,7 +187,6 @@ type view struct {
 
 type lineView struct {
 	Name, Port, Settings, State, Since string
-	Up                                 bool
 	PerSecond, FailedPerMinute         string
 	Queue                              int
 	CRCErrors, Timeouts                uint64
@@ -197,7 +197,6 @@ type unitView struct {
 	Line, LastAnswer string
 	P50, P99         string
 	Exceptions       uint64
-	Offline          bool
 	State            string
 }
 
@@ -213,9 +212,9 @@ func (s *Status) snapshot() view {
 	defer s.mu.Unlock()
 	for _, l := range s.src.Lines {
 		st, name := l.Bus.Stats(), l.Bus.Name()
-		lv := lineView{Name: name, Port: l.Port, Settings: l.Settings, Up: l.Bus.Up(), Queue: l.Bus.Queued(),
+		lv := lineView{Name: name, Port: l.Port, Settings: l.Settings, Queue: l.Bus.Queued(),
 			CRCErrors: st.CRCErrors, Timeouts: st.Timeouts, State: "down", PerSecond: "0.0", FailedPerMinute: "0"}
-		if lv.Up {
+		if l.Bus.Up() {
 			lv.State = "up"
 		}
 		if t := l.Bus.Since(); !t.IsZero() {
@@ -236,7 +235,7 @@ func (s *Status) snapshot() view {
 			P50: lat[k/2].Round(time.Microsecond).String(), P99: lat[k*99/100].Round(time.Microsecond).String(),
 			Exceptions: seen.exceptions, State: "online"}
 		if s.src.Offline != nil && s.src.Offline.Offline(u) {
-			uv.Offline, uv.State = true, "offline"
+			uv.State = "offline"
 		}
 		v.Units = append(v.Units, uv)
 	}
