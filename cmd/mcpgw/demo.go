@@ -73,7 +73,7 @@ Holding register N of unit U holds U*1000+N. Ctrl-C stops.
 	if err != nil {
 		return err
 	}
-	return serve(svc, 2*time.Second, log, "", nil)
+	return serve(svc, 2*time.Second, log, nil, nil)
 }
 
 // simulatedLine makes a virtual serial line with simulated units (10000

@@ -32,7 +32,26 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if *captureFormat != "pcap" && *captureFormat != "txt" {
 		return usageErr("-capture-format %q: want pcap or txt", *captureFormat)
 	}
-	cfg, err := config.Load(*path)
+	if *captureDir != "" {
+		if err := os.MkdirAll(*captureDir, 0o755); err != nil {
+			return fmt.Errorf("-capture: %w", err)
+		}
+	}
+	// The configuration as this run reads it, at start and on SIGHUP: the
+	// file, with -capture's files for the lines that name none.
+	load := func() (*config.Config, error) {
+		cfg, err := config.Load(*path)
+		if err != nil || *captureDir == "" {
+			return cfg, err
+		}
+		for i := range cfg.Bus {
+			if cfg.Bus[i].Capture == "" {
+				cfg.Bus[i].Capture = filepath.Join(*captureDir, cfg.Bus[i].Name+"."+*captureFormat)
+			}
+		}
+		return cfg, nil
+	}
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
@@ -60,28 +79,18 @@ func cmdRun(args []string, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if *captureDir != "" {
-		if err := os.MkdirAll(*captureDir, 0o755); err != nil {
-			return fmt.Errorf("-capture: %w", err)
-		}
-		for i := range cfg.Bus {
-			if cfg.Bus[i].Capture == "" {
-				cfg.Bus[i].Capture = filepath.Join(*captureDir, cfg.Bus[i].Name+"."+*captureFormat)
-			}
-		}
-	}
 	svc, err := gateway.NewService(cfg, log)
 	if err != nil {
 		return err
 	}
-	return serve(svc, *grace, log, *path, file)
+	return serve(svc, *grace, log, load, file)
 }
 
 // serve starts svc and runs it until SIGTERM or SIGINT, then shuts it
 // down within grace. SIGHUP reopens the log file (logrotate) and reloads
-// the configuration file at path (see reload); with no path, only the
-// TLS certificate files.
-func serve(svc *gateway.Service, grace time.Duration, log *slog.Logger, path string, file *logFile) error {
+// the configuration with load (see reload); with no load, only the TLS
+// certificate files.
+func serve(svc *gateway.Service, grace time.Duration, log *slog.Logger, load func() (*config.Config, error), file *logFile) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -119,7 +128,7 @@ wait:
 					log.Error("SIGHUP: log file not reopened, the old one stays in use", "file", file.path, "err", err)
 				}
 			}
-			reload(svc, log, path)
+			reload(svc, log, load)
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -130,18 +139,18 @@ wait:
 	return serveErr
 }
 
-// reload re-reads the configuration at path on SIGHUP and applies what
+// reload re-reads the configuration with load on SIGHUP and applies what
 // can change while every client stays connected (gateway.Service.Reload,
 // and the log level). An invalid file is refused, naming the key, and the
 // running configuration stays.
-func reload(svc *gateway.Service, log *slog.Logger, path string) {
-	if path == "" {
+func reload(svc *gateway.Service, log *slog.Logger, load func() (*config.Config, error)) {
+	if load == nil {
 		if err := svc.ReloadCerts(); err != nil {
 			log.Error("SIGHUP: certificates not reloaded, the old ones stay in use", "err", err)
 		}
 		return
 	}
-	cfg, err := config.Load(path)
+	cfg, err := load()
 	if err != nil {
 		log.Error("SIGHUP: configuration refused, the running one stays", "err", err)
 		return
@@ -152,7 +161,7 @@ func reload(svc *gateway.Service, log *slog.Logger, path string) {
 		return
 	}
 	setLogLevel(cfg.Log.Level)
-	log.Info("SIGHUP: configuration reloaded", "file", path, "applied", append(applied, "log.level"))
+	log.Info("SIGHUP: configuration reloaded", "applied", append(applied, "log.level"))
 	if len(needRestart) > 0 {
 		log.Warn("SIGHUP: changed in the file, applied at the next restart", "keys", needRestart)
 	}
