@@ -64,7 +64,8 @@ func (s Settings) Validate() error {
 
 // Open opens a serial port by path, in raw mode with the given settings.
 // go.bug.st/serial configures the port; on Linux the reads and writes go
-// through a descriptor of our own in the runtime's poller (see pollPort).
+// through a descriptor of our own whose waits are the runtime poller's
+// (see pollPort).
 func Open(path string, s Settings) (Port, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
