@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,8 +33,15 @@ type browser struct {
 func openPage(t *testing.T) *browser {
 	t.Helper()
 	need(t, "chromium")
+	// Its own profile directory, removed once every chromium process is
+	// gone: the renderers outlive the main process by a moment.
+	profile, err := os.MkdirTemp("", "mcpgw-chromium")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command("chromium", "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
-		"--remote-allow-origins=*", "--user-data-dir="+t.TempDir(), "about:blank")
+		"--remote-allow-origins=*", "--user-data-dir="+profile, "about:blank")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // so that all of it can be stopped
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +49,16 @@ func openPage(t *testing.T) *browser {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		for range 50 { // the group's last processes may still be writing
+			if os.RemoveAll(profile) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	// "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
 	re := regexp.MustCompile(`DevTools listening on ws://([^/]+)/`)
 	lines := make(chan string)
