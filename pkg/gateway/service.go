@@ -157,9 +157,14 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			Settings: fmt.Sprintf("%d %d%s%d", b.Baud, b.DataBits, b.Parity, b.StopBits)})
 	}
 	s.Status = status.New(status.Sources{Lines: lines, Offline: s.Offline, Listeners: map[string]*tcp.Server{}})
-	// Then, first of all, the status page's feed, the metrics and the
-	// transaction log: each sees every transaction, whoever answered it.
-	handler := LogTransactions(log, s.Metrics.Handler(s.Status.Handler(s.Access)))
+	// Then, first of all, the transaction log and, where something serves
+	// them (metrics.listen), the metrics and the status page's feed: each
+	// sees every transaction, whoever answered it.
+	var watched tcp.Handler = s.Access
+	if cfg.Metrics.Listen != "" {
+		watched = s.Metrics.Handler(s.Status.Handler(watched))
+	}
+	handler := LogTransactions(log, watched)
 	server := func() *tcp.Server {
 		return &tcp.Server{
 			Handler:       handler,
