@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,6 +109,11 @@ type Config struct {
 	Aging          time.Duration        // a plain request that waited this long goes before priority ones: default QueueTimeout/2, or 1s without one
 	Capture        *capture.Recorder    // records every byte sent and received; nil: none
 	Log            *slog.Logger
+	// Replaces is the bus this one takes over from on the same port, when
+	// a reload changes the line: Run opens the port only once Replaces has
+	// closed it (see Retire), requests wait in the queue meanwhile, and
+	// the line's counters carry on from Replaces's.
+	Replaces *Bus
 }
 
 // CharTime returns the time one character of bits bits takes at baud.
@@ -144,10 +150,17 @@ const MinCharGap = 10 * time.Millisecond
 // Bus owns one serial line. Its Run goroutine is the only code that
 // touches the port; everyone else hands it Requests through Do.
 type Bus struct {
-	cfg   Config
-	queue *queue       // senders: Do; receiver: Run
-	up    atomic.Bool  // the port is open
-	since atomic.Int64 // when up last changed, unix ns
+	cfg     Config
+	queue   *queue       // senders: Do; receiver: Run
+	up      atomic.Bool  // the port is open
+	opening atomic.Bool  // Run waits for the bus it replaces: queue requests meanwhile
+	since   atomic.Int64 // when up last changed, unix ns
+	stats   *counters    // shared with the bus this one replaces
+	// Retiring (see Retire).
+	retire     chan struct{} // closed by Retire
+	retireOnce sync.Once
+	successor  atomic.Pointer[Bus] // takes the requests once the queue is closed
+	closed     chan struct{}       // closed when Run returns: the port is free
 
 	// Owned by Run.
 	port        Port
@@ -180,7 +193,6 @@ type Bus struct {
 	finishedAt        time.Time // when that broken answer arrived
 	tail              []byte    // bytes that came right after the last answer taken
 	scan              []byte    // in settle: tail, then the bytes drained; owed answers are counted in it
-	stats             counters
 }
 
 // prevTx is what the last transaction leaves the next one to respect:
@@ -232,7 +244,7 @@ type counters struct {
 
 // Stats returns a snapshot of the line's counters; safe from any goroutine.
 func (b *Bus) Stats() Stats {
-	c := &b.stats
+	c := b.stats
 	return Stats{c.requests.Load(), c.frames.Load(), c.answers.Load(), c.exceptions.Load(),
 		c.timeouts.Load(), c.crcErrors.Load(), c.unexpected.Load(), c.shortFrame.Load(),
 		c.noiseBytes.Load(), c.lateBytes.Load(), c.lineDowns.Load()}
@@ -273,10 +285,30 @@ func NewBus(cfg Config) *Bus {
 	}
 	b := &Bus{cfg: cfg, queue: newQueue(cfg.QueueSize, cfg.Aging), buf: make([]byte, 0, 2*MaxADU),
 		tail: make([]byte, 0, 2*MaxADU), scan: make([]byte, 0, 4*MaxADU),
-		dropped: make([]byte, 0, 2*MaxADU)}
+		dropped: make([]byte, 0, 2*MaxADU), stats: &counters{},
+		retire: make(chan struct{}), closed: make(chan struct{})}
 	b.lenFn = b.expect.Len
+	if cfg.Replaces != nil {
+		b.stats = cfg.Replaces.stats
+		b.opening.Store(true)
+	}
 	return b
 }
+
+// Retire stops the line for a reload that changes or removes it: Run
+// finishes the transaction in flight, closes the port and returns.
+// Requests still queued then, and any that reach this bus later, go to
+// by (the bus that replaces this one, built with Config.Replaces set to
+// it), or are answered LineDown when by is nil (the line was removed).
+func (b *Bus) Retire(by *Bus) {
+	b.retireOnce.Do(func() {
+		b.successor.Store(by)
+		close(b.retire)
+	})
+}
+
+// Closed is closed once Run has returned and the port is free.
+func (b *Bus) Closed() <-chan struct{} { return b.closed }
 
 // Name returns the line's name.
 func (b *Bus) Name() string { return b.cfg.Name }
@@ -303,19 +335,42 @@ func (b *Bus) Up() bool { return b.up.Load() }
 // r as soon as Do returns.
 func (b *Bus) Do(ctx context.Context, r *Request) {
 	r.Resp, r.Err, r.Attempts = r.Resp[:0], nil, 0
-	if !b.up.Load() {
-		r.Outcome = LineDown
-		return
-	}
 	if r.done == nil {
 		r.done = make(chan struct{}, 1)
 	}
 	r.enqueued = time.Now()
-	if !b.queue.push(r) {
-		r.Outcome = QueueFull
-		return
+	if b.enqueue(r) {
+		<-r.done
 	}
-	<-r.done
+}
+
+// enqueue queues r on b, or on the bus that replaced b. It reports false,
+// with r's Outcome set, when no line takes it.
+func (b *Bus) enqueue(r *Request) bool {
+	for {
+		if !b.up.Load() && !b.opening.Load() {
+			if next := b.successor.Load(); next != nil {
+				b = next
+				continue
+			}
+			r.Outcome = LineDown
+			return false
+		}
+		switch b.queue.push(r) {
+		case queued:
+			return true
+		case full:
+			r.Outcome = QueueFull
+			return false
+		}
+		// closed: b retired.
+		next := b.successor.Load()
+		if next == nil {
+			r.Outcome = LineDown
+			return false
+		}
+		b = next
+	}
 }
 
 // Run serves the line until ctx ends: it opens the port (retrying while it
@@ -326,15 +381,24 @@ func (b *Bus) Do(ctx context.Context, r *Request) {
 // every 200 ms and opens it as soon as it is back; other open failures are
 // retried with backoff from 100 ms to 3 s.
 func (b *Bus) Run(ctx context.Context) {
+	defer close(b.closed)
+	if old := b.cfg.Replaces; old != nil {
+		select { // the port is old's until it closes it
+		case <-old.closed:
+		case <-ctx.Done():
+		case <-b.retire:
+		}
+	}
 	backoff := 100 * time.Millisecond
 	var (
 		lastErr  string
 		lastLog  time.Time
 		downFrom time.Time
 	)
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !b.retired() {
 		if b.port == nil {
 			p, err := b.cfg.Open()
+			b.opening.Store(false)
 			if err != nil {
 				if downFrom.IsZero() {
 					downFrom = time.Now()
@@ -373,8 +437,9 @@ func (b *Bus) Run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
+		case <-b.retire:
 		case <-b.queue.wake:
-			for b.port != nil {
+			for b.port != nil && !b.retired() {
 				r := b.next(time.Now())
 				if r == nil {
 					break
@@ -392,7 +457,15 @@ func (b *Bus) Run(ctx context.Context) {
 		}
 	}
 	b.closePort(nil)
+	b.opening.Store(false)
+	if b.retired() {
+		b.handOver()
+	}
 	b.failQueued()
+	if b.retired() {
+		b.cfg.Log.Info("serial line closed for a reload", "line", b.cfg.Name, "replaced", b.successor.Load() != nil)
+		return
+	}
 	st := b.Stats()
 	b.cfg.Log.Info("serial line closed", "line", b.cfg.Name, "requests", st.Requests, "frames", st.Frames,
 		"answers", st.Answers, "exceptions", st.Exceptions, "timeouts", st.Timeouts, "crc_errors", st.CRCErrors,
@@ -422,14 +495,41 @@ func (b *Bus) mustWait(r *Request, now time.Time) bool {
 	return o.n > 0 && now.Before(o.until) && o.confusable(r)
 }
 
+// retired reports whether Retire was called.
+func (b *Bus) retired() bool {
+	select {
+	case <-b.retire:
+		return true
+	default:
+		return false
+	}
+}
+
+// handOver closes the queue of a retired bus and passes what waits to
+// its successor, in order; with none, they are answered LineDown.
+func (b *Bus) handOver() {
+	next := b.successor.Load()
+	for _, r := range b.queue.close() {
+		if next == nil {
+			r.Outcome = LineDown
+		} else if next.enqueue(r) {
+			continue
+		}
+		r.done <- struct{}{}
+	}
+}
+
 // waitDown waits d while the line is down, answering whatever is queued
-// with LineDown at once. It returns false if ctx ended.
+// with LineDown at once. It returns false if ctx ended or the bus
+// retired.
 func (b *Bus) waitDown(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			return false
+		case <-b.retire:
 			return false
 		case <-t.C:
 			return true

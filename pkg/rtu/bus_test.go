@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,6 +181,106 @@ func TestBusLineDown(t *testing.T) {
 	if r.Outcome != rtu.LineDown {
 		t.Fatalf("missing port: %v", r.Outcome)
 	}
+}
+
+// TestBusRetire: a reload replaces a line while clients poll it. The old
+// bus finishes what it has on the wire and hands its queue over; the new
+// one opens the port only once the old one has closed it; no request
+// fails and the counters carry on. A removed line answers LineDown.
+func TestBusRetire(t *testing.T) {
+	p, err := serialport.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := &sim.Line{Units: sim.NewUnits([]byte{1, 2}, 1000)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); p.Close(); wg.Wait() })
+	dev.Port = p.Device
+	wg.Go(func() { dev.Serve(ctx) })
+	var open atomic.Int32 // ports open now
+	start := func(replaces *rtu.Bus) *rtu.Bus {
+		b := rtu.NewBus(rtu.Config{Name: "l", Timeout: 300 * time.Millisecond, Replaces: replaces,
+			Open: func() (rtu.Port, error) {
+				if open.Add(1) != 1 {
+					t.Error("two buses have the port open")
+				}
+				port, err := serialport.Open(p.Path, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
+				if err != nil {
+					open.Add(-1)
+					return nil, err
+				}
+				return closeCounted{port, &open}, nil
+			}})
+		wg.Go(func() { b.Run(ctx) })
+		return b
+	}
+	var cur atomic.Pointer[rtu.Bus]
+	cur.Store(start(nil))
+	for !cur.Load().Up() {
+		time.Sleep(time.Millisecond)
+	}
+	var done atomic.Int64
+	stop := make(chan struct{})
+	var clients sync.WaitGroup
+	for c := range 8 {
+		clients.Go(func() {
+			r := &rtu.Request{Unit: byte(1 + c%2), PDU: readHolding(uint16(c), 2), Retries: -1}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cur.Load().Do(ctx, r)
+				if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, wantHolding(byte(1+c%2), c, 2)) {
+					t.Errorf("client %d: %v %v % X", c, r.Outcome, r.Err, r.Resp)
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	var old *rtu.Bus
+	for range 5 { // five reloads, each while the clients poll
+		time.Sleep(50 * time.Millisecond)
+		old = cur.Load()
+		next := start(old)
+		cur.Store(next) // the router's routes
+		old.Retire(next)
+		<-old.Closed()
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	clients.Wait()
+	last := cur.Load()
+	if st := last.Stats(); done.Load() < 50 || st.Requests < uint64(done.Load()) {
+		t.Fatalf("%d transactions; the last bus counts %d requests: the counters did not carry on", done.Load(), st.Requests)
+	}
+	// A request that still holds a retired bus goes to its successor.
+	r := &rtu.Request{Unit: 1, PDU: readHolding(0, 1), Retries: -1}
+	old.Do(ctx, r)
+	if r.Outcome != rtu.OK {
+		t.Fatalf("through a retired bus: %v", r.Outcome)
+	}
+	// Removed: no successor.
+	last.Retire(nil)
+	<-last.Closed()
+	last.Do(ctx, r)
+	if r.Outcome != rtu.LineDown || open.Load() != 0 {
+		t.Fatalf("a removed line: %v, %d ports open", r.Outcome, open.Load())
+	}
+}
+
+// closeCounted counts a port's close.
+type closeCounted struct {
+	rtu.Port
+	open *atomic.Int32
+}
+
+func (c closeCounted) Close() error {
+	c.open.Add(-1)
+	return c.Port.Close()
 }
 
 func TestCharGap(t *testing.T) {

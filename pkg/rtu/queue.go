@@ -19,8 +19,18 @@ type queue struct {
 	size      int           // requests waiting at most
 	aging     time.Duration // a plain request that waited this long takes every other turn
 	lastLow   bool          // the last one served was plain
+	closed    bool          // the line retired: push adds nothing
 	wake      chan struct{} // senders: push; receiver: the line's goroutine
 }
+
+// pushed is what push did with a request.
+type pushed int
+
+const (
+	queued pushed = iota
+	full          // the queue holds size requests
+	closed        // the line retired (see close)
+)
 
 // fifo is a slice used as a queue; its storage is reused once it empties.
 type fifo struct {
@@ -81,13 +91,16 @@ func newQueue(size int, aging time.Duration) *queue {
 	return &queue{size: size, aging: aging, wake: make(chan struct{}, 1)}
 }
 
-// push adds r to its class; it reports false, adding nothing, when the
-// queue is full.
-func (q *queue) push(r *Request) bool {
+// push adds r to its class, unless the queue is full or closed.
+func (q *queue) push(r *Request) pushed {
 	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return closed
+	}
 	if q.high.len()+q.low.len() >= q.size {
 		q.mu.Unlock()
-		return false
+		return full
 	}
 	if r.Priority {
 		q.high.push(r)
@@ -99,7 +112,23 @@ func (q *queue) push(r *Request) bool {
 	case q.wake <- struct{}{}:
 	default:
 	}
-	return true
+	return queued
+}
+
+// close makes every later push report closed, and returns what waits,
+// priority requests first, each class in order.
+func (q *queue) close() []*Request {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	var rest []*Request
+	for q.high.len() > 0 {
+		rest = append(rest, q.high.pop())
+	}
+	for q.low.len() > 0 {
+		rest = append(rest, q.low.pop())
+	}
+	return rest
 }
 
 // pop returns the next request to serve, or nil when none waits.

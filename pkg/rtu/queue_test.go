@@ -39,8 +39,15 @@ func TestQueueOrder(t *testing.T) {
 		t.Fatalf("aged reads and writes: %s, want WaXbYcd", got)
 	}
 	q = newQueue(2, time.Second)
-	if !q.push(&Request{}) || !q.push(&Request{Priority: true}) || q.push(&Request{}) {
+	if q.push(&Request{}) != queued || q.push(&Request{Priority: true}) != queued || q.push(&Request{}) != full {
 		t.Fatal("a queue of 2 took a third request")
+	}
+	// Closing hands back what waits, priority first, and refuses more.
+	if rest := q.close(); len(rest) != 2 || !rest[0].Priority || rest[1].Priority {
+		t.Fatalf("close returned %v", rest)
+	}
+	if q.push(&Request{}) != closed || q.len() != 0 {
+		t.Fatal("a closed queue took a request")
 	}
 }
 
