@@ -69,13 +69,15 @@ func BenchmarkTransaction(b *testing.B) {
 				time.Sleep(time.Millisecond)
 			}
 			g := gateway.New()
-			g.AddRoute(1, gateway.Route{Line: bus, Retries: -1})
+			var routes gateway.Routes
+			routes.Add(1, gateway.Route{Line: bus, Retries: -1})
+			g.SetRoutes(&routes)
 			off := offline.New(g, tc.log)
 			off.SetRule(1, offline.Rule{Line: "bench", After: 3, Probe: 5 * time.Second})
 			// The chain of Service, with no access rules and no rate limit.
 			chk := &check.Handler{Next: off}
 			acc := access.NewHandler(&access.Policy{}, ratelimit.New(0, chk))
-			mx := metrics.New(metrics.Sources{Lines: []*rtu.Bus{bus}, Listeners: map[string]*tcp.Server{}}, nil)
+			mx := metrics.New(metrics.Sources{Lines: func() []*rtu.Bus { return []*rtu.Bus{bus} }, Listeners: map[string]*tcp.Server{}}, nil)
 			st := status.New(status.Sources{Listeners: map[string]*tcp.Server{}})
 			h := gateway.LogTransactions(tc.log, mx.Handler(st.Handler(acc)))
 

@@ -93,9 +93,9 @@ func TestFaultsNeverGiveWrongAnswers(t *testing.T) {
 			}
 			if float64(ok) < tt.minOK*float64(clients*n) {
 				t.Errorf("only %d of %d answered (%d timeouts); line %+v; device %+v",
-					ok, clients*n, timeouts, r.svc.Lines[0].Stats(), r.dev.Stats())
+					ok, clients*n, timeouts, r.svc.Lines()[0].Stats(), r.dev.Stats())
 			}
-			t.Logf("%d ok, %d 0x0B; line %+v", ok, timeouts, r.svc.Lines[0].Stats())
+			t.Logf("%d ok, %d 0x0B; line %+v", ok, timeouts, r.svc.Lines()[0].Stats())
 		})
 	}
 }

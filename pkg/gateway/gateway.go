@@ -30,30 +30,41 @@ type Route struct {
 	Retries int           // <0: the line's default
 }
 
+// Routes is a routing table: where each unit id goes, and the lines
+// that take broadcasts. Fill one with Add and AddBroadcast, then hand it
+// to SetRoutes; it is not changed after that.
+type Routes struct {
+	unit      [256]*Route
+	broadcast []Line
+}
+
+// Add sends requests for unit to r. A later route for the same unit
+// replaces an earlier one.
+func (t *Routes) Add(unit byte, r Route) { t.unit[unit] = &r }
+
+// AddBroadcast sends unit 0 requests on line too.
+func (t *Routes) AddBroadcast(line Line) { t.broadcast = append(t.broadcast, line) }
+
 // Gateway implements tcp.Handler: the router, last in the chain of
-// handlers (see Service). Build it with New and AddRoute before serving;
-// it is read-only after that. It reports each transaction's line, outcome
+// handlers (see Service). It reports each transaction's line, outcome
 // and attempts on the tcp.Request, for LogTransactions.
 type Gateway struct {
-	routes    [256]*Route
-	broadcast []Line
-	priority  atomic.Pointer[[]netip.Prefix] // replaced whole on reload
-	pool      sync.Pool
+	routes   atomic.Pointer[Routes]         // replaced whole on reload
+	priority atomic.Pointer[[]netip.Prefix] // replaced whole on reload
+	pool     sync.Pool
 }
 
 // New returns a gateway with no routes.
 func New() *Gateway {
 	g := &Gateway{}
+	g.routes.Store(&Routes{})
 	g.pool.New = func() any { return &rtu.Request{Resp: make([]byte, 0, pdu.MaxSize)} }
 	return g
 }
 
-// AddRoute sends requests for unit to r. A later route for the same unit
-// replaces an earlier one.
-func (g *Gateway) AddRoute(unit byte, r Route) { g.routes[unit] = &r }
-
-// AddBroadcast sends unit 0 requests on line too.
-func (g *Gateway) AddBroadcast(line Line) { g.broadcast = append(g.broadcast, line) }
+// SetRoutes replaces the routing table; safe while serving (a reload). A
+// request already routed finishes on its line.
+func (g *Gateway) SetRoutes(t *Routes) { g.routes.Store(t) }
 
 // SetPriorityClients puts the requests of clients in these networks in
 // their line's priority class, with writes.
@@ -85,10 +96,11 @@ func (g *Gateway) prioritized(tr *tcp.Request) bool {
 func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
 	fc := tr.PDU[0]
 	if tr.Unit == pdu.Broadcast {
-		g.doBroadcast(ctx, tr)
+		g.doBroadcast(ctx, tr, g.routes.Load().broadcast)
 		return nil
 	}
-	route := g.routes[tr.Unit]
+	routes := g.routes.Load()
+	route := routes.unit[tr.Unit]
 	if route == nil {
 		tr.Outcome = "no route"
 		return pdu.AppendException(dst, fc, pdu.GatewayPathUnavailable)
@@ -118,16 +130,16 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	return pdu.AppendException(dst, fc, exc)
 }
 
-func (g *Gateway) doBroadcast(ctx context.Context, tr *tcp.Request) {
-	if len(g.broadcast) == 0 {
+func (g *Gateway) doBroadcast(ctx context.Context, tr *tcp.Request, lines []Line) {
+	if len(lines) == 0 {
 		tr.Outcome = "broadcast disabled on every line"
 		return
 	}
 	r := g.pool.Get().(*rtu.Request)
 	defer g.pool.Put(r)
-	names := make([]string, 0, len(g.broadcast))
+	names := make([]string, 0, len(lines))
 	tr.Outcome = rtu.Sent.String()
-	for _, line := range g.broadcast {
+	for _, line := range lines {
 		r.Unit, r.PDU, r.Timeout, r.Retries, r.Priority, r.Trace = pdu.Broadcast, tr.PDU, 0, 0, true, tr.Trace
 		line.Do(ctx, r)
 		names = append(names, line.Name())

@@ -45,6 +45,7 @@ func (s *syncBuffer) String() string {
 
 type rig struct {
 	addr string
+	path string // the line's port
 	dev  *sim.Line
 	svc  *gateway.Service
 	log  *syncBuffer
@@ -71,7 +72,7 @@ func startService(t *testing.T, cfgText string, log *slog.Logger) (*gateway.Serv
 		defer cancel()
 		svc.Shutdown(ctx)
 	})
-	for !svc.Lines[0].Up() {
+	for !svc.Lines()[0].Up() {
 		time.Sleep(time.Millisecond)
 	}
 	if addr == nil { // TLS only
@@ -122,7 +123,7 @@ func startRigWith(t *testing.T, faults sim.Faults, server, extra string) *rig {
 	}
 	cfg = strings.Replace(cfg, "[server]\n", "[server]\n"+server, 1)
 	svc, addr := startService(t, cfg, slog.New(slog.NewJSONHandler(logs, nil)))
-	return &rig{addr: addr, dev: dev, svc: svc, log: logs}
+	return &rig{addr: addr, path: line.Path, dev: dev, svc: svc, log: logs}
 }
 
 func client(t *testing.T, addr string, unit byte) modbus.Client {

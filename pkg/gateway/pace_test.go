@@ -182,7 +182,7 @@ func TestBrokenAnswerRetriesAtOnce(t *testing.T) {
 		}
 	}
 	took := time.Since(start)
-	st := r.svc.Lines[0].Stats()
+	st := r.svc.Lines()[0].Stats()
 	t.Logf("20 reads, %d corrupted answers, in %v", st.CRCErrors, took)
 	if st.CRCErrors == 0 {
 		t.Fatal("no answer was corrupted: the test proves nothing")

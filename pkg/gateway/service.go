@@ -14,15 +14,12 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/access"
-	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/check"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/mbsec"
 	"github.com/mcpgw/mcpgw/pkg/metrics"
 	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
-	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/status"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
@@ -30,7 +27,6 @@ import (
 // Service is a configured gateway: its serial lines, the router and the
 // TCP server, started and stopped in order.
 type Service struct {
-	Lines   []*rtu.Bus
 	Router  *Gateway
 	Access  *access.Handler
 	Limits  *ratelimit.Handler
@@ -48,12 +44,15 @@ type Service struct {
 	http        *http.Server
 	started     atomic.Bool
 
-	cfg       *config.Config
-	log       *slog.Logger
-	recorders []*capture.Recorder
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	serve     chan error
+	cfg      *config.Config // as started: what Reload compares with
+	log      *slog.Logger
+	lines    atomic.Pointer[[]*line] // replaced whole by setLines
+	reloadMu sync.Mutex              // one reload at a time
+	stopOnce sync.Once               // Shutdown closes the captures once
+	ctx      context.Context         // the lines run until it ends; set by Start
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // the lines, and captures closing after them
+	serve    chan error
 }
 
 // Version is the running build's version, for the metrics' build info;
@@ -72,67 +71,8 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	s.Router = New()
 	s.Offline = offline.New(s.Router, log)
 	s.Router.SetPriorityClients(cfg.Server.PriorityNets)
-	for i := range cfg.Bus {
-		b := &cfg.Bus[i]
-		settings := b.Settings()
-		path := b.Port
-		burst := serialport.LatencyTimer(path)
-		if burst > 0 {
-			log.Info("USB serial adapter with a latency timer: default frame_gap and char_gap allow for its bursts",
-				"line", b.Name, "port", path, "latency_timer", burst)
-		}
-		var rec *capture.Recorder
-		if b.Capture != "" {
-			w, err := capture.Create(b.Capture, int64(b.CaptureMaxMB)<<20)
-			if err != nil {
-				s.closeRecorders()
-				return nil, fmt.Errorf("bus %q: %w", b.Name, err)
-			}
-			rec = capture.NewRecorder(w, log)
-			s.recorders = append(s.recorders, rec)
-			log.Info("capturing serial line", "line", b.Name, "file", b.Capture)
-		}
-		bus := rtu.NewBus(rtu.Config{
-			Name:           b.Name,
-			Open:           func() (rtu.Port, error) { return serialport.Open(path, settings) },
-			Path:           path,
-			CharTime:       rtu.CharTime(settings.Baud, settings.CharBits()),
-			FrameGap:       b.FrameGap.Duration,
-			CharGap:        b.CharGap.Duration,
-			Burst:          burst,
-			Timeout:        b.Timeout.Duration,
-			Retries:        *b.Retries,
-			BroadcastDelay: b.BroadcastDelay.Duration,
-			Echo:           b.Echo,
-			QueueSize:      b.QueueSize,
-			QueueTimeout:   b.QueueTimeout.Duration,
-			Capture:        rec,
-			Log:            log,
-		})
-		s.Lines = append(s.Lines, bus)
-		rule := offline.Rule{Line: b.Name, After: *b.OfflineAfter, Probe: b.ProbeInterval.Duration}
-		for _, u := range b.UnitIDs {
-			s.Router.AddRoute(u, Route{Line: bus, Retries: -1})
-			s.Offline.SetRule(u, rule)
-		}
-		for _, d := range b.Device {
-			r := Route{Line: bus, Timeout: d.Timeout.Duration, Retries: -1}
-			if d.Retries != nil {
-				r.Retries = *d.Retries
-			}
-			s.Router.AddRoute(byte(d.Unit), r)
-			dr := rule
-			if d.OfflineAfter != nil {
-				dr.After = *d.OfflineAfter
-			}
-			if d.ProbeInterval.Duration > 0 {
-				dr.Probe = d.ProbeInterval.Duration
-			}
-			s.Offline.SetRule(byte(d.Unit), dr)
-		}
-		if *b.Broadcast {
-			s.Router.AddBroadcast(bus)
-		}
+	if _, err := s.setLines(cfg); err != nil {
+		return nil, err
 	}
 	// The chain every request runs through, built from the last handler
 	// to the first; a handler that answers does not call the next one.
@@ -150,13 +90,7 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			"denied": s.Access.Denied, "rate-limited": s.Limits.Limited, "rejected": s.Checks.Rejected,
 		},
 	}, s.listening)
-	var lines []status.Line
-	for i, bus := range s.Lines {
-		b := cfg.Bus[i]
-		lines = append(lines, status.Line{Bus: bus, Port: b.Port,
-			Settings: fmt.Sprintf("%d %d%s%d", b.Baud, b.DataBits, b.Parity, b.StopBits)})
-	}
-	s.Status = status.New(status.Sources{Lines: lines, Offline: s.Offline, Listeners: map[string]*tcp.Server{}})
+	s.Status = status.New(status.Sources{Lines: s.statusLines, Offline: s.Offline, Listeners: map[string]*tcp.Server{}})
 	// Then, first of all, the transaction log and, where something serves
 	// them (metrics.listen), the metrics and the status page's feed: each
 	// sees every transaction, whoever answered it.
@@ -183,7 +117,7 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	if t := cfg.Server.TLS; t.Listen != "" {
 		certs, err := mbsec.LoadCerts(t.Cert, t.Key, t.ClientCA)
 		if err != nil {
-			s.closeRecorders()
+			s.closeCaptures()
 			return nil, err
 		}
 		s.Certs, s.TLS = certs, server()
@@ -198,13 +132,16 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	return s, nil
 }
 
-func (s *Service) closeRecorders() {
-	for _, r := range s.recorders {
-		if err := r.Close(); err != nil {
-			s.log.Error("closing capture", "err", err)
+// closeCaptures closes the running lines' capture files, once the lines
+// are stopped.
+func (s *Service) closeCaptures() {
+	for _, l := range s.current() {
+		if l.rec != nil {
+			if err := l.rec.Close(); err != nil {
+				s.log.Error("closing capture", "err", err)
+			}
 		}
 	}
-	s.recorders = nil
 }
 
 // Start opens the listeners and starts the lines and the servers. A
@@ -241,21 +178,22 @@ func (s *Service) Start() (net.Addr, error) {
 		}
 		s.MetricsAddr = metricsL.Addr()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	for _, bus := range s.Lines {
-		s.wg.Go(func() { bus.Run(ctx) })
+	s.reloadMu.Lock()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	for _, l := range s.current() {
+		s.wg.Go(func() { l.bus.Run(s.ctx) })
 	}
+	s.reloadMu.Unlock()
 	s.serve = make(chan error, 2)
 	var addr net.Addr
 	if plain != nil {
 		addr = plain.Addr()
 		go func() { s.serve <- s.Server.Serve(plain) }()
-		s.log.Info("gateway listening", "addr", addr.String(), "lines", len(s.Lines))
+		s.log.Info("gateway listening", "addr", addr.String(), "lines", len(s.current()))
 	}
 	if secure != nil {
 		go func() { s.serve <- s.TLS.Serve(secure) }()
-		s.log.Info("gateway listening, Modbus/TCP Security", "addr", s.TLSAddr.String(), "lines", len(s.Lines))
+		s.log.Info("gateway listening, Modbus/TCP Security", "addr", s.TLSAddr.String(), "lines", len(s.current()))
 	}
 	if metricsL != nil {
 		mux, mh := http.NewServeMux(), s.Metrics.HTTP(s.cfg.Metrics.Pprof)
@@ -301,8 +239,10 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if s.cancel != nil {
 		s.cancel()
 	}
+	s.reloadMu.Lock()
 	s.wg.Wait()
-	s.closeRecorders()
+	s.stopOnce.Do(s.closeCaptures)
+	s.reloadMu.Unlock()
 	s.log.Info("gateway stopped")
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: transactions still in flight were cut off: %w", err)
@@ -311,19 +251,29 @@ func (s *Service) Shutdown(ctx context.Context) error {
 }
 
 // Reload applies what of cfg can change while the gateway serves, with
-// every client staying connected: the access rules, rate_limit,
-// priority_clients and the TLS certificate files. It returns what it
-// applied, and what differs from the running configuration but needs a
-// restart (today: the lines, their devices, the listeners and their
-// limits, and the metrics listener). cfg must have passed config.Parse.
-// The log level is the caller's, who made the logger.
+// every client staying connected: the lines (added, removed, or changed:
+// a changed line finishes its transaction in flight, then reopens with
+// its queue kept), the units and devices on them and their offline
+// rules, the access rules, rate_limit, priority_clients and the TLS
+// certificate files. It returns what it applied, and what differs from
+// the running configuration but needs a restart (the listeners and their
+// limits, the metrics listener, the log's format and file). cfg must have
+// passed config.Parse; on an error nothing has changed. The log level is
+// the caller's, who made the logger.
 func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err error) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	if s.Certs != nil && cfg.Server.TLS.Listen != "" {
 		if err := s.ReloadCerts(); err != nil {
 			return nil, nil, err
 		}
 		applied = append(applied, "server.tls files")
 	}
+	changes, err := s.setLines(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	applied = append(applied, changes...)
 	s.Access.SetPolicy(cfg.Policy())
 	s.Limits.SetRate(cfg.Server.RateLimit)
 	s.Router.SetPriorityClients(cfg.Server.PriorityNets)
@@ -333,7 +283,6 @@ func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err
 		key  string
 		same bool
 	}{
-		{"bus", reflect.DeepEqual(old.Bus, cfg.Bus)},
 		{"server.listen", old.Server.Listen == cfg.Server.Listen},
 		{"server.tls", old.Server.TLS == cfg.Server.TLS},
 		{"server.max_conns", old.Server.MaxConns == cfg.Server.MaxConns},

@@ -35,7 +35,7 @@ type Counter func() uint64
 // Sources are what the scrape reads. Nil parts are left out.
 type Sources struct {
 	Version   string
-	Lines     []*rtu.Bus
+	Lines     func() []*rtu.Bus // the lines now (a reload changes them)
 	Offline   *offline.Handler
 	Listeners map[string]*tcp.Server // by name: "plain", "tls"
 	// Requests answered at once by a handler, by the handler's name
@@ -105,6 +105,13 @@ func New(src Sources, up func() bool) *Metrics {
 	return m
 }
 
+func (m *Metrics) lines() []*rtu.Bus {
+	if m.src.Lines == nil {
+		return nil
+	}
+	return m.src.Lines()
+}
+
 // AddListener adds a listener's counters under name; call it before
 // serving.
 func (m *Metrics) AddListener(name string, s *tcp.Server) { m.src.Listeners[name] = s }
@@ -149,7 +156,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
 	}
-	for _, b := range m.src.Lines {
+	for _, b := range m.lines() {
 		st, name := b.Stats(), b.Name()
 		counter(d.frames, st.Frames, name)
 		counter(d.crc, st.CRCErrors, name)
@@ -210,7 +217,7 @@ func (m *Metrics) HTTP(profile bool) http.Handler {
 			Down      []string `json:"lines_down"`
 		}
 		st := status{Listening: m.up == nil || m.up(), Down: []string{}}
-		for _, b := range m.src.Lines {
+		for _, b := range m.lines() {
 			if !b.Up() {
 				st.Down = append(st.Down, b.Name())
 			}

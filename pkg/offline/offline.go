@@ -39,8 +39,8 @@ type Handler struct {
 	Next tcp.Handler
 	Log  *slog.Logger
 
-	rules  [256]*Rule
-	byLine map[string]*counters // each line's share of stats, made by SetRule
+	rules  atomic.Pointer[[256]*rule] // replaced whole by SetRules
+	byLine map[string]*counters       // each line's share of stats, made by SetRules; guarded by mu
 	mu     sync.Mutex
 	units  [256]unit
 	stats  counters
@@ -57,6 +57,12 @@ type unit struct {
 
 type counters struct{ offline, online, answered atomic.Uint64 }
 
+// rule is a unit's Rule and its line's counters.
+type rule struct {
+	Rule
+	line *counters
+}
+
 // Stats count the rule's work.
 type Stats struct {
 	WentOffline uint64 // units marked offline
@@ -64,40 +70,66 @@ type Stats struct {
 	Answered    uint64 // requests answered 0x0B without touching the line
 }
 
-// New returns a handler with no rules; add them with SetRule.
+// New returns a handler with no rules; set them with SetRules.
 func New(next tcp.Handler, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{Next: next, Log: log, now: time.Now}
+	h := &Handler{Next: next, Log: log, now: time.Now, byLine: make(map[string]*counters)}
+	h.rules.Store(&[256]*rule{})
+	return h
 }
 
-// SetRule sets unit u's rule; call it before serving.
+// SetRules replaces every unit's rule; units not in rules have none. It
+// is safe while serving (a reload). A unit keeps its state (offline, its
+// failures in a row) while its rule stays on the same line; one that
+// moves to another line, or loses its rule, starts afresh.
+func (h *Handler) SetRules(rules map[byte]Rule) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old, next := h.rules.Load(), new([256]*rule)
+	for u, r := range rules {
+		c := h.byLine[r.Line]
+		if c == nil {
+			c = &counters{}
+			h.byLine[r.Line] = c
+		}
+		next[u] = &rule{r, c}
+	}
+	for u := range next {
+		if old[u] != nil && (next[u] == nil || next[u].Line != old[u].Line) {
+			h.units[u] = unit{}
+		}
+	}
+	h.rules.Store(next)
+}
+
+// SetRule sets unit u's rule, keeping the others.
 func (h *Handler) SetRule(u byte, r Rule) {
-	h.rules[u] = &r
-	if h.byLine == nil {
-		h.byLine = make(map[string]*counters)
+	rules := map[byte]Rule{u: r}
+	for v, o := range h.rules.Load() {
+		if o != nil && byte(v) != u {
+			rules[byte(v)] = o.Rule
+		}
 	}
-	if h.byLine[r.Line] == nil {
-		h.byLine[r.Line] = &counters{}
-	}
+	h.SetRules(rules)
 }
 
 // LineStats returns the counters of the units on line.
 func (h *Handler) LineStats(line string) Stats {
+	h.mu.Lock()
 	c := h.byLine[line]
+	h.mu.Unlock()
 	if c == nil {
 		return Stats{}
 	}
 	return Stats{c.offline.Load(), c.online.Load(), c.answered.Load()}
 }
 
-// bump adds one to a counter, for all lines and for unit u's.
-func (h *Handler) bump(u byte, pick func(*counters) *atomic.Uint64) {
+// bump adds one to a counter, for all lines and for r's line.
+func (h *Handler) bump(r *rule, pick func(*counters) *atomic.Uint64) {
 	pick(&h.stats).Add(1)
-	if r := h.rules[u]; r != nil {
-		pick(h.byLine[r.Line]).Add(1)
-	}
+	pick(r.line).Add(1)
 }
 
 // Stats returns the counters; safe from any goroutine.
@@ -114,7 +146,7 @@ func (h *Handler) Offline(u byte) bool {
 
 // ServeModbus implements tcp.Handler.
 func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
-	rule := h.rules[tr.Unit]
+	rule := h.rules.Load()[tr.Unit]
 	if rule == nil || rule.After <= 0 || tr.Unit == pdu.Broadcast {
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}
@@ -124,7 +156,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	if u.offline {
 		if u.probing || h.now().Before(u.nextProbe) {
 			h.mu.Unlock()
-			h.bump(tr.Unit, func(c *counters) *atomic.Uint64 { return &c.answered })
+			h.bump(rule, func(c *counters) *atomic.Uint64 { return &c.answered })
 			tr.Line, tr.Outcome = rule.Line, "offline"
 			return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
 		}
@@ -145,7 +177,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	case answered:
 		if u.offline {
 			u.offline = false
-			h.bump(tr.Unit, func(c *counters) *atomic.Uint64 { return &c.online })
+			h.bump(rule, func(c *counters) *atomic.Uint64 { return &c.online })
 			h.Log.Info("unit back online", "unit", tr.Unit, "line", rule.Line, "trace", tr.Trace)
 		}
 		u.fails = 0
@@ -159,7 +191,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 		if u.fails >= rule.After {
 			u.offline, u.wait = true, rule.Probe
 			u.nextProbe = h.now().Add(u.wait)
-			h.bump(tr.Unit, func(c *counters) *atomic.Uint64 { return &c.offline })
+			h.bump(rule, func(c *counters) *atomic.Uint64 { return &c.offline })
 			h.Log.Warn("unit offline: its requests are answered 0x0B at once, one probe at a time",
 				"unit", tr.Unit, "line", rule.Line, "trace", tr.Trace, "failed_in_a_row", u.fails, "next_probe_in", u.wait)
 		}

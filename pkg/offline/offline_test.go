@@ -110,3 +110,26 @@ func TestOtherOutcomesChangeNothing(t *testing.T) {
 		t.Fatal("a line that is down made its unit offline")
 	}
 }
+
+// TestSetRulesKeepsState: a reload that leaves a unit on its line keeps
+// it offline; moving it to another line or dropping its rule forgets it.
+func TestSetRulesKeepsState(t *testing.T) {
+	h := New(&device{}, nil)
+	rule := Rule{Line: "l1", After: 1, Probe: time.Hour}
+	h.SetRules(map[byte]Rule{1: rule, 2: rule, 3: rule})
+	for u := range byte(3) {
+		h.ServeModbus(context.Background(), &tcp.Request{Unit: u + 1, PDU: []byte{3, 0, 0, 0, 1}}, nil)
+	}
+	if !h.Offline(1) || !h.Offline(2) || !h.Offline(3) {
+		t.Fatal("one failure at offline_after = 1 left a unit online")
+	}
+	moved := rule
+	moved.Line = "l2"
+	h.SetRules(map[byte]Rule{1: rule, 2: moved})
+	if !h.Offline(1) || h.Offline(2) || h.Offline(3) {
+		t.Fatalf("after the reload: offline 1 %v (kept), 2 %v (moved), 3 %v (removed)", h.Offline(1), h.Offline(2), h.Offline(3))
+	}
+	if s := h.LineStats("l1"); s.WentOffline != 3 || h.LineStats("l2").WentOffline != 0 {
+		t.Fatalf("line counters %+v", s)
+	}
+}

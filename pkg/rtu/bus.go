@@ -153,7 +153,7 @@ type Bus struct {
 	cfg     Config
 	queue   *queue       // senders: Do; receiver: Run
 	up      atomic.Bool  // the port is open
-	opening atomic.Bool  // Run waits for the bus it replaces: queue requests meanwhile
+	opening atomic.Bool  // Run has not tried the port yet (or waits for the bus it replaces): queue requests meanwhile
 	since   atomic.Int64 // when up last changed, unix ns
 	stats   *counters    // shared with the bus this one replaces
 	// Retiring (see Retire).
@@ -288,9 +288,9 @@ func NewBus(cfg Config) *Bus {
 		dropped: make([]byte, 0, 2*MaxADU), stats: &counters{},
 		retire: make(chan struct{}), closed: make(chan struct{})}
 	b.lenFn = b.expect.Len
+	b.opening.Store(true)
 	if cfg.Replaces != nil {
 		b.stats = cfg.Replaces.stats
-		b.opening.Store(true)
 	}
 	return b
 }

@@ -35,7 +35,7 @@ type Line struct {
 
 // Sources are what the page shows; nil parts are left out.
 type Sources struct {
-	Lines     []Line
+	Lines     func() []Line // the lines now (a reload changes them)
 	Offline   *offline.Handler
 	Listeners map[string]*tcp.Server
 }
@@ -210,7 +210,11 @@ func (s *Status) snapshot() view {
 	v := view{Uptime: now.Sub(s.start).Round(time.Second).String()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, l := range s.src.Lines {
+	var lines []Line
+	if s.src.Lines != nil {
+		lines = s.src.Lines()
+	}
+	for _, l := range lines {
 		st, name := l.Bus.Stats(), l.Bus.Name()
 		lv := lineView{Name: name, Port: l.Port, Settings: l.Settings, Queue: l.Bus.Queued(),
 			CRCErrors: st.CRCErrors, Timeouts: st.Timeouts, State: "down", PerSecond: "0.0", FailedPerMinute: "0"}

@@ -1,0 +1,228 @@
+package gateway
+
+import (
+	"fmt"
+	"reflect"
+
+	"github.com/mcpgw/mcpgw/pkg/capture"
+	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/offline"
+	"github.com/mcpgw/mcpgw/pkg/rtu"
+	"github.com/mcpgw/mcpgw/pkg/serialport"
+	"github.com/mcpgw/mcpgw/pkg/status"
+)
+
+// line is one [[bus]] as it runs: its bus, the table it was built from,
+// and its capture.
+type line struct {
+	bus  *rtu.Bus
+	conf config.Bus
+	rec  *capture.Recorder
+}
+
+// portConf is what of a [[bus]] its bus is built from: a change to it
+// reopens the line. The rest (units, devices, broadcast, the offline
+// rule) only changes the routes and the rules.
+func portConf(b config.Bus) config.Bus {
+	b.Units, b.UnitIDs, b.Device, b.Broadcast = nil, nil, nil, nil
+	b.OfflineAfter, b.ProbeInterval = nil, config.Duration{}
+	return b
+}
+
+// Lines returns the serial lines now running, in the configuration's
+// order.
+func (s *Service) Lines() []*rtu.Bus {
+	cur := s.current()
+	buses := make([]*rtu.Bus, len(cur))
+	for i, l := range cur {
+		buses[i] = l.bus
+	}
+	return buses
+}
+
+func (s *Service) current() []*line {
+	if p := s.lines.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// statusLines are the lines as the status page shows them.
+func (s *Service) statusLines() []status.Line {
+	cur := s.current()
+	lines := make([]status.Line, len(cur))
+	for i, l := range cur {
+		b := l.conf
+		lines[i] = status.Line{Bus: l.bus, Port: b.Port,
+			Settings: fmt.Sprintf("%d %d%s%d", b.Baud, b.DataBits, b.Parity, b.StopBits)}
+	}
+	return lines
+}
+
+// setLines makes the running lines, routes and offline rules those of
+// cfg: at start, and on reload while clients are served. A line whose
+// port settings are unchanged keeps running as it is; a changed one is
+// replaced by a new bus that takes over its queue once the transaction in
+// flight is done (rtu.Bus.Retire); a removed one finishes that
+// transaction and closes. It returns what it changed, for the log. On an
+// error (a capture file that cannot be created) nothing has changed.
+func (s *Service) setLines(cfg *config.Config) (changes []string, err error) {
+	old := make(map[string]*line)
+	for _, l := range s.current() {
+		old[l.conf.Name] = l
+	}
+	var (
+		next    []*line
+		started []*line // new buses, to run
+		created []*capture.Recorder
+	)
+	for _, b := range cfg.Bus {
+		prev := old[b.Name]
+		if prev != nil && reflect.DeepEqual(portConf(prev.conf), portConf(b)) {
+			if !reflect.DeepEqual(prev.conf, b) {
+				changes = append(changes, fmt.Sprintf("bus %q: units, devices or offline rule", b.Name))
+			}
+			next = append(next, &line{bus: prev.bus, conf: b, rec: prev.rec})
+			continue
+		}
+		l := &line{conf: b}
+		switch {
+		case b.Capture == "":
+		case prev != nil && prev.conf.Capture == b.Capture && prev.conf.CaptureMaxMB == b.CaptureMaxMB:
+			l.rec = prev.rec // the new bus writes only once the old one has closed
+		default:
+			w, err := capture.Create(b.Capture, int64(b.CaptureMaxMB)<<20)
+			if err != nil {
+				for _, r := range created {
+					r.Close()
+				}
+				return nil, fmt.Errorf("bus %q: %w", b.Name, err)
+			}
+			l.rec = capture.NewRecorder(w, s.log)
+			created = append(created, l.rec)
+			s.log.Info("capturing serial line", "line", b.Name, "file", b.Capture)
+		}
+		var replaces *rtu.Bus
+		if prev != nil {
+			replaces = prev.bus
+			changes = append(changes, fmt.Sprintf("bus %q: reopened", b.Name))
+		} else if s.started.Load() {
+			changes = append(changes, fmt.Sprintf("bus %q: added", b.Name))
+		}
+		l.bus = s.newBus(b, l.rec, replaces)
+		next = append(next, l)
+		started = append(started, l)
+	}
+	// Requests go to the new lines from here on; those already queued on
+	// a replaced one follow it (Retire).
+	routes, rules := routesOf(next)
+	s.lines.Store(&next)
+	s.Router.SetRoutes(routes)
+	s.Offline.SetRules(rules)
+	if s.ctx != nil {
+		for _, l := range started {
+			s.wg.Go(func() { l.bus.Run(s.ctx) })
+		}
+	}
+	byName := make(map[string]*line)
+	for _, l := range next {
+		byName[l.conf.Name] = l
+	}
+	for name, prev := range old {
+		l := byName[name]
+		if l != nil && l.bus == prev.bus {
+			continue
+		}
+		var by *rtu.Bus
+		if l != nil {
+			by = l.bus
+		} else {
+			changes = append(changes, fmt.Sprintf("bus %q: removed", name))
+		}
+		prev.bus.Retire(by)
+		if prev.rec != nil && (l == nil || l.rec != prev.rec) {
+			s.closeAfter(prev.bus, prev.rec)
+		}
+	}
+	return changes, nil
+}
+
+// closeAfter closes a retired line's capture once its bus has closed.
+func (s *Service) closeAfter(bus *rtu.Bus, rec *capture.Recorder) {
+	closeRec := func() {
+		if err := rec.Close(); err != nil {
+			s.log.Error("closing capture", "err", err)
+		}
+	}
+	if s.ctx == nil { // never ran
+		closeRec()
+		return
+	}
+	s.wg.Go(func() {
+		<-bus.Closed()
+		closeRec()
+	})
+}
+
+// newBus builds the bus of a [[bus]] table; replaces is the bus it takes
+// over from on a reload, or nil.
+func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus) *rtu.Bus {
+	settings := b.Settings()
+	path := b.Port
+	burst := serialport.LatencyTimer(path)
+	if burst > 0 {
+		s.log.Info("USB serial adapter with a latency timer: default frame_gap and char_gap allow for its bursts",
+			"line", b.Name, "port", path, "latency_timer", burst)
+	}
+	return rtu.NewBus(rtu.Config{
+		Name:           b.Name,
+		Open:           func() (rtu.Port, error) { return serialport.Open(path, settings) },
+		Path:           path,
+		CharTime:       rtu.CharTime(settings.Baud, settings.CharBits()),
+		FrameGap:       b.FrameGap.Duration,
+		CharGap:        b.CharGap.Duration,
+		Burst:          burst,
+		Timeout:        b.Timeout.Duration,
+		Retries:        *b.Retries,
+		BroadcastDelay: b.BroadcastDelay.Duration,
+		Echo:           b.Echo,
+		QueueSize:      b.QueueSize,
+		QueueTimeout:   b.QueueTimeout.Duration,
+		Capture:        rec,
+		Log:            s.log,
+		Replaces:       replaces,
+	})
+}
+
+// routesOf is the routing table and the offline rules of lines: each
+// unit to its line, with its device's overrides.
+func routesOf(lines []*line) (*Routes, map[byte]offline.Rule) {
+	routes, rules := &Routes{}, make(map[byte]offline.Rule)
+	for _, l := range lines {
+		b := l.conf
+		rule := offline.Rule{Line: b.Name, After: *b.OfflineAfter, Probe: b.ProbeInterval.Duration}
+		for _, u := range b.UnitIDs {
+			routes.Add(u, Route{Line: l.bus, Retries: -1})
+			rules[u] = rule
+		}
+		for _, d := range b.Device {
+			r := Route{Line: l.bus, Timeout: d.Timeout.Duration, Retries: -1}
+			if d.Retries != nil {
+				r.Retries = *d.Retries
+			}
+			routes.Add(byte(d.Unit), r)
+			dr := rule
+			if d.OfflineAfter != nil {
+				dr.After = *d.OfflineAfter
+			}
+			if d.ProbeInterval.Duration > 0 {
+				dr.Probe = d.ProbeInterval.Duration
+			}
+			rules[byte(d.Unit)] = dr
+		}
+		if *b.Broadcast {
+			routes.AddBroadcast(l.bus)
+		}
+	}
+	return routes, rules
+}
