@@ -1,6 +1,7 @@
 // Command mcpgw is a Modbus TCP to RTU gateway.
 //
 //	mcpgw run -config config.toml     serve Modbus TCP clients from serial lines
+//	mcpgw reload -config config.toml  have the running gateway reload its configuration
 //	mcpgw demo                        the gateway with simulated devices on a virtual line
 //	mcpgw sim -port /dev/pts/7 ...    simulated RTU devices on a serial port
 //	mcpgw poll -tcp 127.0.0.1:5020    read or write a device, through a gateway or on a line
@@ -25,6 +26,7 @@ const usage = `mcpgw: a Modbus TCP to RTU gateway
 Usage:
   mcpgw run  -config config.toml   run the gateway
   mcpgw check -config config.toml  validate a configuration (and its TLS files) without running; exit 0 or 1
+  mcpgw reload -config config.toml check the file, then have the gateway running with it reload it (via metrics.listen)
   mcpgw demo [-listen addr]        the gateway with simulated devices on a virtual serial line
   mcpgw sim  -port PATH [flags]    simulated RTU devices on a serial port
   mcpgw poll [flags]               read or write registers, via TCP or straight on a line
@@ -57,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(args[1:], stderr)
 	case "check":
 		err = cmdCheck(args[1:], stdout, stderr)
+	case "reload":
+		err = cmdReload(args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(args[1:], stdout, stderr)
 	case "sim":

@@ -2,17 +2,54 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/goburrow/modbus"
 )
+
+// mcpgwBinary builds the command once for the tests that run it as a process,
+// and returns its path.
+func mcpgwBinary(t *testing.T) string {
+	t.Helper()
+	build.Do(func() {
+		dir, err := os.MkdirTemp("", "mcpgw-test-")
+		if err != nil {
+			build.err = err
+			return
+		}
+		build.dir, build.bin = dir, filepath.Join(dir, "mcpgw")
+		if out, err := exec.Command("go", "build", "-o", build.bin, ".").CombinedOutput(); err != nil {
+			build.err = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatalf("build: %v", build.err)
+	}
+	return build.bin
+}
+
+var build struct {
+	sync.Once
+	dir, bin string
+	err      error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
+	os.Exit(code)
+}
 
 func writeConfig(t *testing.T, text string) string {
 	t.Helper()
@@ -67,10 +104,7 @@ func TestRunWithMissingPort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "mcpgw")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := mcpgwBinary(t)
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := l.Addr().String()
 	l.Close()
@@ -135,10 +169,7 @@ func TestBenchSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs lines in processes of their own")
 	}
-	bin := filepath.Join(t.TempDir(), "mcpgw")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := mcpgwBinary(t)
 	out, err := exec.Command(bin, "bench", "-scale", "0.05", "-many", "40", "-out", "",
 		"-probe", "../../testdata/interop/latency_probe.c").CombinedOutput()
 	if err != nil {
@@ -160,10 +191,7 @@ func TestLogFileReopenedOnSIGHUP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "mcpgw")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := mcpgwBinary(t)
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "mcpgw.log")
 	cfg := writeConfig(t, "[server]\nlisten=\"127.0.0.1:0\"\n[log]\nfile=\""+logPath+"\"\n[[bus]]\nname=\"gone\"\nport=\"/dev/ttyMCPGW-missing\"\nunits=[1]\n")
@@ -195,4 +223,78 @@ func TestLogFileReopenedOnSIGHUP(t *testing.T) {
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
+}
+
+// TestReloadCommand: mcpgw reload checks the file, then has the running
+// gateway reload it through metrics.listen and prints what it applied; a
+// file that fails the check is not sent for, and the gateway runs on.
+func TestReloadCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := mcpgwBinary(t)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	metricsAddr := l.Addr().String()
+	l.Close()
+	base := "[server]\nlisten=\"127.0.0.1:0\"\n[metrics]\nlisten=\"" + metricsAddr + "\"\n" +
+		"[[bus]]\nname=\"one\"\nport=\"/dev/ttyMCPGW-missing1\"\nunits=[1]\n"
+	cfg := writeConfig(t, base)
+	stderr := logOf(t)
+	cmd := exec.Command(bin, "run", "-config", cfg)
+	cmd.Stderr = stderr.f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	for end := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "metrics and health checks listening"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the gateway did not start:\n%s", stderr.String())
+		}
+	}
+	reload := func() (string, error) {
+		out, err := exec.Command(bin, "reload", "-config", cfg).CombinedOutput()
+		return string(out), err
+	}
+	if err := os.WriteFile(cfg, []byte(base+"[[bus]]\nname=\"two\"\nport=\"/dev/ttyMCPGW-missing2\"\nunits=[2]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := reload()
+	if err != nil || !strings.Contains(out, `bus "two": added`) {
+		t.Fatalf("reload adding a line: %v\n%s", err, out)
+	}
+	if !strings.Contains(stderr.String(), "reload: configuration reloaded") {
+		t.Fatalf("the gateway did not log the reload:\n%s", stderr.String())
+	}
+	// A unit id out of range: refused by the command, naming the key.
+	if err := os.WriteFile(cfg, []byte(strings.Replace(base, "units=[1]", "units=[300]", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = reload()
+	if err == nil || !strings.Contains(out, "units") || !strings.Contains(out, "not asked") {
+		t.Fatalf("reload of an invalid file: %v\n%s", err, out)
+	}
+	if strings.Contains(stderr.String(), "configuration refused") || cmd.ProcessState != nil {
+		t.Fatalf("the gateway saw the invalid file:\n%s", stderr.String())
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, stderr.String())
+	}
+}
+
+// processLog is a file a process writes its log to, read as it grows.
+type processLog struct{ f *os.File }
+
+func logOf(t *testing.T) processLog {
+	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return processLog{f}
+}
+
+func (l processLog) String() string {
+	b, _ := os.ReadFile(l.f.Name())
+	return string(b)
 }

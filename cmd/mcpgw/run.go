@@ -37,21 +37,11 @@ func cmdRun(args []string, stderr io.Writer) error {
 			return fmt.Errorf("-capture: %w", err)
 		}
 	}
-	// The configuration as this run reads it, at start and on SIGHUP: the
-	// file, with -capture's files for the lines that name none.
-	load := func() (*config.Config, error) {
-		cfg, err := config.Load(*path)
-		if err != nil || *captureDir == "" {
-			return cfg, err
-		}
-		for i := range cfg.Bus {
-			if cfg.Bus[i].Capture == "" {
-				cfg.Bus[i].Capture = filepath.Join(*captureDir, cfg.Bus[i].Name+"."+*captureFormat)
-			}
-		}
-		return cfg, nil
+	if abs, err := filepath.Abs(*path); err == nil {
+		*path = abs // what mcpgw reload is told the gateway read
 	}
-	cfg, err := load()
+	src := &source{path: *path, captureDir: *captureDir, captureFormat: *captureFormat}
+	cfg, err := src.load()
 	if err != nil {
 		return err
 	}
@@ -83,19 +73,43 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return serve(svc, *grace, log, load, file)
+	return serve(svc, *grace, log, src, file)
+}
+
+// source is the configuration as a run reads it, at start and on each
+// reload: the file, with -capture's files for the lines that name none.
+type source struct {
+	path                      string
+	captureDir, captureFormat string
+}
+
+func (s *source) load() (*config.Config, error) {
+	cfg, err := config.Load(s.path)
+	if err != nil || s.captureDir == "" {
+		return cfg, err
+	}
+	for i := range cfg.Bus {
+		if cfg.Bus[i].Capture == "" {
+			cfg.Bus[i].Capture = filepath.Join(s.captureDir, cfg.Bus[i].Name+"."+s.captureFormat)
+		}
+	}
+	return cfg, nil
 }
 
 // serve starts svc and runs it until SIGTERM or SIGINT, then shuts it
 // down within grace. SIGHUP reopens the log file (logrotate) and reloads
-// the configuration with load (see reload); with no load, only the TLS
-// certificate files.
-func serve(svc *gateway.Service, grace time.Duration, log *slog.Logger, load func() (*config.Config, error), file *logFile) error {
+// the configuration from src (see reload), as does mcpgw reload through
+// the metrics listener; with no src, SIGHUP reads only the TLS
+// certificate files again.
+func serve(svc *gateway.Service, grace time.Duration, log *slog.Logger, src *source, file *logFile) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	if src != nil {
+		svc.OnReload = func() gateway.ReloadResult { return reload(svc, log, src, "reload") }
+	}
 	if _, err := svc.Start(); err != nil {
 		return err
 	}
@@ -128,7 +142,13 @@ wait:
 					log.Error("SIGHUP: log file not reopened, the old one stays in use", "file", file.path, "err", err)
 				}
 			}
-			reload(svc, log, load)
+			if src == nil {
+				if err := svc.ReloadCerts(); err != nil {
+					log.Error("SIGHUP: certificates not reloaded, the old ones stay in use", "err", err)
+				}
+				continue
+			}
+			reload(svc, log, src, "SIGHUP")
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -139,30 +159,27 @@ wait:
 	return serveErr
 }
 
-// reload re-reads the configuration with load on SIGHUP and applies what
-// can change while every client stays connected (gateway.Service.Reload,
-// and the log level). An invalid file is refused, naming the key, and the
-// running configuration stays.
-func reload(svc *gateway.Service, log *slog.Logger, load func() (*config.Config, error)) {
-	if load == nil {
-		if err := svc.ReloadCerts(); err != nil {
-			log.Error("SIGHUP: certificates not reloaded, the old ones stay in use", "err", err)
-		}
-		return
+// reload re-reads the configuration from src (on SIGHUP, or for mcpgw
+// reload: via names which, for the log) and applies what can change
+// while every client stays connected (gateway.Service.Reload, and the log
+// level). An invalid file is refused, naming the key, and the running
+// configuration stays.
+func reload(svc *gateway.Service, log *slog.Logger, src *source, via string) gateway.ReloadResult {
+	res := gateway.ReloadResult{Config: src.path}
+	cfg, err := src.load()
+	if err == nil {
+		res.Applied, res.NeedRestart, err = svc.Reload(cfg)
 	}
-	cfg, err := load()
 	if err != nil {
-		log.Error("SIGHUP: configuration refused, the running one stays", "err", err)
-		return
-	}
-	applied, needRestart, err := svc.Reload(cfg)
-	if err != nil {
-		log.Error("SIGHUP: configuration refused, the running one stays", "err", err)
-		return
+		res.Error = err.Error()
+		log.Error(via+": configuration refused, the running one stays", "err", err)
+		return res
 	}
 	setLogLevel(cfg.Log.Level)
-	log.Info("SIGHUP: configuration reloaded", "applied", append(applied, "log.level"))
-	if len(needRestart) > 0 {
-		log.Warn("SIGHUP: changed in the file, applied at the next restart", "keys", needRestart)
+	res.Applied = append(res.Applied, "log.level")
+	log.Info(via+": configuration reloaded", "applied", res.Applied)
+	if len(res.NeedRestart) > 0 {
+		log.Warn(via+": changed in the file, applied at the next restart", "keys", res.NeedRestart)
 	}
+	return res
 }

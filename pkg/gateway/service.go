@@ -41,8 +41,12 @@ type Service struct {
 	// MetricsAddr is where /metrics, /healthz and /readyz are served,
 	// once started; nil without metrics.listen.
 	MetricsAddr net.Addr
-	http        *http.Server
-	started     atomic.Bool
+	// OnReload, if set, reloads the configuration when asked through the
+	// metrics listener (POST ReloadPath from a loopback address: mcpgw
+	// reload). The command sets it, since it knows the file and the log.
+	OnReload func() ReloadResult
+	http     *http.Server
+	started  atomic.Bool
 
 	cfg      *config.Config // as started: what Reload compares with
 	log      *slog.Logger
@@ -200,6 +204,9 @@ func (s *Service) Start() (net.Addr, error) {
 		mux.Handle("/", s.Status.HTTP()) // the status page and its events
 		for _, p := range []string{"/metrics", "/healthz", "/readyz", "/debug/pprof/"} {
 			mux.Handle(p, mh)
+		}
+		if s.OnReload != nil {
+			mux.HandleFunc("POST "+ReloadPath, s.serveReload)
 		}
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go s.http.Serve(metricsL)

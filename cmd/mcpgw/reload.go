@@ -1,0 +1,83 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/gateway"
+)
+
+// cmdReload checks a configuration file, then asks the gateway running
+// with it to reload, through its metrics listener (metrics.listen in the
+// file), and prints what the reload applied. A file that does not pass
+// the check is not sent for: the running gateway is left alone.
+func cmdReload(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.toml", "the configuration file the gateway runs with")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long the reload may take")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return fmt.Errorf("%w (the running gateway was not asked to reload)", err)
+	}
+	if cfg.Metrics.Listen == "" {
+		return fmt.Errorf("%s: metrics.listen is empty: mcpgw reload reaches the gateway through its metrics listener; set it (and restart), or send the gateway SIGHUP (systemctl reload mcpgw)", *path)
+	}
+	addr, err := loopbackAddr(cfg.Metrics.Listen)
+	if err != nil {
+		return fmt.Errorf("%s: metrics.listen: %w", *path, err)
+	}
+	client := &http.Client{Timeout: *timeout}
+	resp, err := client.Post("http://"+addr+gateway.ReloadPath, "", nil)
+	if err != nil {
+		return fmt.Errorf("no gateway answered on %s (metrics.listen): %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnprocessableEntity {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("%s: %s: %s", addr, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var res gateway.ReloadResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return fmt.Errorf("%s: the answer is not a reload result: %w", addr, err)
+	}
+	if abs, err := filepath.Abs(*path); err == nil && res.Config != abs {
+		fmt.Fprintf(stderr, "mcpgw reload: note: the gateway on %s runs with %s, not %s\n", addr, res.Config, abs)
+	}
+	if res.Error != "" {
+		return fmt.Errorf("the gateway refused %s, its running configuration stays: %s", res.Config, res.Error)
+	}
+	fmt.Fprintf(stdout, "%s: reloaded: %s\n", res.Config, strings.Join(res.Applied, ", "))
+	if len(res.NeedRestart) > 0 {
+		fmt.Fprintf(stdout, "changed in the file, applied at the next restart: %s\n", strings.Join(res.NeedRestart, ", "))
+	}
+	return nil
+}
+
+// loopbackAddr is where to reach a listener on this box: its own address,
+// or loopback where it listens on every address.
+func loopbackAddr(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if err == nil && ip.Is6() {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port), nil
+}
