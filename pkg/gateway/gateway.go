@@ -108,7 +108,7 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	r := g.pool.Get().(*rtu.Request)
 	defer g.pool.Put(r)
 	r.Unit, r.PDU, r.Timeout, r.Retries, r.Trace = tr.Unit, tr.PDU, route.Timeout, route.Retries, tr.Trace
-	r.Priority = g.prioritized(tr)
+	r.Priority, r.Background = g.prioritized(tr), tr.Background
 	route.Line.Do(ctx, r)
 	tr.Line, tr.Attempts = route.Line.Name(), r.Attempts
 

@@ -127,7 +127,7 @@ func (m *Metrics) Handler(next tcp.Handler) tcp.Handler {
 		m.tx.WithLabelValues(tr.Line, unit, fc, d.Outcome).Inc()
 		if d.Exception != 0 {
 			source := "gateway"
-			if d.Outcome == "exception" {
+			if tcp.ByDevice(d.Outcome) {
 				source = "device"
 			}
 			m.exc.WithLabelValues(source, byteLabel[d.Exception]).Inc()

@@ -166,7 +166,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 
 	out := h.Next.ServeModbus(ctx, tr, dst)
 
-	answered := tr.Outcome == "" || tr.Outcome == "ok" || tr.Outcome == "exception"
+	answered := tr.Outcome == "" || tcp.ByDevice(tr.Outcome)
 	failed := strings.HasPrefix(tr.Outcome, "timeout")
 	h.mu.Lock()
 	defer h.mu.Unlock()

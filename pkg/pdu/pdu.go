@@ -110,3 +110,46 @@ func IsWrite(fc byte) bool {
 	}
 	return false
 }
+
+// ParseRead returns what a read request (FC 1, 2, 3 or 4) asks for: its
+// function, first address and quantity. ok is false for any other
+// request, or one of the wrong length.
+func ParseRead(p []byte) (fc byte, addr, qty uint16, ok bool) {
+	if len(p) != 5 || p[0] < ReadCoils || p[0] > ReadInputRegisters {
+		return 0, 0, 0, false
+	}
+	return p[0], uint16(p[1])<<8 | uint16(p[2]), uint16(p[3])<<8 | uint16(p[4]), true
+}
+
+// ReadOnly reports whether a function code only reads: a device's data
+// is the same after it as before. Every other code may change it.
+func ReadOnly(fc byte) bool {
+	switch fc {
+	case ReadCoils, ReadDiscreteInputs, ReadHoldingRegisters, ReadInputRegisters,
+		ReadExceptionStatus, GetCommEventCounter, GetCommEventLog, ReportServerID,
+		ReadFileRecord, ReadFIFOQueue, EncapsulatedInterface:
+		return true
+	}
+	return false
+}
+
+// Written returns the addresses a request may change: [addr, addr+qty)
+// for the writes whose range the PDU says (FC 5, 6, 15, 16, 22, and the
+// write part of 23), with all false; all is true for any other request
+// that is not ReadOnly (its effect is unknown: assume everything).
+// A read-only request writes nothing (qty 0).
+func Written(p []byte) (addr, qty uint16, all bool) {
+	if len(p) == 0 || ReadOnly(p[0]) {
+		return 0, 0, false
+	}
+	u16 := func(i int) uint16 { return uint16(p[i])<<8 | uint16(p[i+1]) }
+	switch {
+	case (p[0] == WriteSingleCoil || p[0] == WriteSingleRegister || p[0] == MaskWriteRegister) && len(p) >= 3:
+		return u16(1), 1, false
+	case (p[0] == WriteMultipleCoils || p[0] == WriteMultipleRegisters) && len(p) >= 5:
+		return u16(1), u16(3), false
+	case p[0] == ReadWriteMultipleRegisters && len(p) >= 9:
+		return u16(5), u16(7), false
+	}
+	return 0, 0, true
+}

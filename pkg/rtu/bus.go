@@ -65,6 +65,9 @@ type Request struct {
 	// Priority puts the request in the line's priority class (writes,
 	// operators' clients), served before plain reads.
 	Priority bool
+	// Background puts it after every other request (the gateway's own
+	// polls, agent mode); Priority wins over it.
+	Background bool
 	// Trace is the transaction's id in the logs; the line's log lines
 	// about it carry it.
 	Trace trace.ID

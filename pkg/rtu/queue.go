@@ -5,8 +5,9 @@ import (
 	"time"
 )
 
-// queue holds the transactions waiting for a line, in two classes:
-// priority ones (writes, operators' clients) go before plain ones. Within
+// queue holds the transactions waiting for a line, in three classes:
+// priority ones (writes, operators' clients) go before plain ones, and
+// background ones (the gateway's own polls) after both. Within
 // a class it is first in, first out, and since a connection has at most
 // one request waiting, that is round-robin across clients. A plain
 // request that has waited longer than aging takes every other turn from
@@ -16,6 +17,7 @@ import (
 type queue struct {
 	mu        sync.Mutex
 	high, low fifo
+	bg        fifo          // background: served only when no client's request waits
 	size      int           // requests waiting at most
 	aging     time.Duration // a plain request that waited this long takes every other turn
 	lastLow   bool          // the last one served was plain
@@ -98,15 +100,11 @@ func (q *queue) push(r *Request) pushed {
 		q.mu.Unlock()
 		return closed
 	}
-	if q.high.len()+q.low.len() >= q.size {
+	if q.high.len()+q.low.len()+q.bg.len() >= q.size {
 		q.mu.Unlock()
 		return full
 	}
-	if r.Priority {
-		q.high.push(r)
-	} else {
-		q.low.push(r)
-	}
+	q.class(r).push(r)
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
@@ -128,7 +126,21 @@ func (q *queue) close() []*Request {
 	for q.low.len() > 0 {
 		rest = append(rest, q.low.pop())
 	}
+	for q.bg.len() > 0 {
+		rest = append(rest, q.bg.pop())
+	}
 	return rest
+}
+
+// class is the fifo r waits in.
+func (q *queue) class(r *Request) *fifo {
+	switch {
+	case r.Priority:
+		return &q.high
+	case r.Background:
+		return &q.bg
+	}
+	return &q.low
 }
 
 // pop returns the next request to serve, or nil when none waits.
@@ -142,6 +154,8 @@ func (q *queue) pop(now time.Time) *Request {
 	case q.high.len() > 0:
 		q.lastLow = false
 		return q.high.pop()
+	case q.bg.len() > 0:
+		return q.bg.pop()
 	}
 	return nil
 }
@@ -150,11 +164,7 @@ func (q *queue) pop(now time.Time) *Request {
 func (q *queue) unpop(r *Request) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if r.Priority {
-		q.high.pushFront(r)
-	} else {
-		q.low.pushFront(r)
-	}
+	q.class(r).pushFront(r)
 }
 
 // popFunc returns the first waiting request, priority ones first, for
@@ -166,7 +176,10 @@ func (q *queue) popFunc(ok func(*Request) bool) *Request {
 	if r := q.high.popFunc(ok); r != nil {
 		return r
 	}
-	return q.low.popFunc(ok)
+	if r := q.low.popFunc(ok); r != nil {
+		return r
+	}
+	return q.bg.popFunc(ok)
 }
 
 // any reports whether ok is true for a waiting request. ok runs with the
@@ -174,12 +187,12 @@ func (q *queue) popFunc(ok func(*Request) bool) *Request {
 func (q *queue) any(ok func(*Request) bool) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.high.has(ok) || q.low.has(ok)
+	return q.high.has(ok) || q.low.has(ok) || q.bg.has(ok)
 }
 
 // len returns how many requests wait.
 func (q *queue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.high.len() + q.low.len()
+	return q.high.len() + q.low.len() + q.bg.len()
 }

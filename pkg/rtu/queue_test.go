@@ -38,6 +38,16 @@ func TestQueueOrder(t *testing.T) {
 	if got := order(); got != "WaXbYcd" {
 		t.Fatalf("aged reads and writes: %s, want WaXbYcd", got)
 	}
+	// Background requests (polls) go after every client's, however long
+	// they waited.
+	q.push(&Request{Unit: 'p', Background: true, enqueued: now.Add(-time.Hour)})
+	push("a", false, 0)
+	push("W", true, 0)
+	q.push(&Request{Unit: 'q', Background: true, enqueued: now.Add(-time.Hour)})
+	push("b", false, 2*time.Second)
+	if got := order(); got != "Wabpq" {
+		t.Fatalf("with background requests: %s, want Wabpq", got)
+	}
 	q = newQueue(2, time.Second)
 	if q.push(&Request{}) != queued || q.push(&Request{Priority: true}) != queued || q.push(&Request{}) != full {
 		t.Fatal("a queue of 2 took a third request")

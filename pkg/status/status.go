@@ -142,7 +142,8 @@ func (s *Status) Handler(next tcp.Handler) tcp.Handler {
 
 func (s *Status) record(tr *tcp.Request, d tcp.Done) {
 	rec := record{at: d.Start, trace: tr.Trace, client: tr.Client, line: tr.Line, unit: tr.Unit, fc: tr.PDU[0], outcome: d.Outcome, d: d.Duration}
-	answered := d.Outcome == "ok" || d.Outcome == "exception" // by the device
+	answered := tcp.ByDevice(d.Outcome)
+	fresh := d.Outcome == "ok" || d.Outcome == "exception" // the device's answer to this request: its latency
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.recent[s.nRecent%keepRecent] = rec
@@ -154,7 +155,7 @@ func (s *Status) record(tr *tcp.Request, d tcp.Done) {
 			s.lineTx[tr.Line] = r
 		}
 		r.add(d.Start, !answered)
-		if answered {
+		if fresh {
 			u := s.units[tr.Unit]
 			if u == nil {
 				u = &unitSeen{}

@@ -32,6 +32,9 @@ type Request struct {
 	Trace  trace.ID // the transaction's id in the logs
 	Role   string   // the client's Modbus/TCP Security role; empty: none
 	Peer   string   // on a TLS connection, the client certificate's subject; empty on a plain one
+	// Background marks the gateway's own requests (agent mode's polls),
+	// which no client sent: they go after every client's on the line.
+	Background bool
 
 	// What the handlers that served the request report of it, for the
 	// transaction log; the server clears them before each request. The
@@ -85,6 +88,25 @@ func (r *Request) Result(answer []byte) (outcome string, exception byte) {
 		}
 	}
 	return outcome, exception
+}
+
+// Outcomes of answers that are the device's own but did not come from a
+// transaction of the request's own (see ByDevice).
+const (
+	Shared = "shared" // another client's identical read's answer (pkg/shared)
+	Cached = "cache"  // from the values the line returned lately (pkg/cache)
+)
+
+// ByDevice reports whether an answer with this outcome (as Result gives
+// it) is the device's: its answer to this request ("ok", "exception"),
+// or to an identical one (Shared), or values it returned lately (Cached).
+// Any other outcome is the gateway's.
+func ByDevice(outcome string) bool {
+	switch outcome {
+	case "ok", "exception", Shared, Cached:
+		return true
+	}
+	return false
 }
 
 // Handler answers Modbus requests. ServeModbus appends the response PDU

@@ -1,0 +1,123 @@
+// Package shared lets identical reads share one transaction on the line:
+// a read (FC 1, 2, 3, 4) that arrives while the same read (same unit,
+// function, address and quantity) is queued or on the line waits for
+// that one's answer instead of sending its own. Several masters polling
+// the same blocks then cost the line one transaction per block, not one
+// each. Writes are never shared, and a write (or any request that may
+// change the device) closes the reads of its unit that it may affect to
+// later arrivals: a read that arrives after it gets an answer from after
+// it.
+package shared
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/tcp"
+)
+
+// Handler shares reads on their way to Next. Each request's answer is
+// its own copy, under its own transaction id (the server's); a request
+// that joined another reports Outcome tcp.Shared (or the other's failure),
+// the line and the other's attempts.
+type Handler struct {
+	Next tcp.Handler
+
+	mu     sync.Mutex
+	open   map[key]*group // reads that later identical ones may join
+	joined atomic.Uint64
+	off    atomic.Bool
+}
+
+type key struct {
+	unit byte
+	pdu  [5]byte
+}
+
+// group is one read on its way to the line and the requests waiting for
+// its answer.
+type group struct {
+	waiting int           // requests that joined; guarded by Handler.mu until done
+	done    chan struct{} // closed when the fields below are set
+	answer  []byte
+	outcome string
+	line    string
+	tries   int
+}
+
+// New returns a handler that shares reads on their way to next.
+func New(next tcp.Handler) *Handler {
+	return &Handler{Next: next, open: make(map[key]*group)}
+}
+
+// SetEnabled turns sharing on or off (shared_reads); on by default.
+func (h *Handler) SetEnabled(on bool) { h.off.Store(!on) }
+
+// Joined returns how many requests were answered by another's
+// transaction.
+func (h *Handler) Joined() uint64 { return h.joined.Load() }
+
+// ServeModbus implements tcp.Handler.
+func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+	if _, _, _, read := pdu.ParseRead(tr.PDU); !read || tr.Background || tr.Unit == pdu.Broadcast || h.off.Load() {
+		if !read {
+			h.close(tr.PDU, tr.Unit)
+		}
+		return h.Next.ServeModbus(ctx, tr, dst)
+	}
+	k := key{unit: tr.Unit}
+	copy(k.pdu[:], tr.PDU)
+	h.mu.Lock()
+	if g := h.open[k]; g != nil {
+		g.waiting++
+		h.mu.Unlock()
+		<-g.done // bounded: the line ends every transaction by its timeouts
+		h.joined.Add(1)
+		tr.Line, tr.Attempts, tr.Outcome = g.line, g.tries, g.outcome
+		if tr.Outcome == "" || tcp.ByDevice(tr.Outcome) {
+			tr.Outcome = tcp.Shared
+		}
+		return append(dst, g.answer...)
+	}
+	g := &group{done: make(chan struct{})}
+	h.open[k] = g
+	h.mu.Unlock()
+
+	out := h.Next.ServeModbus(ctx, tr, dst)
+
+	h.mu.Lock()
+	if h.open[k] == g {
+		delete(h.open, k)
+	}
+	waiting := g.waiting // no one joins once g is out of open
+	h.mu.Unlock()
+	if waiting > 0 {
+		g.answer = append([]byte(nil), out[len(dst):]...)
+		g.outcome, g.line, g.tries = tr.Outcome, tr.Line, tr.Attempts
+	}
+	close(g.done)
+	return out
+}
+
+// close takes the open reads of unit that request p may change out of
+// reach of later arrivals: all of them if its effect is unknown.
+func (h *Handler) close(p []byte, unit byte) {
+	addr, qty, all := pdu.Written(p)
+	if qty == 0 && !all {
+		return
+	}
+	lo, hi := int(addr), int(addr)+int(qty)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k := range h.open {
+		if k.unit != unit && unit != pdu.Broadcast {
+			continue
+		}
+		_, a, n, _ := pdu.ParseRead(k.pdu[:])
+		if all || int(a) < hi && lo < int(a)+int(n) {
+			delete(h.open, k)
+		}
+	}
+}
