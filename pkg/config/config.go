@@ -136,18 +136,51 @@ type Bus struct {
 	CaptureMaxMB   int      `toml:"capture_max_mb"` // rotate the capture past this size; 0: never
 	OfflineAfter   *int     `toml:"offline_after"`  // failed transactions in a row that make a unit offline: default 3; 0: never
 	ProbeInterval  Duration `toml:"probe_interval"` // first wait between probes of an offline unit: default 5s
-	Device         []Device `toml:"device"`
+	// Faster than the wire: shared reads, the read cache, agent mode.
+	SharedReads     *bool    `toml:"shared_reads"`      // identical reads share one transaction: default true
+	CacheMaxAge     Duration `toml:"cache_max_age"`     // answer reads from values the line returned at most this long ago; 0: off
+	CacheServeStale bool     `toml:"cache_serve_stale"` // while a unit is offline, answer from cached values of any age
+	Device          []Device `toml:"device"`
+	Poll            []Poll   `toml:"poll"` // agent mode: blocks the gateway polls itself to keep the cache warm
 
 	UnitIDs []byte `toml:"-"` // Units, parsed
 }
 
 // Device overrides a line's timing for one slow unit.
 type Device struct {
-	Unit          int      `toml:"unit"`
-	Timeout       Duration `toml:"timeout"`
-	Retries       *int     `toml:"retries"`
-	OfflineAfter  *int     `toml:"offline_after"`  // default: the line's
-	ProbeInterval Duration `toml:"probe_interval"` // default: the line's
+	Unit            int       `toml:"unit"`
+	Timeout         Duration  `toml:"timeout"`
+	Retries         *int      `toml:"retries"`
+	OfflineAfter    *int      `toml:"offline_after"`     // default: the line's
+	ProbeInterval   Duration  `toml:"probe_interval"`    // default: the line's
+	CacheMaxAge     *Duration `toml:"cache_max_age"`     // default: the line's
+	CacheServeStale *bool     `toml:"cache_serve_stale"` // default: the line's
+}
+
+// Poll is a block agent mode keeps warm in the cache.
+type Poll struct {
+	Unit     int      `toml:"unit"`
+	Function int      `toml:"function"` // 1, 2, 3 or 4
+	Address  int      `toml:"address"`
+	Count    int      `toml:"count"`
+	Interval Duration `toml:"interval"`
+}
+
+// Cache returns unit u's cache settings on this line: its device's
+// overrides, else the line's.
+func (b *Bus) Cache(u byte) (maxAge time.Duration, serveStale bool) {
+	maxAge, serveStale = b.CacheMaxAge.Duration, b.CacheServeStale
+	for _, d := range b.Device {
+		if byte(d.Unit) == u {
+			if d.CacheMaxAge != nil {
+				maxAge = d.CacheMaxAge.Duration
+			}
+			if d.CacheServeStale != nil {
+				serveStale = *d.CacheServeStale
+			}
+		}
+	}
+	return maxAge, serveStale
 }
 
 // Settings returns the line's character format.
@@ -400,6 +433,45 @@ func (b *Bus) setDefaults() error {
 		if d.ProbeInterval.Duration < 0 {
 			return fmt.Errorf("device[%d]: probe_interval %v: must be positive", j, d.ProbeInterval)
 		}
+		if d.CacheMaxAge != nil && d.CacheMaxAge.Duration < 0 {
+			return fmt.Errorf("device[%d]: cache_max_age %v: must be 0 (off) or positive", j, d.CacheMaxAge)
+		}
+	}
+	if b.SharedReads == nil {
+		yes := true
+		b.SharedReads = &yes
+	}
+	if b.CacheMaxAge.Duration < 0 {
+		return fmt.Errorf("cache_max_age %v: must be 0 (off) or positive, such as \"500ms\"", b.CacheMaxAge)
+	}
+	for j, p := range b.Poll {
+		if err := p.check(ids); err != nil {
+			return fmt.Errorf("poll[%d]: %w", j, err)
+		}
+	}
+	return nil
+}
+
+func (p Poll) check(units []byte) error {
+	if p.Unit < 1 || p.Unit > 247 || !contains(units, byte(p.Unit)) {
+		return fmt.Errorf("unit %d: must be one of this line's units", p.Unit)
+	}
+	limit := 125 // registers in one read
+	switch p.Function {
+	case 1, 2:
+		limit = 2000 // bits
+	case 3, 4:
+	default:
+		return fmt.Errorf("function %d: must be 1 (coils), 2 (discrete inputs), 3 (holding registers) or 4 (input registers)", p.Function)
+	}
+	if p.Count < 1 || p.Count > limit {
+		return fmt.Errorf("count %d: must be 1..%d for function %d", p.Count, limit, p.Function)
+	}
+	if p.Address < 0 || p.Address+p.Count > 65536 {
+		return fmt.Errorf("address %d with count %d: the block must lie within 0..65535", p.Address, p.Count)
+	}
+	if p.Interval.Duration < 10*time.Millisecond {
+		return fmt.Errorf("interval %v: required, at least 10ms, such as \"1s\"", p.Interval)
 	}
 	return nil
 }

@@ -216,6 +216,47 @@ func TestGapsTakeEffect(t *testing.T) {
 	}
 }
 
+func TestCacheAndPolls(t *testing.T) {
+	c, err := Parse(`
+[[bus]]
+name = "a"
+port = "/dev/ttyS0"
+units = [1, 2, 3]
+cache_max_age = "500ms"
+shared_reads = false
+[[bus.device]]
+unit = 3
+cache_max_age = "2s"
+cache_serve_stale = true
+[[bus.poll]]
+unit = 1
+function = 3
+address = 0
+count = 50
+interval = "1s"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &c.Bus[0]
+	if *b.SharedReads || len(b.Poll) != 1 || b.Poll[0].Count != 50 || b.Poll[0].Interval.Duration != time.Second {
+		t.Fatalf("bus %+v", b)
+	}
+	for _, tc := range []struct {
+		unit  byte
+		age   time.Duration
+		stale bool
+	}{{1, 500 * time.Millisecond, false}, {3, 2 * time.Second, true}} {
+		if age, stale := b.Cache(tc.unit); age != tc.age || stale != tc.stale {
+			t.Errorf("unit %d: cache %v %v, want %v %v", tc.unit, age, stale, tc.age, tc.stale)
+		}
+	}
+	c, _ = Parse("[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [1]\n")
+	if b := c.Bus[0]; !*b.SharedReads || b.CacheMaxAge.Duration != 0 {
+		t.Fatalf("defaults: shared_reads %v, cache_max_age %v; want on and off", *b.SharedReads, b.CacheMaxAge)
+	}
+}
+
 func TestErrorsNameTheKey(t *testing.T) {
 	base := "[[bus]]\nname = \"l1\"\nport = \"/dev/x\"\nunits = [\"1-3\"]\n"
 	tests := []struct{ name, text, want string }{
@@ -252,6 +293,13 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"tls without client_ca", "[server.tls]\nlisten = \"0.0.0.0:802\"\ncert = \"c\"\nkey = \"k\"\n" + base, "server.tls.client_ca: required"},
 		{"tls listen", "[server.tls]\nlisten = \"802\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n" + base, `server.tls.listen "802"`},
 		{"no listener", "[server]\nlisten = \"\"\n" + base, "would listen nowhere"},
+		{"cache_max_age", base + "cache_max_age = \"-1s\"\n", `bus "l1": cache_max_age -1s`},
+		{"device cache_max_age", base + "[[bus.device]]\nunit = 2\ncache_max_age = \"-2s\"\n", "device[0]: cache_max_age -2s"},
+		{"poll unit", base + "[[bus.poll]]\nunit = 9\nfunction = 3\ncount = 1\ninterval = \"1s\"\n", `bus "l1": poll[0]: unit 9`},
+		{"poll function", base + "[[bus.poll]]\nunit = 1\nfunction = 6\ncount = 1\ninterval = \"1s\"\n", "poll[0]: function 6"},
+		{"poll count", base + "[[bus.poll]]\nunit = 1\nfunction = 3\ncount = 126\ninterval = \"1s\"\n", "poll[0]: count 126: must be 1..125"},
+		{"poll range", base + "[[bus.poll]]\nunit = 1\nfunction = 1\naddress = 65000\ncount = 2000\ninterval = \"1s\"\n", "poll[0]: address 65000 with count 2000"},
+		{"poll interval", base + "[[bus.poll]]\nunit = 1\nfunction = 3\ncount = 1\n", "poll[0]: interval 0s: required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -142,7 +142,7 @@ func exceptionCode(err error) byte {
 }
 
 func TestQueueFullAnswersBusy(t *testing.T) {
-	r := startRig(t, sim.Faults{Slow: 30 * time.Millisecond}, "queue_size = 2\n")
+	r := startRig(t, sim.Faults{Slow: 30 * time.Millisecond}, "queue_size = 2\nshared_reads = false\n")
 	var busy, ok int
 	for _, err := range readAtOnce(r.addr, 1, 12) {
 		switch {
@@ -160,7 +160,7 @@ func TestQueueFullAnswersBusy(t *testing.T) {
 }
 
 func TestQueueTimeoutExpiresUnsent(t *testing.T) {
-	r := startRig(t, sim.Faults{Slow: 40 * time.Millisecond}, "queue_timeout = \"50ms\"\n")
+	r := startRig(t, sim.Faults{Slow: 40 * time.Millisecond}, "queue_timeout = \"50ms\"\nshared_reads = false\n")
 	const clients = 8
 	expired := 0
 	for _, err := range readAtOnce(r.addr, 2, clients) {

@@ -3,7 +3,10 @@ package gateway
 import (
 	"fmt"
 	"reflect"
+	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/agent"
+	"github.com/mcpgw/mcpgw/pkg/cache"
 	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/offline"
@@ -22,10 +25,12 @@ type line struct {
 
 // portConf is what of a [[bus]] its bus is built from: a change to it
 // reopens the line. The rest (units, devices, broadcast, the offline
-// rule) only changes the routes and the rules.
+// rule, shared reads, the cache and the polls) only changes the routes
+// and the rules.
 func portConf(b config.Bus) config.Bus {
 	b.Units, b.UnitIDs, b.Device, b.Broadcast = nil, nil, nil, nil
 	b.OfflineAfter, b.ProbeInterval = nil, config.Duration{}
+	b.SharedReads, b.CacheMaxAge, b.CacheServeStale, b.Poll = nil, config.Duration{}, false, nil
 	return b
 }
 
@@ -80,7 +85,7 @@ func (s *Service) setLines(cfg *config.Config) (changes []string, err error) {
 		prev := old[b.Name]
 		if prev != nil && reflect.DeepEqual(portConf(prev.conf), portConf(b)) {
 			if !reflect.DeepEqual(prev.conf, b) {
-				changes = append(changes, fmt.Sprintf("bus %q: units, devices or offline rule", b.Name))
+				changes = append(changes, fmt.Sprintf("bus %q: units, devices, offline rule, cache or polls", b.Name))
 			}
 			next = append(next, &line{bus: prev.bus, conf: b, rec: prev.rec})
 			continue
@@ -115,14 +120,19 @@ func (s *Service) setLines(cfg *config.Config) (changes []string, err error) {
 	}
 	// Requests go to the new lines from here on; those already queued on
 	// a replaced one follow it (Retire).
-	routes, rules := routesOf(next)
+	p := planOf(next)
 	s.lines.Store(&next)
-	s.Router.SetRoutes(routes)
-	s.Offline.SetRules(rules)
+	s.Router.SetRoutes(p.routes)
+	s.Offline.SetRules(p.offline)
+	s.Cache.SetRules(p.cache)
+	s.Shared.SetOff(p.unshared)
+	s.polls = p.polls
 	if s.ctx != nil {
 		for _, l := range started {
 			s.wg.Go(func() { l.bus.Run(s.ctx) })
 		}
+		s.Cache.Unpoll()
+		s.Agent.Set(p.polls)
 	}
 	byName := make(map[string]*line)
 	for _, l := range next {
@@ -194,23 +204,35 @@ func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus)
 	})
 }
 
-// routesOf is the routing table and the offline rules of lines: each
-// unit to its line, with its device's overrides.
-func routesOf(lines []*line) (*Routes, map[byte]offline.Rule) {
-	routes, rules := &Routes{}, make(map[byte]offline.Rule)
+// plan is what the lines' tables say of each unit, for the handlers.
+type plan struct {
+	routes   *Routes
+	offline  map[byte]offline.Rule
+	cache    map[byte]cache.Rule
+	unshared []byte // shared_reads = false
+	polls    []agent.Poll
+}
+
+// planOf is the routing table, the offline rules, the cache rules and
+// the polls of lines: each unit to its line, with its device's
+// overrides.
+func planOf(lines []*line) plan {
+	p := plan{routes: &Routes{}, offline: make(map[byte]offline.Rule), cache: make(map[byte]cache.Rule)}
 	for _, l := range lines {
-		b := l.conf
+		b := &l.conf
 		rule := offline.Rule{Line: b.Name, After: *b.OfflineAfter, Probe: b.ProbeInterval.Duration}
+		timeout := make(map[byte]time.Duration) // a unit's timeout per attempt
 		for _, u := range b.UnitIDs {
-			routes.Add(u, Route{Line: l.bus, Retries: -1})
-			rules[u] = rule
+			p.routes.Add(u, Route{Line: l.bus, Retries: -1})
+			p.offline[u] = rule
+			timeout[u] = b.Timeout.Duration
 		}
 		for _, d := range b.Device {
 			r := Route{Line: l.bus, Timeout: d.Timeout.Duration, Retries: -1}
 			if d.Retries != nil {
 				r.Retries = *d.Retries
 			}
-			routes.Add(byte(d.Unit), r)
+			p.routes.Add(byte(d.Unit), r)
 			dr := rule
 			if d.OfflineAfter != nil {
 				dr.After = *d.OfflineAfter
@@ -218,11 +240,30 @@ func routesOf(lines []*line) (*Routes, map[byte]offline.Rule) {
 			if d.ProbeInterval.Duration > 0 {
 				dr.Probe = d.ProbeInterval.Duration
 			}
-			rules[byte(d.Unit)] = dr
+			p.offline[byte(d.Unit)] = dr
+			if d.Timeout.Duration > 0 {
+				timeout[byte(d.Unit)] = d.Timeout.Duration
+			}
 		}
 		if *b.Broadcast {
-			routes.AddBroadcast(l.bus)
+			p.routes.AddBroadcast(l.bus)
+		}
+		polled := make(map[byte]bool)
+		for _, q := range b.Poll {
+			u := byte(q.Unit)
+			polled[u] = true
+			p.polls = append(p.polls, agent.Poll{Line: b.Name, Unit: u, Function: byte(q.Function),
+				Address: uint16(q.Address), Count: uint16(q.Count), Interval: q.Interval.Duration,
+				Keep: q.Interval.Duration + timeout[u]})
+		}
+		for _, u := range b.UnitIDs {
+			if age, stale := b.Cache(u); age > 0 || stale || polled[u] {
+				p.cache[u] = cache.Rule{Line: b.Name, MaxAge: age, ServeStale: stale}
+			}
+			if !*b.SharedReads {
+				p.unshared = append(p.unshared, u)
+			}
 		}
 	}
-	return routes, rules
+	return p
 }

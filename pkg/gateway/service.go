@@ -14,12 +14,15 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/access"
+	"github.com/mcpgw/mcpgw/pkg/agent"
+	"github.com/mcpgw/mcpgw/pkg/cache"
 	"github.com/mcpgw/mcpgw/pkg/check"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/mbsec"
 	"github.com/mcpgw/mcpgw/pkg/metrics"
 	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
+	"github.com/mcpgw/mcpgw/pkg/shared"
 	"github.com/mcpgw/mcpgw/pkg/status"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
@@ -28,6 +31,9 @@ import (
 // TCP server, started and stopped in order.
 type Service struct {
 	Router  *Gateway
+	Shared  *shared.Handler
+	Cache   *cache.Handler
+	Agent   *agent.Agent
 	Access  *access.Handler
 	Limits  *ratelimit.Handler
 	Checks  *check.Handler
@@ -51,6 +57,7 @@ type Service struct {
 	cfg      *config.Config // as started: what Reload compares with
 	log      *slog.Logger
 	lines    atomic.Pointer[[]*line] // replaced whole by setLines
+	polls    []agent.Poll            // set by setLines, started by Start
 	reloadMu sync.Mutex              // one reload at a time
 	stopOnce sync.Once               // Shutdown closes the captures once
 	ctx      context.Context         // the lines run until it ends; set by Start
@@ -70,25 +77,31 @@ func (s *Service) listening() bool { return s.started.Load() }
 // capture files are created here: an error names the one that failed.
 func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, log: log}
-	// The end of the request chain, which the lines fill in: the router
-	// and the offline rule in front of it (the whole chain is below).
-	s.Router = New()
-	s.Offline = offline.New(s.Router, log)
+	// The chain every request runs through, built from the last handler
+	// to the first; a handler that answers does not call the next one.
+	// The lines fill in the router's routes and the rules of the handlers
+	// in front of it (setLines).
+	s.Router = New()                                         // routes by unit id to the lines
+	s.Offline = offline.New(s.Router, log)                   // dead units: 0x0B at once, one probe at a time
+	s.Shared = shared.New(s.Offline)                         // identical reads share one transaction
+	s.Cache = cache.New(s.Shared)                            // reads answered from values the line returned lately
+	s.Checks = &check.Handler{Next: s.Cache}                 // requests no device can use: answered at once
+	s.Limits = ratelimit.New(cfg.Server.RateLimit, s.Checks) // requests beyond a client's rate: 0x06 at once
+	s.Access = access.NewHandler(cfg.Policy(), s.Limits)     // [[access]]: denied requests get 0x01 at once
+	// In front of them, below: the transaction log, the metrics and the
+	// status page's feed. Beside them, agent mode's polls, which enter
+	// the chain at the cache.
+	s.Cache.Offline = s.Offline.Offline
+	s.Agent = agent.New(s.Cache, log)
 	s.Router.SetPriorityClients(cfg.Server.PriorityNets)
 	if _, err := s.setLines(cfg); err != nil {
 		return nil, err
 	}
-	// The chain every request runs through, built from the last handler
-	// to the first; a handler that answers does not call the next one.
-	//   s.Router:  routes by unit id to the lines
-	//   s.Offline: dead units: 0x0B at once, one probe at a time
-	s.Checks = &check.Handler{Next: s.Offline}               // requests no device can use: answered at once
-	s.Limits = ratelimit.New(cfg.Server.RateLimit, s.Checks) // requests beyond a client's rate: 0x06 at once
-	s.Access = access.NewHandler(cfg.Policy(), s.Limits)     // [[access]]: denied requests get 0x01 at once
 	s.Metrics = metrics.New(metrics.Sources{
 		Version:   Version,
 		Lines:     s.Lines,
 		Offline:   s.Offline,
+		Polls:     s.Agent.LineStats,
 		Listeners: map[string]*tcp.Server{},
 		Answered: map[string]metrics.Counter{
 			"denied": s.Access.Denied, "rate-limited": s.Limits.Limited, "rejected": s.Checks.Rejected,
@@ -187,6 +200,7 @@ func (s *Service) Start() (net.Addr, error) {
 	for _, l := range s.current() {
 		s.wg.Go(func() { l.bus.Run(s.ctx) })
 	}
+	s.Agent.Set(s.polls)
 	s.reloadMu.Unlock()
 	s.serve = make(chan error, 2)
 	var addr net.Addr
@@ -243,6 +257,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 			err = errors.Join(err, srv.Shutdown(ctx))
 		}
 	}
+	s.Agent.Stop() // a poll on the line finishes first
 	if s.cancel != nil {
 		s.cancel()
 	}

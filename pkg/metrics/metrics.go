@@ -37,7 +37,8 @@ type Sources struct {
 	Version   string
 	Lines     func() []*rtu.Bus // the lines now (a reload changes them)
 	Offline   *offline.Handler
-	Listeners map[string]*tcp.Server // by name: "plain", "tls"
+	Polls     func(line string) (ok, failed uint64) // agent mode's polls
+	Listeners map[string]*tcp.Server                // by name: "plain", "tls"
 	// Requests answered at once by a handler, by the handler's name
 	// ("denied", "rate-limited", "rejected"); they are transactions too,
 	// counted with their outcome, and here as totals.
@@ -57,7 +58,7 @@ type Metrics struct {
 
 type descs struct {
 	frames, crc, unexpected, short, noise, late, retries, downs, lineUp, queue,
-	offline, online, offlineAnswered, connsOpen, accepted, refused, handshakes, answered, build *prometheus.Desc
+	offline, online, offlineAnswered, polls, connsOpen, accepted, refused, handshakes, answered, build *prometheus.Desc
 }
 
 // New makes the registry. up reports whether the gateway listens.
@@ -94,6 +95,7 @@ func New(src Sources, up func() bool) *Metrics {
 		offline:         d("mcpgw_unit_offline_transitions_total", "Units of the line marked offline.", line...),
 		online:          d("mcpgw_unit_online_transitions_total", "Units of the line back online.", line...),
 		offlineAnswered: d("mcpgw_unit_offline_answers_total", "Requests to offline units of the line answered 0x0B without touching it.", line...),
+		polls:           d("mcpgw_line_polls_total", "Agent mode's polls of the line ([[bus.poll]]), by outcome: ok, or failed (no answer, an exception, the unit offline).", "line", "outcome"),
 		connsOpen:       d("mcpgw_tcp_connections_open", "Open client connections.", "listener"),
 		accepted:        d("mcpgw_tcp_connections_accepted_total", "Client connections accepted, those then refused included.", "listener"),
 		refused:         d("mcpgw_tcp_connections_refused_total", "Client connections closed at accept or at the TLS handshake, by reason.", "listener", "reason"),
@@ -142,7 +144,7 @@ func (m *Metrics) Handler(next tcp.Handler) tcp.Handler {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	d := m.desc
 	for _, x := range []*prometheus.Desc{d.frames, d.crc, d.unexpected, d.short, d.noise, d.late, d.retries, d.downs,
-		d.lineUp, d.queue, d.offline, d.online, d.offlineAnswered, d.connsOpen, d.accepted, d.refused, d.handshakes, d.answered, d.build} {
+		d.lineUp, d.queue, d.offline, d.online, d.offlineAnswered, d.polls, d.connsOpen, d.accepted, d.refused, d.handshakes, d.answered, d.build} {
 		ch <- x
 	}
 }
@@ -177,6 +179,11 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			counter(d.offline, ost.WentOffline, name)
 			counter(d.online, ost.CameBack, name)
 			counter(d.offlineAnswered, ost.Answered, name)
+		}
+		if m.src.Polls != nil {
+			ok, failed := m.src.Polls(name)
+			counter(d.polls, ok, name, "ok")
+			counter(d.polls, failed, name, "failed")
 		}
 	}
 	for name, s := range m.src.Listeners {

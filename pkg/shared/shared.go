@@ -28,7 +28,7 @@ type Handler struct {
 	mu     sync.Mutex
 	open   map[key]*group // reads that later identical ones may join
 	joined atomic.Uint64
-	off    atomic.Bool
+	off    atomic.Pointer[[256]bool] // units whose reads are not shared
 }
 
 type key struct {
@@ -47,13 +47,23 @@ type group struct {
 	tries   int
 }
 
-// New returns a handler that shares reads on their way to next.
+// New returns a handler that shares reads on their way to next, for
+// every unit.
 func New(next tcp.Handler) *Handler {
-	return &Handler{Next: next, open: make(map[key]*group)}
+	h := &Handler{Next: next, open: make(map[key]*group)}
+	h.off.Store(&[256]bool{})
+	return h
 }
 
-// SetEnabled turns sharing on or off (shared_reads); on by default.
-func (h *Handler) SetEnabled(on bool) { h.off.Store(!on) }
+// SetOff turns sharing off for units (shared_reads = false) and on for
+// every other; safe while serving (a reload).
+func (h *Handler) SetOff(units []byte) {
+	off := new([256]bool)
+	for _, u := range units {
+		off[u] = true
+	}
+	h.off.Store(off)
+}
 
 // Joined returns how many requests were answered by another's
 // transaction.
@@ -61,7 +71,7 @@ func (h *Handler) Joined() uint64 { return h.joined.Load() }
 
 // ServeModbus implements tcp.Handler.
 func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
-	if _, _, _, read := pdu.ParseRead(tr.PDU); !read || tr.Background || tr.Unit == pdu.Broadcast || h.off.Load() {
+	if _, _, _, read := pdu.ParseRead(tr.PDU); !read || tr.Background || tr.Unit == pdu.Broadcast || h.off.Load()[tr.Unit] {
 		if !read {
 			h.close(tr.PDU, tr.Unit)
 		}

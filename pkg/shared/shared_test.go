@@ -155,7 +155,9 @@ func TestNotShared(t *testing.T) {
 	for _, off := range []bool{true, false} {
 		l := &line{release: make(chan struct{})}
 		h := New(l)
-		h.SetEnabled(!off)
+		if off {
+			h.SetOff([]byte{1})
+		}
 		var wg sync.WaitGroup
 		for i := range 4 {
 			wg.Go(func() {
