@@ -51,6 +51,10 @@ type Line struct {
 	// the capture never saw get no answer. See replay.Answers.
 	Replay map[string][][]byte
 	Log    *slog.Logger
+	// BeforeAnswer, if set, runs before a unit's model answers a request
+	// (for a device whose values change on every read, or that reports
+	// its own clock); it locks the model itself if it touches it.
+	BeforeAnswer func(unit byte, req []byte, m *registers.Model)
 
 	replayed map[string]int
 
@@ -193,6 +197,9 @@ func (l *Line) answer(frame, out, resp []byte, rnd *rand.Rand) []byte {
 		return out // not ours, or unplugged: stay silent, as a device on a shared line does
 	}
 	l.count(func(s *Stats) { s.Requests++ })
+	if l.BeforeAnswer != nil {
+		l.BeforeAnswer(unit, req, m)
+	}
 	resp = m.Handle(req, resp)
 	if f.Drop > 0 && rnd.Float64() < f.Drop {
 		l.count(func(s *Stats) { s.Dropped++ })
