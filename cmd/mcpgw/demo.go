@@ -5,13 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/sim"
 )
 
@@ -38,7 +36,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	line, _, err := simulatedLine(ctx, ids, *faults, log)
+	line, _, err := sim.OnPty(ctx, ids, *faults, log)
 	if err != nil {
 		return err
 	}
@@ -74,19 +72,6 @@ Holding register N of unit U holds U*1000+N. Ctrl-C stops.
 		return err
 	}
 	return serve(svc, 2*time.Second, log, nil, nil)
-}
-
-// simulatedLine makes a virtual serial line with simulated units (10000
-// objects of each kind) at its far end, served until ctx ends; the caller
-// opens line.Path and closes the line.
-func simulatedLine(ctx context.Context, ids []byte, faults sim.Faults, log *slog.Logger) (*serialport.Pty, *sim.Line, error) {
-	line, err := serialport.NewPty()
-	if err != nil {
-		return nil, nil, err
-	}
-	dev := &sim.Line{Port: line.Device, Units: sim.NewUnits(ids, 10000), Faults: faults, Log: log}
-	go dev.Serve(ctx)
-	return line, dev, nil
 }
 
 func port(addr string) string { _, p, _ := strings.Cut(addr, ":"); return p }

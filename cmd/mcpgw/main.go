@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/lmittmann/tint"
+	"github.com/mcpgw/mcpgw/pkg/bench"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
 	"golang.org/x/sys/unix"
 )
@@ -76,9 +77,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "simline": // bench's helper, not for users
 		err = cmdSimline(args[1:], stdout, stderr)
 	case "tcpecho": // bench's helper, not for users
-		err = cmdTCPEcho(stdout)
+		err = bench.TCPEcho(stdout)
 	case "spin": // bench's helper, not for users
-		err = cmdSpin()
+		err = bench.Spin()
 	case "version":
 		fmt.Fprintln(stdout, "mcpgw", version)
 	case "-h", "-help", "--help", "help":

@@ -113,6 +113,19 @@ func (l *Line) Start() (stop func()) {
 	return func() { cancel(); <-done }
 }
 
+// OnPty makes a virtual serial line with simulated units ids (10000
+// objects of each kind) at its far end, served until ctx ends; the caller
+// opens pty.Path and closes the pty.
+func OnPty(ctx context.Context, ids []byte, faults Faults, log *slog.Logger) (*serialport.Pty, *Line, error) {
+	pty, err := serialport.NewPty()
+	if err != nil {
+		return nil, nil, err
+	}
+	dev := &Line{Port: pty.Device, Units: NewUnits(ids, 10000), Faults: faults, Log: log}
+	go dev.Serve(ctx)
+	return pty, dev, nil
+}
+
 // Serve answers requests until ctx ends or the port fails.
 func (l *Line) Serve(ctx context.Context) error {
 	if l.Log == nil {

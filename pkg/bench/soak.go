@@ -1,9 +1,8 @@
-package main
+package bench
 
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -17,28 +16,23 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/sim"
 )
 
-// cmdSoak runs the gateway (this binary, as its own process) against
-// faulty simulated devices on a virtual line, with many clients checking
-// every answer, and reports what happened and the gateway's memory.
-func cmdSoak(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dur := fs.Duration("duration", 3*time.Minute, "how long to run")
-	clients := fs.Int("clients", 50, "concurrent clients")
-	units := fs.String("units", "1-5", "simulated unit ids")
-	// By default a bit of every fault.
-	faults := faultFlags(fs, sim.Faults{Drop: 0.03, Corrupt: 0.03, Late: 0.01, LateBy: 150 * time.Millisecond, Noise: 0.03})
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ids, err := unitsFlag(*units)
-	if err != nil {
-		return err
-	}
+// SoakOptions are the soak's knobs (mcpgw soak's flags).
+type SoakOptions struct {
+	Duration time.Duration
+	Clients  int
+	Units    []byte
+	Faults   sim.Faults
+}
 
-	ctx, cancel := context.WithCancel(context.Background())
+// Soak runs many checking clients through a gateway process against
+// faulty simulated devices for a while, and fails on a wrong answer, no
+// right answer at all, or memory that keeps growing.
+func Soak(ctx context.Context, opts SoakOptions, stdout, stderr io.Writer) error {
+	ids := opts.Units
+	units := unitList(ids)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	line, dev, err := simulatedLine(ctx, ids, *faults, nil)
+	line, dev, err := sim.OnPty(ctx, ids, opts.Faults, nil)
 	if err != nil {
 		return err
 	}
@@ -51,16 +45,16 @@ parity = "N"
 stop_bits = 2
 timeout = "100ms"
 retries = 2
-units = [%q]
-`, line.Path, *units), *clients+10, "error", stderr)
+units = [%s]
+`, line.Path, units), opts.Clients+10, "error", stderr)
 	if err != nil {
 		return err
 	}
 	defer gw.stop()
 
 	fmt.Fprintf(stdout, "soak: %d clients for %v against units %s with faults %+v; gateway pid %d\n",
-		*clients, *dur, *units, *faults, gw.cmd.Process.Pid)
-	load := loadtest.Config{Addr: addr, Clients: *clients, Units: ids, Qty: 10, Timeout: 30 * time.Second}
+		opts.Clients, opts.Duration, units, opts.Faults, gw.cmd.Process.Pid)
+	load := loadtest.Config{Addr: addr, Clients: opts.Clients, Units: ids, Qty: 10, Timeout: 30 * time.Second}
 	warm := load
 	warm.Duration = 3 * time.Second
 	loadtest.Run(ctx, warm)
@@ -69,7 +63,7 @@ units = [%q]
 	done := make(chan *loadtest.Result)
 	go func() {
 		l := load
-		l.Duration = *dur
+		l.Duration = opts.Duration
 		done <- loadtest.Run(ctx, l)
 	}()
 	tick := time.NewTicker(10 * time.Second)
@@ -161,4 +155,13 @@ func rssKB(pid int) int {
 		}
 	}
 	return 0
+}
+
+// unitList is ids as a TOML array's items: 1, 2, 3.
+func unitList(ids []byte) string {
+	s := make([]string, len(ids))
+	for i, u := range ids {
+		s[i] = strconv.Itoa(int(u))
+	}
+	return strings.Join(s, ", ")
 }
