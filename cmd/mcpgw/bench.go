@@ -56,6 +56,7 @@ func cmdSimline(args []string, stdout, stderr io.Writer) error {
 	paced := fs.Bool("paced", false, "deliver bytes at the baud rate's pace")
 	units := fs.String("units", "1", "unit ids")
 	faults := faultFlags(fs, sim.Faults{})
+	clock := fs.Bool("clock", false, "the devices' first 100 holding registers hold their clock")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,5 +66,5 @@ func cmdSimline(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return bench.Simline(ctx, *baud, *paced, ids, *faults, stdout)
+	return bench.Simline(ctx, *baud, *paced, ids, *faults, *clock, stdout)
 }

@@ -102,7 +102,9 @@ func (a *Agent) Stop() {
 	a.wg.Wait()
 }
 
-// run polls p every interval, the first time after offset. A poll that
+// run polls p every interval, the first time after offset. Each poll
+// starts early by the time the last one took, so that a fresh answer
+// arrives before the last one's values are an interval old. A poll that
 // takes longer than the interval delays the next rather than piling up.
 func (a *Agent) run(ctx context.Context, p Poll, offset time.Duration, st *Stats) {
 	t := time.NewTimer(offset)
@@ -134,6 +136,7 @@ func (a *Agent) run(ctx context.Context, p Poll, offset time.Duration, st *Stats
 			a.log.Info("poll succeeds again", attrs...)
 		}
 		failing = !ok
-		t.Reset(max(0, p.Interval-time.Since(start)))
+		took := time.Since(start)
+		t.Reset(max(0, p.Interval-2*took))
 	}
 }

@@ -79,11 +79,11 @@ func Hostile(ctx context.Context, addr string, clients int, dead byte, seed uint
 // interval until ctx ends, and returns the latency of each write that was
 // answered with its echo, and how many were not.
 func Writes(ctx context.Context, gw string, unit byte, reg int, interval time.Duration) (lat []time.Duration, failed int) {
-	c := newTCPClient(gw, 30*time.Second, 1)
-	defer c.close()
+	c := NewClient(gw, 30*time.Second, 1)
+	defer c.Close()
 	for v := uint16(1); ctx.Err() == nil; v++ {
 		start := time.Now()
-		p, err := c.write(ctx, unit, reg, v)
+		p, err := c.Write(ctx, unit, reg, v)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return lat, failed

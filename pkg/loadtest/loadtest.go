@@ -151,10 +151,10 @@ func (cr *clientResult) tally(unit byte, addr, qty int, p []byte, lat time.Durat
 func runClient(ctx context.Context, cfg Config, k int) clientResult {
 	cr := newClientResult()
 	rnd := rand.New(rand.NewPCG(cfg.Seed, uint64(k)))
-	c := newTCPClient(cfg.Addr, cfg.Timeout, uint16(rnd.Uint32()))
-	defer c.close()
+	c := NewClient(cfg.Addr, cfg.Timeout, uint16(rnd.Uint32()))
+	defer c.Close()
 	poll(ctx, &cfg, rnd, &cr, func(unit byte, addr, qty int) ([]byte, time.Duration, error) {
-		return c.read(ctx, unit, addr, qty)
+		return c.Read(ctx, unit, addr, qty)
 	})
 	return cr
 }
@@ -192,10 +192,10 @@ func (cfg *Config) pick(rnd *rand.Rand) (unit byte, addr int) {
 	return unit, cfg.MinAddr + rnd.IntN(cfg.MaxAddr-cfg.Qty+1-cfg.MinAddr)
 }
 
-// tcpClient is one Modbus TCP client, sending a request at a time. It
+// Client is one Modbus TCP client, sending a request at a time. It
 // dials when it has no connection and drops the connection after an
 // error, as a SCADA poller does.
-type tcpClient struct {
+type Client struct {
 	addr    string
 	timeout time.Duration
 	tls     *tls.Config // if set, Modbus/TCP Security: MBAP inside TLS
@@ -206,8 +206,8 @@ type tcpClient struct {
 	body    []byte
 }
 
-func newTCPClient(addr string, timeout time.Duration, tid uint16) *tcpClient {
-	return &tcpClient{addr: addr, timeout: timeout, tid: tid,
+func NewClient(addr string, timeout time.Duration, tid uint16) *Client {
+	return &Client{addr: addr, timeout: timeout, tid: tid,
 		req: make([]byte, 0, 16), hdr: make([]byte, tcp.HeaderLen), body: make([]byte, 256)}
 }
 
@@ -217,23 +217,23 @@ type dialError struct{ err error }
 
 func (e dialError) Error() string { return "dial: " + errKind(e.err) }
 
-// read reads qty holding registers at addr of unit and returns the
+// Read reads qty holding registers at addr of unit and returns the
 // answer's PDU (valid until the next call) and the time from sending the
 // request to its last byte. An error's text is its kind, for counting.
-func (c *tcpClient) read(ctx context.Context, unit byte, addr, qty int) ([]byte, time.Duration, error) {
+func (c *Client) Read(ctx context.Context, unit byte, addr, qty int) ([]byte, time.Duration, error) {
 	return c.do(ctx, unit, []byte{pdu.ReadHoldingRegisters, byte(addr >> 8), byte(addr), byte(qty >> 8), byte(qty)})
 }
 
-// write writes v to holding register reg of unit and returns the answer's
+// Write writes v to holding register reg of unit and returns the answer's
 // PDU (valid until the next call).
-func (c *tcpClient) write(ctx context.Context, unit byte, reg int, v uint16) ([]byte, error) {
+func (c *Client) Write(ctx context.Context, unit byte, reg int, v uint16) ([]byte, error) {
 	p, _, err := c.do(ctx, unit, []byte{pdu.WriteSingleRegister, byte(reg >> 8), byte(reg), byte(v >> 8), byte(v)})
 	return p, err
 }
 
 // do sends request PDU p to unit and returns the answer's PDU (valid
 // until the next call) and the time from sending to its last byte.
-func (c *tcpClient) do(ctx context.Context, unit byte, p []byte) ([]byte, time.Duration, error) {
+func (c *Client) do(ctx context.Context, unit byte, p []byte) ([]byte, time.Duration, error) {
 	if c.conn == nil {
 		var conn net.Conn
 		var err error
@@ -260,7 +260,7 @@ func (c *tcpClient) do(ctx context.Context, unit byte, p []byte) ([]byte, time.D
 	n, err := exchange(c.conn, c.req, c.hdr, c.body, c.tid, unit)
 	lat := time.Since(start)
 	if err != nil {
-		c.close()
+		c.Close()
 		if ctx.Err() != nil {
 			return nil, 0, ctx.Err()
 		}
@@ -269,7 +269,7 @@ func (c *tcpClient) do(ctx context.Context, unit byte, p []byte) ([]byte, time.D
 	return c.body[:n], lat, nil
 }
 
-func (c *tcpClient) close() {
+func (c *Client) Close() {
 	if c.conn != nil {
 		c.conn.Close()
 		c.conn = nil

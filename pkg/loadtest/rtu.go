@@ -48,8 +48,8 @@ func RunSideBySide(ctx context.Context, port serialport.Port, gap time.Duration,
 	cfg.defaults(time.Second)
 	rnd := rand.New(rand.NewPCG(cfg.Seed, 0))
 	m := newMaster(port, gap, cfg.Timeout)
-	c := newTCPClient(cfg.Addr, cfg.Timeout, uint16(rnd.Uint32()))
-	defer c.close()
+	c := NewClient(cfg.Addr, cfg.Timeout, uint16(rnd.Uint32()))
+	defer c.Close()
 	var e net.Conn
 	if echoAddr != "" {
 		if e, err = net.Dial("tcp", echoAddr); err != nil {
@@ -72,7 +72,7 @@ func RunSideBySide(ctx context.Context, port serialport.Port, gap time.Duration,
 			dr.tally(unit, addr, cfg.Qty, p, lat)
 		}
 		time.Sleep(cfg.Think)
-		if p, lat, err = c.read(ctx, unit, addr, cfg.Qty); err != nil {
+		if p, lat, err = c.Read(ctx, unit, addr, cfg.Qty); err != nil {
 			vr.errs[err.Error()]++
 		} else {
 			vr.tally(unit, addr, cfg.Qty, p, lat)

@@ -14,10 +14,10 @@ import (
 // the same moments of the machine, and the difference is what TLS costs.
 func SideBySideTLS(ctx context.Context, plainAddr, tlsAddr string, tlsCfg *tls.Config, cfg Config) (plain, secure *Result) {
 	cfg.defaults(10 * time.Second)
-	clients := []*tcpClient{newTCPClient(plainAddr, cfg.Timeout, 1), newTCPClient(tlsAddr, cfg.Timeout, 1)}
+	clients := []*Client{NewClient(plainAddr, cfg.Timeout, 1), NewClient(tlsAddr, cfg.Timeout, 1)}
 	clients[1].tls = tlsCfg
-	defer clients[0].close()
-	defer clients[1].close()
+	defer clients[0].Close()
+	defer clients[1].Close()
 	results := []clientResult{newClientResult(), newClientResult()}
 	rnd := rand.New(rand.NewPCG(cfg.Seed, 7))
 	start := time.Now()
@@ -27,7 +27,7 @@ func SideBySideTLS(ctx context.Context, plainAddr, tlsAddr string, tlsCfg *tls.C
 			one := cfg
 			one.Requests = 1
 			poll(ctx, &one, rnd, &results[k], func(unit byte, addr, qty int) ([]byte, time.Duration, error) {
-				return clients[k].read(ctx, unit, addr, qty)
+				return clients[k].Read(ctx, unit, addr, qty)
 			})
 		}
 	}
