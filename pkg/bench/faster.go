@@ -126,19 +126,24 @@ func benchFaster(ctx context.Context, rep *report, d func(time.Duration) time.Du
 		var wg sync.WaitGroup
 		start := time.Now()
 		end := start.Add(window)
+		if scan { // every master scans at least once
+			end = start.Add(max(window, 2*time.Second))
+		}
 		for k := range masters {
 			wg.Go(func() {
 				c := loadtest.NewClient(addr, 10*time.Second, uint16(k*1000))
 				defer c.Close()
 				rnd := rand.New(rand.NewPCG(uint64(k), 12))
 				next := start.Add(time.Duration(rnd.Int64N(int64(time.Second))))
-				for time.Now().Before(end) {
+				for {
 					if scan {
-						time.Sleep(time.Until(next))
-						next = next.Add(time.Second)
-						if !next.Before(end.Add(time.Second)) {
+						if !next.Before(end) {
 							return
 						}
+						time.Sleep(time.Until(next))
+						next = next.Add(time.Second)
+					} else if !time.Now().Before(end) {
+						return
 					}
 					for _, a := range fasterBlocks {
 						p, lat, err := c.Read(ctx, unit, a, 10)
