@@ -77,3 +77,21 @@ func TestParseReadAndWritten(t *testing.T) {
 		}
 	}
 }
+
+// FuzzWritten: Written and ParseRead take any bytes without a panic; a
+// read, or any read-only code, writes nothing; a range is never "all".
+func FuzzWritten(f *testing.F) {
+	f.Add([]byte{0x10, 0x00, 0x01, 0x00, 0x02, 0x04, 0x00, 0x0A, 0x01, 0x02})
+	f.Add([]byte{0x03, 0x00, 0x6B, 0x00, 0x03})
+	f.Add([]byte{0x17, 0x00, 0x03, 0x00, 0x06, 0x00, 0x0E, 0x00, 0x03, 0x06, 0, 0xFF, 0, 0xFF, 0, 0xFF})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		_, qty, all := Written(p)
+		if all && qty != 0 {
+			t.Fatalf("% X: a range and all", p)
+		}
+		_, _, _, read := ParseRead(p)
+		if (read || len(p) > 0 && ReadOnly(p[0])) && (qty != 0 || all) {
+			t.Fatalf("% X: a read that writes", p)
+		}
+	})
+}
