@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/access"
+	"github.com/mcpgw/mcpgw/pkg/cache"
 	"github.com/mcpgw/mcpgw/pkg/check"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
 	"github.com/mcpgw/mcpgw/pkg/metrics"
@@ -14,6 +15,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
+	"github.com/mcpgw/mcpgw/pkg/shared"
 	"github.com/mcpgw/mcpgw/pkg/status"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
@@ -43,7 +45,8 @@ func (p *fakePort) ResetInputBuffer() error            { return nil }
 func (p *fakePort) Close() error                       { return nil }
 
 // BenchmarkTransaction is the gateway's whole per-request path but the
-// sockets and the serial driver: the handler chain (log, checks, offline
+// sockets and the serial driver: the handler chain (log, metrics, the
+// status feed, access, rate limit, checks, cache, shared reads, offline
 // rule, router), the line's queue, its owner
 // goroutine, framing, CRC, matching, and the answer, to a device in memory.
 func BenchmarkTransaction(b *testing.B) {
@@ -74,8 +77,9 @@ func BenchmarkTransaction(b *testing.B) {
 			g.SetRoutes(&routes)
 			off := offline.New(g, tc.log)
 			off.SetRule(1, offline.Rule{Line: "bench", After: 3, Probe: 5 * time.Second})
-			// The chain of Service, with no access rules and no rate limit.
-			chk := &check.Handler{Next: off}
+			// The chain of Service, with no access rules and no rate limit,
+			// shared reads on and no cache rule for the unit.
+			chk := &check.Handler{Next: cache.New(shared.New(off))}
 			acc := access.NewHandler(&access.Policy{}, ratelimit.New(0, chk))
 			mx := metrics.New(metrics.Sources{Lines: func() []*rtu.Bus { return []*rtu.Bus{bus} }, Listeners: map[string]*tcp.Server{}}, nil)
 			st := status.New(status.Sources{Listeners: map[string]*tcp.Server{}})

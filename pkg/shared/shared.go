@@ -27,6 +27,7 @@ type Handler struct {
 
 	mu     sync.Mutex
 	open   map[key]*group // reads that later identical ones may join
+	pool   sync.Pool      // groups no one joined, for reuse
 	joined atomic.Uint64
 	off    atomic.Pointer[[256]bool] // units whose reads are not shared
 }
@@ -39,8 +40,8 @@ type key struct {
 // group is one read on its way to the line and the requests waiting for
 // its answer.
 type group struct {
-	waiting int           // requests that joined; guarded by Handler.mu until done
-	done    chan struct{} // closed when the fields below are set
+	waiting int           // requests that joined; guarded by Handler.mu
+	done    chan struct{} // made by the first to join, closed when the fields below are set
 	answer  []byte
 	outcome string
 	line    string
@@ -81,7 +82,9 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	copy(k.pdu[:], tr.PDU)
 	h.mu.Lock()
 	if g := h.open[k]; g != nil {
-		g.waiting++
+		if g.waiting++; g.done == nil {
+			g.done = make(chan struct{})
+		}
 		h.mu.Unlock()
 		<-g.done // bounded: the line ends every transaction by its timeouts
 		h.joined.Add(1)
@@ -91,7 +94,10 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 		}
 		return append(dst, g.answer...)
 	}
-	g := &group{done: make(chan struct{})}
+	g, _ := h.pool.Get().(*group)
+	if g == nil {
+		g = &group{}
+	}
 	h.open[k] = g
 	h.mu.Unlock()
 
@@ -103,10 +109,12 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	}
 	waiting := g.waiting // no one joins once g is out of open
 	h.mu.Unlock()
-	if waiting > 0 {
-		g.answer = append([]byte(nil), out[len(dst):]...)
-		g.outcome, g.line, g.tries = tr.Outcome, tr.Line, tr.Attempts
+	if waiting == 0 { // the common case: nothing to hand on, and g is free again
+		h.pool.Put(g)
+		return out
 	}
+	g.answer = append([]byte(nil), out[len(dst):]...)
+	g.outcome, g.line, g.tries = tr.Outcome, tr.Line, tr.Attempts
 	close(g.done)
 	return out
 }
