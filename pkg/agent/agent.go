@@ -40,6 +40,12 @@ type Refresher interface {
 
 // Agent runs the polls.
 type Agent struct {
+	// OnResult, if set, gets each poll's answer (a response PDU: the
+	// device's, or an exception) as it comes, and when, from the poll's
+	// goroutine: it must not wait (Sparkplug publishing hangs off it).
+	// Set it before the first Set.
+	OnResult func(p Poll, answer []byte, ok bool, at time.Time)
+
 	cache Refresher
 	log   *slog.Logger
 
@@ -123,6 +129,9 @@ func (a *Agent) run(ctx context.Context, p Poll, offset time.Duration, st *Stats
 		answer := a.cache.Refresh(ctx, tr, buf[:0], p.Keep)
 		outcome, exc := tr.Result(answer)
 		ok := outcome == "ok"
+		if a.OnResult != nil {
+			a.OnResult(p, answer, ok, time.Now())
+		}
 		if ok {
 			st.OK.Add(1)
 		} else {

@@ -61,6 +61,7 @@ type Config struct {
 	Log     Log      `toml:"log"`
 	Bus     []Bus    `toml:"bus"`
 	Access  []Access `toml:"access"`
+	MQTT    MQTT     `toml:"mqtt"`
 }
 
 // Metrics is the listener for Prometheus (/metrics) and health checks
@@ -164,6 +165,8 @@ type Poll struct {
 	Address  int      `toml:"address"`
 	Count    int      `toml:"count"`
 	Interval Duration `toml:"interval"`
+	Device   string   `toml:"device"` // Sparkplug device id: default "<line>-unit<N>"
+	Value    []Value  `toml:"value"`  // named values, published over MQTT
 }
 
 // Cache returns unit u's cache settings on this line: its device's
@@ -285,6 +288,9 @@ func (c *Config) setDefaults() error {
 	if s.RateLimit < 0 {
 		return fmt.Errorf("server.rate_limit %v: must be 0 (no limit) or a number of requests per second", s.RateLimit)
 	}
+	if err := c.MQTT.check(); err != nil {
+		return err
+	}
 	for i := range c.Access {
 		if err := c.Access[i].parse(); err != nil {
 			return fmt.Errorf("[[access]] table %d: %w", i+1, err)
@@ -327,6 +333,39 @@ func (c *Config) setDefaults() error {
 				return fmt.Errorf("%s: units: unit %d is already served by bus %q; a unit id belongs to one line", key, u, other)
 			}
 			owner[u] = b.Name
+		}
+	}
+	return c.checkDevices()
+}
+
+// checkDevices checks the Sparkplug devices the polls make: one unit
+// each, metric names unique within a device.
+func (c *Config) checkDevices() error {
+	type device struct {
+		unit  int
+		names map[string]bool
+	}
+	devices := make(map[string]*device)
+	for _, b := range c.Bus {
+		for j, p := range b.Poll {
+			key := fmt.Sprintf("bus %q: poll[%d]", b.Name, j)
+			if strings.ContainsAny(p.Device, "/+#") {
+				return fmt.Errorf("%s: device %q: a Sparkplug id must not contain /, + or #", key, p.Device)
+			}
+			d := devices[p.Device]
+			if d == nil {
+				d = &device{unit: p.Unit, names: make(map[string]bool)}
+				devices[p.Device] = d
+			}
+			if d.unit != p.Unit {
+				return fmt.Errorf("%s: device %q: already the name of unit %d's polls; a device is one unit", key, p.Device, d.unit)
+			}
+			for _, v := range p.Value {
+				if d.names[v.Name] {
+					return fmt.Errorf("%s: value %q: device %q has another value of that name", key, v.Name, p.Device)
+				}
+				d.names[v.Name] = true
+			}
 		}
 	}
 	return nil
@@ -444,7 +483,11 @@ func (b *Bus) setDefaults() error {
 	if b.CacheMaxAge.Duration < 0 {
 		return fmt.Errorf("cache_max_age %v: must be 0 (off) or positive, such as \"500ms\"", b.CacheMaxAge)
 	}
-	for j, p := range b.Poll {
+	for j := range b.Poll {
+		p := &b.Poll[j]
+		if p.Device == "" {
+			p.Device = fmt.Sprintf("%s-unit%d", b.Name, p.Unit)
+		}
 		if err := p.check(ids); err != nil {
 			return fmt.Errorf("poll[%d]: %w", j, err)
 		}
@@ -452,7 +495,7 @@ func (b *Bus) setDefaults() error {
 	return nil
 }
 
-func (p Poll) check(units []byte) error {
+func (p *Poll) check(units []byte) error {
 	if p.Unit < 1 || p.Unit > 247 || !contains(units, byte(p.Unit)) {
 		return fmt.Errorf("unit %d: must be one of this line's units", p.Unit)
 	}
@@ -472,6 +515,17 @@ func (p Poll) check(units []byte) error {
 	}
 	if p.Interval.Duration < 10*time.Millisecond {
 		return fmt.Errorf("interval %v: required, at least 10ms, such as \"1s\"", p.Interval)
+	}
+	names := make(map[string]bool)
+	for i := range p.Value {
+		v := &p.Value[i]
+		if err := v.check(*p); err != nil {
+			return fmt.Errorf("value[%d]: %w", i, err)
+		}
+		if names[v.Name] {
+			return fmt.Errorf("value[%d]: name %q: another value of this poll has it", i, v.Name)
+		}
+		names[v.Name] = true
 	}
 	return nil
 }

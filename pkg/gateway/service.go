@@ -23,6 +23,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/shared"
+	"github.com/mcpgw/mcpgw/pkg/sparkplug"
 	"github.com/mcpgw/mcpgw/pkg/status"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
@@ -44,6 +45,7 @@ type Service struct {
 	TLSAddr net.Addr // where TLS listens, once started
 	Metrics *metrics.Metrics
 	Status  *status.Status
+	Node    *sparkplug.Node // the Sparkplug edge node; nil without mqtt.broker
 	// MetricsAddr is where /metrics, /healthz and /readyz are served,
 	// once started; nil without metrics.listen.
 	MetricsAddr net.Addr
@@ -116,6 +118,17 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 		watched = s.Metrics.Handler(s.Status.Handler(watched))
 	}
 	handler := LogTransactions(log, watched)
+	if cfg.MQTT.Broker != "" {
+		tlsCfg, err := sparkplug.TLSConfig(cfg.MQTT)
+		if err != nil {
+			s.closeCaptures()
+			return nil, err
+		}
+		// Its writes go through the whole chain, like a client's.
+		s.Node = sparkplug.New(cfg.MQTT, cfg.Bus, handler, s.Offline.Offline, tlsCfg, log)
+		s.Agent.OnResult = s.Node.Polled
+		s.Metrics.AddCounters(sparkplugCounters(s.Node)...)
+	}
 	server := func() *tcp.Server {
 		return &tcp.Server{
 			Handler:       handler,
@@ -200,6 +213,9 @@ func (s *Service) Start() (net.Addr, error) {
 	for _, l := range s.current() {
 		s.wg.Go(func() { l.bus.Run(s.ctx) })
 	}
+	if s.Node != nil {
+		s.Node.Start()
+	}
 	s.Agent.Set(s.polls)
 	s.reloadMu.Unlock()
 	s.serve = make(chan error, 2)
@@ -258,6 +274,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.Agent.Stop() // a poll on the line finishes first
+	if s.Node != nil {
+		s.Node.Stop() // NDEATH
+	}
 	if s.cancel != nil {
 		s.cancel()
 	}
@@ -312,6 +331,7 @@ func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err
 		{"server.allow", reflect.DeepEqual(old.Server.AllowNets, cfg.Server.AllowNets)},
 		{"server.max_conns_per_ip", old.Server.MaxConnsPerIP == cfg.Server.MaxConnsPerIP},
 		{"metrics", old.Metrics == cfg.Metrics},
+		{"mqtt, and the Sparkplug devices and values of [[bus.poll]]", old.MQTT == cfg.MQTT && reflect.DeepEqual(sparkplugDevices(old), sparkplugDevices(cfg))},
 		{"log.format, log.file", old.Log.Format == cfg.Log.Format && old.Log.File == cfg.Log.File},
 	} {
 		if !c.same {
@@ -319,4 +339,30 @@ func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err
 		}
 	}
 	return applied, needRestart, nil
+}
+
+// sparkplugDevices is what of cfg's polls the edge node was built from.
+func sparkplugDevices(cfg *config.Config) map[string][]config.Poll {
+	devs := make(map[string][]config.Poll)
+	for _, b := range cfg.Bus {
+		for _, p := range b.Poll {
+			if len(p.Value) > 0 {
+				p.Interval = config.Duration{}
+				devs[b.Name] = append(devs[b.Name], p)
+			}
+		}
+	}
+	return devs
+}
+
+// sparkplugCounters are the edge node's counters, for Prometheus.
+func sparkplugCounters(n *sparkplug.Node) []metrics.Named {
+	st := &n.Stats
+	return []metrics.Named{
+		{Name: "mcpgw_mqtt_published_total", Help: "Sparkplug messages published to the MQTT broker.", Value: st.Published.Load},
+		{Name: "mcpgw_mqtt_buffer_dropped_total", Help: "Sparkplug messages dropped, the buffer (mqtt.buffer) full while the broker was away.", Value: st.Dropped.Load},
+		{Name: "mcpgw_mqtt_sessions_total", Help: "MQTT sessions begun: births published, each with a fresh bdSeq.", Value: st.Sessions.Load},
+		{Name: "mcpgw_sparkplug_writes_total", Help: "Sparkplug DCMD writes, by outcome.", Labels: []string{"outcome", "ok"}, Value: st.WritesOK.Load},
+		{Name: "mcpgw_sparkplug_writes_total", Help: "Sparkplug DCMD writes, by outcome.", Labels: []string{"outcome", "failed"}, Value: st.WritesFailed.Load},
+	}
 }

@@ -114,6 +114,60 @@ func (m *Metrics) lines() []*rtu.Bus {
 	return m.src.Lines()
 }
 
+// Named is a counter of some other part of the gateway, under its own
+// name; Labels are name, value pairs.
+type Named struct {
+	Name, Help string
+	Labels     []string
+	Value      Counter
+}
+
+// AddCounters adds counters to the scrape. Counters of one name must
+// have the same label names, and come in one call.
+func (m *Metrics) AddCounters(cs ...Named) {
+	c := &namedCounters{descs: make(map[string]*prometheus.Desc)}
+	for _, n := range cs {
+		d := c.descs[n.Name]
+		if d == nil {
+			var names []string
+			for i := 0; i+1 < len(n.Labels); i += 2 {
+				names = append(names, n.Labels[i])
+			}
+			d = prometheus.NewDesc(n.Name, n.Help, names, nil)
+			c.descs[n.Name] = d
+		}
+		c.counters = append(c.counters, namedCounter{d, n})
+	}
+	m.reg.MustRegister(c)
+}
+
+// namedCounters is AddCounters' collector.
+type namedCounters struct {
+	descs    map[string]*prometheus.Desc
+	counters []namedCounter
+}
+
+type namedCounter struct {
+	desc *prometheus.Desc
+	Named
+}
+
+func (c *namedCounters) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *namedCounters) Collect(ch chan<- prometheus.Metric) {
+	for _, n := range c.counters {
+		var values []string
+		for i := 1; i < len(n.Labels); i += 2 {
+			values = append(values, n.Labels[i])
+		}
+		ch <- prometheus.MustNewConstMetric(n.desc, prometheus.CounterValue, float64(n.Value()), values...)
+	}
+}
+
 // AddListener adds a listener's counters under name; call it before
 // serving.
 func (m *Metrics) AddListener(name string, s *tcp.Server) { m.src.Listeners[name] = s }
