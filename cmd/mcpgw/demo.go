@@ -23,6 +23,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	format := fs.String("log-format", "text", "text or json")
 	faults := faultFlags(fs, sim.Faults{})
+	broker := fs.String("mqtt", "", "also publish each unit's first 4 holding registers, polled every second, to this MQTT broker as a Sparkplug B edge node (group demo, node mcpgw-demo), such as tcp://127.0.0.1:1883")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,7 +58,7 @@ parity = "N"
 stop_bits = 2
 timeout = "200ms"
 units = [%q]
-`, *listen, *level, *format, line.Path, *units))
+%s`, *listen, *level, *format, line.Path, *units, demoSparkplug(*broker, ids)))
 	if err != nil {
 		return err
 	}
@@ -72,6 +73,22 @@ Holding register N of unit U holds U*1000+N. Ctrl-C stops.
 		return err
 	}
 	return serve(svc, 2*time.Second, log, nil, nil)
+}
+
+// demoSparkplug is the demo's [mqtt] table and polls: each unit's first
+// four holding registers as uint16 values r0..r3, the first writable.
+func demoSparkplug(broker string, ids []byte) string {
+	if broker == "" {
+		return ""
+	}
+	var b strings.Builder
+	for _, u := range ids {
+		fmt.Fprintf(&b, "[[bus.poll]]\nunit = %d\nfunction = 3\naddress = 0\ncount = 4\ninterval = \"1s\"\ndevice = \"unit%d\"\n", u, u)
+		for r := range 4 {
+			fmt.Fprintf(&b, "[[bus.poll.value]]\nname = \"r%d\"\noffset = %d\ntype = \"uint16\"\nwritable = %v\n", r, r, r == 0)
+		}
+	}
+	return fmt.Sprintf("[mqtt]\nbroker = %q\ngroup = \"demo\"\nnode = \"mcpgw-demo\"\n", broker) + b.String()
 }
 
 func port(addr string) string { _, p, _ := strings.Cut(addr, ":"); return p }
