@@ -21,6 +21,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Out, "out", "BENCHMARKS.md", "file to write the table to (empty: none)")
 	fs.Float64Var(&o.Scale, "scale", 1, "multiply request counts and durations (0.2 for a quick look)")
 	fs.IntVar(&o.Many, "many", 1000, "clients in the many-clients run")
+	fs.StringVar(&o.Only, "only", "", "run one section alone and print it: faster or sparkplug")
 	fs.StringVar(&o.Probe, "probe", "testdata/interop/latency_probe.c", "libmodbus latency probe to build with cc (empty: skip)")
 	if err := fs.Parse(args); err != nil {
 		return err

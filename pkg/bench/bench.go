@@ -154,6 +154,9 @@ type Options struct {
 	Scale float64 // multiplies request counts and durations
 	Many  int     // clients in the many-clients run
 	Probe string  // libmodbus latency probe's source, built with cc; empty: skip
+	// Only runs one section that stands alone, "faster" or "sparkplug",
+	// and prints it (writing no file): for working on it.
+	Only string
 }
 
 // Run measures the gateway against a direct RTU master, side by side,
@@ -166,6 +169,24 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if opts.Only != "" {
+		var rep report
+		var err error
+		var targets []target
+		switch opts.Only {
+		case "faster":
+			targets, err = benchFaster(ctx, &rep, d, stderr)
+		case "sparkplug":
+			err = benchSparkplug(ctx, &rep, d, stderr)
+		default:
+			return fmt.Errorf("-only %q: want faster or sparkplug", opts.Only)
+		}
+		for _, t := range targets {
+			rep.printf("| %s | %s | %v |\n", t.name, t.got, t.ok)
+		}
+		fmt.Fprint(stdout, rep.String())
+		return err
+	}
 	lines := []*benchLine{
 		{name: "unpaced pty", baud: 19200, units: []byte{1, 2, 3}},
 		{name: "paced 19200 8N2", baud: 19200, paced: true, units: []byte{11, 12, 13}},
@@ -370,6 +391,9 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	}
 	faster, err := benchFaster(ctx, &rep, d, stderr)
 	if err != nil {
+		return err
+	}
+	if err := benchSparkplug(ctx, &rep, d, stderr); err != nil {
 		return err
 	}
 
@@ -677,8 +701,11 @@ func (g *gatewayProcess) rss() int { return rssKB(g.cmd.Process.Pid) }
 // cpu returns the CPU time all the process's threads have used so far,
 // from /proc/PID/task/*/schedstat (nanoseconds; /proc/PID/stat counts in
 // 10 ms ticks, too coarse for a few hundred transactions).
-func (g *gatewayProcess) cpu() time.Duration {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", g.cmd.Process.Pid))
+func (g *gatewayProcess) cpu() time.Duration { return cpuOf(g.cmd.Process.Pid) }
+
+// cpuOf is process pid's CPU time so far (see gatewayProcess.cpu).
+func cpuOf(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	var total time.Duration
 	for _, t := range tasks {
 		b, err := os.ReadFile(t)
