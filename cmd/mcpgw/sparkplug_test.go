@@ -414,3 +414,118 @@ type = "uint32"
 		t.Fatalf("NDEATH: %+v, want bdSeq %v", d, bdSeq+1)
 	}
 }
+
+// TestSparkplugOverTLS: an ssl:// broker that wants a client certificate
+// (Mosquitto with certificates made by the openssl command line): the
+// node connects with mqtt.ca, mqtt.cert and mqtt.key and is born; the
+// host listens on the broker's plain listener.
+func TestSparkplugOverTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a broker and the binary")
+	}
+	for _, tool := range []string{"mosquitto", "protoc", "/usr/bin/python3", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is not installed: .ci/run must install it", tool)
+			}
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	// Mosquitto started as root reads its certificates as user mosquitto:
+	// a directory anyone may read (test keys only).
+	dir, err := os.MkdirTemp("", "mcpgw-mqtt-tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	pem := func(name, ext string) string { return filepath.Join(dir, name+"."+ext) }
+	openssl := func(args ...string) {
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+		"-keyout", pem("ca", "key"), "-out", pem("ca", "crt"), "-subj", "/CN=test-ca", "-days", "2")
+	for i, leaf := range []struct{ name, ext string }{
+		{"broker", "subjectAltName = IP:127.0.0.1\n"},
+		{"edge1", "extendedKeyUsage = clientAuth\n"},
+	} {
+		os.WriteFile(pem(leaf.name, "ext"), []byte(leaf.ext), 0o600)
+		openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+			"-keyout", pem(leaf.name, "key"), "-out", pem(leaf.name, "csr"), "-subj", "/CN="+leaf.name)
+		openssl("x509", "-req", "-in", pem(leaf.name, "csr"), "-CA", pem("ca", "crt"), "-CAkey", pem("ca", "key"),
+			"-set_serial", fmt.Sprint(10+i), "-days", "2", "-extfile", pem(leaf.name, "ext"), "-out", pem(leaf.name, "crt"))
+	}
+	os.Chmod(pem("broker", "key"), 0o644)
+	free := func() int {
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+	tlsPort, plainPort := free(), free()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("allow_anonymous true\npersistence false\n"+
+		"listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n"+
+		"listener %d 127.0.0.1\n", tlsPort, pem("ca", "crt"), pem("broker", "crt"), pem("broker", "key"), plainPort)), 0o644)
+	broker := exec.Command("mosquitto", "-c", conf)
+	brokerLog := logOf(t)
+	broker.Stderr = brokerLog.f
+	if err := broker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { broker.Process.Kill(); broker.Wait() }()
+	defer func() {
+		if t.Failed() {
+			t.Logf("broker log:\n%s", brokerLog.String())
+		}
+	}()
+	h := startHost(t, plainPort)
+
+	pty, err := serialport.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := (&sim.Line{Port: pty.Device, Units: sim.NewUnits([]byte{1}, 10)}).Start()
+	defer func() { stop(); pty.Close() }()
+	cfg := writeConfig(t, fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+[mqtt]
+broker = "ssl://127.0.0.1:%d"
+group = "plant1"
+node = "edge1"
+ca = %q
+cert = %q
+key = %q
+[[bus]]
+name = "l1"
+port = %q
+parity = "N"
+units = [1]
+[[bus.poll]]
+unit = 1
+function = 3
+count = 1
+interval = "200ms"
+[[bus.poll.value]]
+name = "r0"
+type = "uint16"
+`, tlsPort, pem("ca", "crt"), pem("edge1", "crt"), pem("edge1", "key"), pty.Path))
+	gw := exec.Command(mcpgwBinary(t), "run", "-config", cfg)
+	stderr := logOf(t)
+	gw.Stderr = stderr.f
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { gw.Process.Signal(syscall.SIGTERM); gw.Wait() }()
+	defer func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", stderr.String())
+		}
+	}()
+	h.expect(t, "NBIRTH over TLS", func(m hostMsg) bool { return m.Topic == "spBv1.0/plant1/NBIRTH/edge1" })
+	if r0 := h.expect(t, "DBIRTH over TLS", func(m hostMsg) bool { return m.Topic == "spBv1.0/plant1/DBIRTH/edge1/l1-unit1" }).metric("r0"); r0 == nil || r0.number() != 1000 {
+		t.Fatalf("DBIRTH r0: %+v, want the device's 1000", r0)
+	}
+}
