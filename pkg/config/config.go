@@ -378,6 +378,16 @@ func (b *Bus) setDefaults() error {
 	if b.Port == "" {
 		return errors.New("port: required, the serial device such as \"/dev/ttyUSB0\"")
 	}
+	if scheme, rest, ok := strings.Cut(b.Port, "://"); ok {
+		switch scheme {
+		case "tcp": // a serial device server
+			if _, _, err := net.SplitHostPort(rest); err != nil {
+				return fmt.Errorf("port %q: want tcp://host:port, the serial device server's address", b.Port)
+			}
+		default:
+			return fmt.Errorf("port %q: %s:// is not a kind of line this gateway knows; a serial device (\"/dev/ttyUSB0\") or a serial device server (\"tcp://10.0.0.20:4001\")", b.Port, scheme)
+		}
+	}
 	if b.Baud == 0 {
 		b.Baud = 19200
 	}

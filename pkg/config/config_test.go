@@ -293,6 +293,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"tls without client_ca", "[server.tls]\nlisten = \"0.0.0.0:802\"\ncert = \"c\"\nkey = \"k\"\n" + base, "server.tls.client_ca: required"},
 		{"tls listen", "[server.tls]\nlisten = \"802\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n" + base, `server.tls.listen "802"`},
 		{"no listener", "[server]\nlisten = \"\"\n" + base, "would listen nowhere"},
+		{"tcp port", strings.Replace(base, `"/dev/x"`, `"tcp://10.0.0.20"`, 1), `port "tcp://10.0.0.20": want tcp://host:port`},
+		{"unknown scheme", strings.Replace(base, `"/dev/x"`, `"udp://10.0.0.20:4001"`, 1), `udp:// is not a kind of line`},
 		{"cache_max_age", base + "cache_max_age = \"-1s\"\n", `bus "l1": cache_max_age -1s`},
 		{"device cache_max_age", base + "[[bus.device]]\nunit = 2\ncache_max_age = \"-2s\"\n", "device[0]: cache_max_age -2s"},
 		{"poll unit", base + "[[bus.poll]]\nunit = 9\nfunction = 3\ncount = 1\ninterval = \"1s\"\n", `bus "l1": poll[0]: unit 9`},

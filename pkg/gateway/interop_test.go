@@ -9,9 +9,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/goburrow/modbus"
 )
 
 func need(t *testing.T, tools ...string) {
@@ -373,4 +377,68 @@ print("r", *c.read_holding_registers(7, 1, slave=2).registers)
 	if string(out) != want.String() {
 		t.Fatalf("pymodbus client through the gateway:\n%s\nwant:\n%s", out, want.String())
 	}
+}
+
+// TestSerialDeviceServer: a line behind a serial device server (port =
+// "tcp://..."), simulated by socat bridging a TCP listener to a
+// pseudo-terminal with a libmodbus slave behind it. Values are read
+// through it; the bridge killed, the line goes down (0x0A); the bridge
+// back, the gateway reconnects and reads again.
+func TestSerialDeviceServer(t *testing.T) {
+	bin := libmodbusSlave(t)
+	bridgeEnd, devEnd := socatLine(t)
+	startPeer(t, bin, devEnd, "19200", "N", "1")
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	var bridge *exec.Cmd
+	startBridge := func() {
+		bridge = exec.Command("socat", "TCP-LISTEN:"+addr[strings.LastIndex(addr, ":")+1:]+",bind=127.0.0.1,reuseaddr",
+			"OPEN:"+bridgeEnd+",raw,echo=0")
+		if err := bridge.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startBridge()
+	t.Cleanup(func() { bridge.Process.Kill(); bridge.Wait() })
+	svc, gw := startService(t, fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+[[bus]]
+name = "nport"
+port = "tcp://%s"
+parity = "N"
+stop_bits = 2
+timeout = "300ms"
+units = [1]
+`, addr), slog.New(slog.DiscardHandler))
+	cl := client(t, gw, 1)
+	read := func() {
+		t.Helper()
+		got, err := cl.ReadHoldingRegisters(100, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkRegs(t, "FC 03 over the device server", got, 100, func(i int) int { return i*7 + 1 })
+	}
+	read()
+	bridge.Process.Kill()
+	bridge.Wait()
+	for end := time.Now().Add(5 * time.Second); svc.Lines()[0].Up(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the line stayed up with its device server gone")
+		}
+		cl.ReadHoldingRegisters(100, 1) // the failed exchange is what shows the connection is gone
+	}
+	var me *modbus.ModbusError
+	if _, err := cl.ReadHoldingRegisters(100, 1); !errors.As(err, &me) || me.ExceptionCode != 0x0A {
+		t.Fatalf("with the line down: %v, want exception 0A", err)
+	}
+	startBridge()
+	for end := time.Now().Add(10 * time.Second); !svc.Lines()[0].Up(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the gateway did not reconnect to its device server")
+		}
+	}
+	read()
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/cache"
 	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/netserial"
 	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
@@ -179,14 +180,19 @@ func (s *Service) closeAfter(bus *rtu.Bus, rec *capture.Recorder) {
 func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus) *rtu.Bus {
 	settings := b.Settings()
 	path := b.Port
-	burst := serialport.LatencyTimer(path)
-	if burst > 0 {
+	open := func() (rtu.Port, error) { return serialport.Open(path, settings) }
+	var burst time.Duration
+	if server := path; netserial.Is(server) {
+		// A serial device server: the same line, its bytes over TCP.
+		open = func() (rtu.Port, error) { return netserial.Dial(server, 5*time.Second) }
+		path = "" // no device node to watch
+	} else if burst = serialport.LatencyTimer(path); burst > 0 {
 		s.log.Info("USB serial adapter with a latency timer: default frame_gap and char_gap allow for its bursts",
 			"line", b.Name, "port", path, "latency_timer", burst)
 	}
 	return rtu.NewBus(rtu.Config{
 		Name:           b.Name,
-		Open:           func() (rtu.Port, error) { return serialport.Open(path, settings) },
+		Open:           open,
 		Path:           path,
 		CharTime:       rtu.CharTime(settings.Baud, settings.CharBits()),
 		FrameGap:       b.FrameGap.Duration,
