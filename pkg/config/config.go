@@ -126,6 +126,7 @@ type Bus struct {
 	Timeout        Duration `toml:"timeout"`   // default 500ms
 	Retries        *int     `toml:"retries"`   // default 1
 	Units          UnitList `toml:"units"`     // required
+	UnitMap        []string `toml:"unit_map"`  // "101-110:1": clients' units 101..110 are the line's 1..10
 	Broadcast      *bool    `toml:"broadcast"` // send unit 0 here: default true
 	BroadcastDelay Duration `toml:"broadcast_delay"`
 	FrameGap       Duration `toml:"frame_gap"`
@@ -144,7 +145,8 @@ type Bus struct {
 	Device          []Device `toml:"device"`
 	Poll            []Poll   `toml:"poll"` // agent mode: blocks the gateway polls itself to keep the cache warm
 
-	UnitIDs []byte `toml:"-"` // Units, parsed
+	UnitIDs  []byte        `toml:"-"` // Units, parsed
+	LineUnit map[byte]byte `toml:"-"` // UnitMap, parsed: a client's unit id → the line's
 }
 
 // Device overrides a line's timing for one slow unit.
@@ -466,6 +468,9 @@ func (b *Bus) setDefaults() error {
 		return fmt.Errorf("units: %w", err)
 	}
 	b.UnitIDs = ids
+	if err := b.parseUnitMap(); err != nil {
+		return err
+	}
 	for j, d := range b.Device {
 		if d.Unit < 1 || d.Unit > 247 || !contains(ids, byte(d.Unit)) {
 			return fmt.Errorf("device[%d]: unit %d: must be one of this line's units", j, d.Unit)
@@ -501,6 +506,51 @@ func (b *Bus) setDefaults() error {
 		if err := p.check(ids); err != nil {
 			return fmt.Errorf("poll[%d]: %w", j, err)
 		}
+	}
+	return nil
+}
+
+// parseUnitMap reads unit_map: each entry "a-b:c" (or "a:c") sends the
+// clients' units a..b to the line as c, c+1, ...; each must be one of
+// units, and no two may reach the same unit on the line.
+func (b *Bus) parseUnitMap() error {
+	b.LineUnit = nil
+	if len(b.UnitMap) == 0 {
+		return nil
+	}
+	b.LineUnit = make(map[byte]byte)
+	for _, e := range b.UnitMap {
+		from, to, ok := strings.Cut(e, ":")
+		first, err := strconv.Atoi(strings.TrimSpace(to))
+		ids, err2 := ParseUnits([]string{from})
+		if !ok || err != nil || err2 != nil || strings.Contains(from, ",") {
+			return fmt.Errorf("unit_map %q: want \"101-110:1\" (the clients' units 101 to 110 are the line's 1 to 10) or \"101:1\"", e)
+		}
+		for i, u := range ids {
+			if !contains(b.UnitIDs, u) {
+				return fmt.Errorf("unit_map %q: unit %d is not in units; units lists the ids clients use", e, u)
+			}
+			if _, dup := b.LineUnit[u]; dup {
+				return fmt.Errorf("unit_map %q: unit %d is mapped twice", e, u)
+			}
+			lu := first + i
+			if lu < 1 || lu > 247 {
+				return fmt.Errorf("unit_map %q: unit %d would be %d on the line; unit ids run from 1 to 247", e, u, lu)
+			}
+			b.LineUnit[u] = byte(lu)
+		}
+	}
+	// No two of the clients' units may reach one device.
+	reach := make(map[byte]byte)
+	for _, u := range b.UnitIDs {
+		lu := u
+		if m, ok := b.LineUnit[u]; ok {
+			lu = m
+		}
+		if other, ok := reach[lu]; ok {
+			return fmt.Errorf("unit_map: units %d and %d both reach unit %d on the line", other, u, lu)
+		}
+		reach[lu] = u
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ type Line interface {
 // Route says where a unit id goes, and how long to wait for it.
 type Route struct {
 	Line    Line
+	Unit    byte          // the unit id on the line (unit_map); 0: the client's
 	Timeout time.Duration // per attempt; 0: the line's default
 	Retries int           // <0: the line's default
 }
@@ -108,6 +109,9 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	r := g.pool.Get().(*rtu.Request)
 	defer g.pool.Put(r)
 	r.Unit, r.PDU, r.Timeout, r.Retries, r.Trace = tr.Unit, tr.PDU, route.Timeout, route.Retries, tr.Trace
+	if route.Unit != 0 {
+		r.Unit = route.Unit // the answer goes back under the client's id: the server's
+	}
 	r.Priority, r.Background = g.prioritized(tr), tr.Background
 	route.Line.Do(ctx, r)
 	tr.Line, tr.Attempts = route.Line.Name(), r.Attempts

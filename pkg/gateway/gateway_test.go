@@ -438,3 +438,41 @@ func TestTransactionLog(t *testing.T) {
 		t.Errorf("no-route line: %v", lines[2])
 	}
 }
+
+// TestUnitMap: unit_map sends the clients' units 101-103 to the line as
+// 1-3, and each answer goes back under the id its client asked for.
+func TestUnitMap(t *testing.T) {
+	line, err := serialport.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := &sim.Line{Port: line.Device, Units: sim.NewUnits([]byte{1, 2, 3}, 100)}
+	stop := dev.Start()
+	t.Cleanup(func() { stop(); line.Close() })
+	_, addr := startService(t, `
+[server]
+listen = "127.0.0.1:0"
+[[bus]]
+name = "mapped"
+port = "`+line.Path+`"
+parity = "N"
+timeout = "200ms"
+units = ["101-103", 7]
+unit_map = ["101-103:1"]
+`, slog.New(slog.DiscardHandler))
+	c := dial(t, addr)
+	for u := range byte(3) {
+		// exchange checks the answer's MBAP unit id is the client's.
+		got := exchange(t, c, uint16(u), 101+u, []byte{0x03, 0, 5, 0, 1})
+		if want := registers.PatternHolding(1+u, 5); len(got) != 4 || int(got[2])<<8|int(got[3]) != int(want) {
+			t.Fatalf("unit %d: % X, want the line's unit %d: %d", 101+u, got, 1+u, want)
+		}
+	}
+	if dev.Seen(101) != 0 || dev.Seen(2) != 1 {
+		t.Fatalf("the line saw unit 101 %d times, unit 2 %d times", dev.Seen(101), dev.Seen(2))
+	}
+	// Unit 7 is not mapped: it is 7 on the line, where no device answers.
+	if got := exchange(t, c, 9, 7, []byte{0x03, 0, 5, 0, 1}); string(got) != "\x83\x0B" {
+		t.Fatalf("unmapped unit 7: % X", got)
+	}
+}

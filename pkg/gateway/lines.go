@@ -25,11 +25,11 @@ type line struct {
 }
 
 // portConf is what of a [[bus]] its bus is built from: a change to it
-// reopens the line. The rest (units, devices, broadcast, the offline
+// reopens the line. The rest (units and their map, devices, broadcast, the offline
 // rule, shared reads, the cache and the polls) only changes the routes
 // and the rules.
 func portConf(b config.Bus) config.Bus {
-	b.Units, b.UnitIDs, b.Device, b.Broadcast = nil, nil, nil, nil
+	b.Units, b.UnitIDs, b.Device, b.Broadcast, b.UnitMap, b.LineUnit = nil, nil, nil, nil, nil, nil
 	b.OfflineAfter, b.ProbeInterval = nil, config.Duration{}
 	b.SharedReads, b.CacheMaxAge, b.CacheServeStale, b.Poll = nil, config.Duration{}, false, nil
 	return b
@@ -229,12 +229,12 @@ func planOf(lines []*line) plan {
 		rule := offline.Rule{Line: b.Name, After: *b.OfflineAfter, Probe: b.ProbeInterval.Duration}
 		timeout := make(map[byte]time.Duration) // a unit's timeout per attempt
 		for _, u := range b.UnitIDs {
-			p.routes.Add(u, Route{Line: l.bus, Retries: -1})
+			p.routes.Add(u, Route{Line: l.bus, Unit: b.LineUnit[u], Retries: -1})
 			p.offline[u] = rule
 			timeout[u] = b.Timeout.Duration
 		}
 		for _, d := range b.Device {
-			r := Route{Line: l.bus, Timeout: d.Timeout.Duration, Retries: -1}
+			r := Route{Line: l.bus, Unit: b.LineUnit[byte(d.Unit)], Timeout: d.Timeout.Duration, Retries: -1}
 			if d.Retries != nil {
 				r.Retries = *d.Retries
 			}
