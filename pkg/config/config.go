@@ -97,6 +97,7 @@ type Access struct {
 type Server struct {
 	Listen          string   `toml:"listen"` // default 127.0.0.1:5020; "" (written out): no plain listener
 	TLS             TLS      `toml:"tls"`
+	RTUListen       string   `toml:"rtu_listen"`       // host:port for RTU over TCP clients; empty: none
 	MaxConns        int      `toml:"max_conns"`        // default 1000
 	IdleTimeout     Duration `toml:"idle_timeout"`     // default 60s
 	PriorityClients []string `toml:"priority_clients"` // networks whose requests go before plain reads
@@ -250,13 +251,18 @@ func (c *Config) setDefaults() error {
 			}
 		}
 	}
+	if l := s.RTUListen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return fmt.Errorf("server.rtu_listen %q: want host:port, such as \"0.0.0.0:4002\"", l)
+		}
+	}
 	if l := c.Metrics.Listen; l != "" {
 		if _, _, err := net.SplitHostPort(l); err != nil {
 			return fmt.Errorf("metrics.listen %q: want host:port, such as \"127.0.0.1:9502\"", l)
 		}
 	}
-	if s.Listen == "" && s.TLS.Listen == "" {
-		return errors.New(`server.listen is empty and there is no server.tls.listen: the gateway would listen nowhere`)
+	if s.Listen == "" && s.TLS.Listen == "" && s.RTUListen == "" {
+		return errors.New(`server.listen is empty and there is no server.tls.listen or server.rtu_listen: the gateway would listen nowhere`)
 	}
 	if s.MaxConns == 0 {
 		s.MaxConns = 1000

@@ -9,8 +9,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -25,6 +27,11 @@ import (
 	"time"
 
 	"github.com/goburrow/modbus"
+
+	"github.com/mcpgw/mcpgw/pkg/registers"
+	"github.com/mcpgw/mcpgw/pkg/rtu"
+	"github.com/mcpgw/mcpgw/pkg/serialport"
+	"github.com/mcpgw/mcpgw/pkg/sim"
 )
 
 func need(t *testing.T, tools ...string) {
@@ -441,4 +448,82 @@ units = [1]
 		}
 	}
 	read()
+}
+
+// TestRTUOverTCPClient: pymodbus's TCP client with its RTU framer (an
+// independent RTU-over-TCP master) reads and writes through
+// server.rtu_listen; every value is the simulated device's, a write
+// reads back, a silent unit gets 0x0B; and a frame with a bad CRC is
+// dropped with no answer, the connection staying open.
+func TestRTUOverTCPClient(t *testing.T) {
+	need(t, "/usr/bin/python3")
+	line, err := serialport.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := (&sim.Line{Port: line.Device, Units: sim.NewUnits([]byte{1, 2, 3}, 1000)}).Start()
+	t.Cleanup(func() { stop(); line.Close() })
+	svc, _ := startService(t, `
+[server]
+listen = "127.0.0.1:0"
+rtu_listen = "127.0.0.1:0"
+[[bus]]
+name = "l1"
+port = "`+line.Path+`"
+parity = "N"
+timeout = "100ms"
+units = ["1-9"]
+`, slog.New(slog.DiscardHandler))
+	addr := svc.RTUAddr.String()
+	host, port, _ := net.SplitHostPort(addr)
+	out, err := exec.Command("/usr/bin/python3", "../../testdata/interop/pymodbus_rtu_over_tcp.py", host, port,
+		"read:2:10:10", "write:1:5:4242", "read:1:5:1", "read:9:0:1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pymodbus: %v\n%s", err, out)
+	}
+	type step struct {
+		Step      string `json:"step"`
+		Registers []int  `json:"registers"`
+		Exception *int   `json:"exception"`
+		OK        bool   `json:"ok"`
+	}
+	var steps []step
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var s step
+		if err := json.Unmarshal([]byte(l), &s); err != nil {
+			t.Fatalf("pymodbus said %q", out)
+		}
+		steps = append(steps, s)
+	}
+	if len(steps) != 4 {
+		t.Fatalf("pymodbus: %s", out)
+	}
+	for i, v := range steps[0].Registers {
+		if v != int(registers.PatternHolding(2, 10+i)) {
+			t.Fatalf("read unit 2: %v", steps[0].Registers)
+		}
+	}
+	if len(steps[0].Registers) != 10 || !steps[1].OK || len(steps[2].Registers) != 1 || steps[2].Registers[0] != 4242 {
+		t.Fatalf("pymodbus: %s", out)
+	}
+	if e := steps[3].Exception; e == nil || *e != 0x0B {
+		t.Fatalf("a silent unit over RTU over TCP: %s", out)
+	}
+
+	// By hand: a frame with a bad CRC gets no answer; the next good one
+	// on the same connection does.
+	c := dial(t, addr)
+	bad := rtu.AppendADU(nil, 1, []byte{0x03, 0, 0, 0, 1})
+	bad[len(bad)-1] ^= 0x55
+	c.Write(bad)
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, _ := c.Read(make([]byte, 16)); n != 0 {
+		t.Fatal("a frame with a bad CRC was answered")
+	}
+	c.Write(rtu.AppendADU(nil, 3, []byte{0x03, 0, 7, 0, 1}))
+	got := make([]byte, 7)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, rtu.AppendADU(nil, 3, []byte{0x03, 0x02, byte(registers.PatternHolding(3, 7) >> 8), byte(registers.PatternHolding(3, 7))})) {
+		t.Fatalf("after the bad frame: % X, %v", got, err)
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/metrics"
 	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
+	"github.com/mcpgw/mcpgw/pkg/rtuovertcp"
 	"github.com/mcpgw/mcpgw/pkg/shared"
 	"github.com/mcpgw/mcpgw/pkg/sparkplug"
 	"github.com/mcpgw/mcpgw/pkg/status"
@@ -41,6 +42,8 @@ type Service struct {
 	Offline *offline.Handler
 	Server  *tcp.Server // plain Modbus TCP; nil if server.listen is empty
 	TLS     *tcp.Server // Modbus/TCP Security; nil without server.tls.listen
+	RTU     *tcp.Server // RTU over TCP; nil without server.rtu_listen
+	RTUAddr net.Addr    // where RTU over TCP listens, once started
 	Certs   *mbsec.Certs
 	TLSAddr net.Addr // where TLS listens, once started
 	Metrics *metrics.Metrics
@@ -144,6 +147,12 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 		s.Metrics.AddListener("plain", s.Server)
 		s.Status.AddListener("plain", s.Server)
 	}
+	if cfg.Server.RTUListen != "" {
+		s.RTU = server()
+		s.RTU.Framing = rtuovertcp.Framing{}
+		s.Metrics.AddListener("rtu", s.RTU)
+		s.Status.AddListener("rtu", s.RTU)
+	}
 	if t := cfg.Server.TLS; t.Listen != "" {
 		certs, err := mbsec.LoadCerts(t.Cert, t.Key, t.ClientCA)
 		if err != nil {
@@ -178,33 +187,45 @@ func (s *Service) closeCaptures() {
 // line whose port cannot be opened is not fatal: it retries in the
 // background and its units get 0x0A meanwhile. A listen error is
 // returned. The address returned is the plain listener's (nil if there
-// is none); TLSAddr is the TLS one's.
+// is none); TLSAddr and RTUAddr are the TLS and RTU over TCP ones'.
 func (s *Service) Start() (net.Addr, error) {
-	var plain, secure net.Listener
-	var err error
-	if s.Server != nil {
-		if plain, err = net.Listen("tcp", s.cfg.Server.Listen); err != nil {
-			return nil, fmt.Errorf("listen on %s (server.listen): %w", s.cfg.Server.Listen, err)
+	listeners := []struct {
+		key, addr, what string
+		srv             *tcp.Server
+		bound           *net.Addr
+		l               net.Listener
+	}{
+		{"server.listen", s.cfg.Server.Listen, "gateway listening", s.Server, nil, nil},
+		{"server.tls.listen", s.cfg.Server.TLS.Listen, "gateway listening, Modbus/TCP Security", s.TLS, &s.TLSAddr, nil},
+		{"server.rtu_listen", s.cfg.Server.RTUListen, "gateway listening, RTU over TCP", s.RTU, &s.RTUAddr, nil},
+	}
+	closeAll := func() {
+		for _, l := range listeners {
+			if l.l != nil {
+				l.l.Close()
+			}
 		}
 	}
-	if s.TLS != nil {
-		if secure, err = net.Listen("tcp", s.cfg.Server.TLS.Listen); err != nil {
-			if plain != nil {
-				plain.Close()
-			}
-			return nil, fmt.Errorf("listen on %s (server.tls.listen): %w", s.cfg.Server.TLS.Listen, err)
+	for i := range listeners {
+		l := &listeners[i]
+		if l.srv == nil {
+			continue
 		}
-		s.TLSAddr = secure.Addr()
+		var err error
+		if l.l, err = net.Listen("tcp", l.addr); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("listen on %s (%s): %w", l.addr, l.key, err)
+		}
+		if l.bound != nil {
+			*l.bound = l.l.Addr()
+		}
 	}
 	var metricsL net.Listener
-	if l := s.cfg.Metrics.Listen; l != "" {
-		if metricsL, err = net.Listen("tcp", l); err != nil {
-			for _, o := range []net.Listener{plain, secure} {
-				if o != nil {
-					o.Close()
-				}
-			}
-			return nil, fmt.Errorf("listen on %s (metrics.listen): %w", l, err)
+	if addr := s.cfg.Metrics.Listen; addr != "" {
+		var err error
+		if metricsL, err = net.Listen("tcp", addr); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("listen on %s (metrics.listen): %w", addr, err)
 		}
 		s.MetricsAddr = metricsL.Addr()
 	}
@@ -218,16 +239,17 @@ func (s *Service) Start() (net.Addr, error) {
 	}
 	s.Agent.Set(s.polls)
 	s.reloadMu.Unlock()
-	s.serve = make(chan error, 2)
-	var addr net.Addr
-	if plain != nil {
-		addr = plain.Addr()
-		go func() { s.serve <- s.Server.Serve(plain) }()
-		s.log.Info("gateway listening", "addr", addr.String(), "lines", len(s.current()))
-	}
-	if secure != nil {
-		go func() { s.serve <- s.TLS.Serve(secure) }()
-		s.log.Info("gateway listening, Modbus/TCP Security", "addr", s.TLSAddr.String(), "lines", len(s.current()))
+	s.serve = make(chan error, len(listeners))
+	var addr net.Addr // the plain listener's
+	for _, l := range listeners {
+		if l.l == nil {
+			continue
+		}
+		if l.bound == nil {
+			addr = l.l.Addr()
+		}
+		go func() { s.serve <- l.srv.Serve(l.l) }()
+		s.log.Info(l.what, "addr", l.l.Addr().String(), "lines", len(s.current()))
 	}
 	if metricsL != nil {
 		mux, mh := http.NewServeMux(), s.Metrics.HTTP(s.cfg.Metrics.Pprof)
@@ -268,7 +290,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if s.http != nil {
 		s.http.Shutdown(ctx)
 	}
-	for _, srv := range []*tcp.Server{s.Server, s.TLS} {
+	for _, srv := range []*tcp.Server{s.Server, s.TLS, s.RTU} {
 		if srv != nil {
 			err = errors.Join(err, srv.Shutdown(ctx))
 		}
@@ -326,6 +348,7 @@ func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err
 	}{
 		{"server.listen", old.Server.Listen == cfg.Server.Listen},
 		{"server.tls", old.Server.TLS == cfg.Server.TLS},
+		{"server.rtu_listen", old.Server.RTUListen == cfg.Server.RTUListen},
 		{"server.max_conns", old.Server.MaxConns == cfg.Server.MaxConns},
 		{"server.idle_timeout", old.Server.IdleTimeout == cfg.Server.IdleTimeout},
 		{"server.allow", reflect.DeepEqual(old.Server.AllowNets, cfg.Server.AllowNets)},

@@ -152,7 +152,9 @@ type Server struct {
 	// error refuses the connection.
 	TLS      *tls.Config
 	Identify func(tls.ConnectionState) (role, peer string, err error)
-	Log      *slog.Logger
+	// Framing cuts requests and answers: nil is MBAP (Modbus TCP).
+	Framing Framing
+	Log     *slog.Logger
 
 	mu       sync.Mutex
 	listener net.Listener
@@ -162,7 +164,7 @@ type Server struct {
 	nextID   atomic.Uint64
 
 	perIP           map[netip.Addr]int // open connections by client address
-	malformed       logEvery           // malformed headers
+	malformed       logEvery           // malformed requests
 	handshake       logEvery           // failed TLS handshakes
 	handshakeFailed atomic.Uint64
 	refusals        [nRefusals]struct {
@@ -400,11 +402,15 @@ func (c *conn) secure(req *Request) bool {
 	return true
 }
 
-// malformedHeader logs a connection closed for a malformed MBAP header,
-// at most once a second, with how many more there were since.
-func (s *Server) malformedHeader(client string, err error) {
+// malformed logs a request that could not be read, at most once a
+// second, with how many more there were since.
+func (s *Server) malformedRequest(client string, err *FrameError) {
 	s.malformed.do(func(n uint64) {
-		s.log().Warn("malformed MBAP header, closing connection", "client", client, "err", err, "closed_since_last_logged", n)
+		if err.Close {
+			s.log().Warn("malformed request, closing connection", "client", client, "err", err.Err, "closed_since_last_logged", n)
+			return
+		}
+		s.log().Warn("malformed request dropped", "client", client, "err", err.Err, "dropped_since_last_logged", n)
 	})
 }
 
@@ -444,6 +450,11 @@ func (c *conn) serve() {
 	}
 	var lastRefusal time.Time
 	br := bufio.NewReaderSize(c.nc, 4096)
+	framing := s.Framing
+	if framing == nil {
+		framing = MBAP{}
+	}
+	hlen := framing.HeaderLen()
 	var (
 		in  [MaxADU]byte
 		out = make([]byte, 0, MaxADU)
@@ -458,40 +469,42 @@ func (c *conn) serve() {
 	}
 	for !s.closing.Load() {
 		c.nc.SetReadDeadline(time.Now().Add(idle))
-		if _, err := io.ReadFull(br, in[:HeaderLen]); err != nil {
+		tid, unit, body, err := framing.Read(br, in[:])
+		var fe *FrameError
+		switch {
+		case errors.As(err, &fe):
+			s.malformedRequest(client, fe)
+			if fe.Close {
+				return
+			}
+			continue
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			log.Warn("connection closed inside a request", "client", client, "err", err)
+			return
+		case err != nil:
 			if !errors.Is(err, io.EOF) && !s.closing.Load() {
-				log.Debug("connection closed while reading a header", "client", client, "err", err)
+				log.Debug("connection closed while reading a request", "client", client, "err", err)
 			}
 			return
 		}
-		h, err := ParseHeader(in[:HeaderLen])
-		if err != nil {
-			s.malformedHeader(client, err)
-			return
-		}
-		body := in[HeaderLen : HeaderLen+h.PDULen()]
-		if _, err := io.ReadFull(br, body); err != nil {
-			log.Warn("connection closed inside a request", "client", client, "tid", h.TID, "err", err)
-			return
-		}
-		req.TID, req.Unit, req.PDU = h.TID, h.Unit, body
+		req.TID, req.Unit, req.PDU = tid, unit, body
 		req.Line, req.Outcome, req.Attempts = "", "", 0
 		req.Trace = trace.Next()
 		c.requests.Add(1)
-		frame := s.Handler.ServeModbus(s.ctx, &req, out[:HeaderLen])
+		frame := s.Handler.ServeModbus(s.ctx, &req, out[:hlen])
 		if frame == nil {
 			continue
 		}
-		if pace > 0 && req.Attempts == 0 && len(frame) > HeaderLen && frame[HeaderLen]&0x80 != 0 {
+		if pace > 0 && req.Attempts == 0 && len(frame) > hlen && frame[hlen]&0x80 != 0 {
 			if d := pace - time.Since(lastRefusal); d > 0 {
 				time.Sleep(d)
 			}
 			lastRefusal = time.Now()
 		}
-		putHeader(frame, h.TID, h.Unit)
+		frame = framing.Finish(frame, tid, unit)
 		c.nc.SetWriteDeadline(time.Now().Add(idle))
 		if _, err := c.nc.Write(frame); err != nil {
-			log.Debug("client gone before its answer", "client", client, "tid", h.TID, "err", err)
+			log.Debug("client gone before its answer", "client", client, "tid", tid, "err", err)
 			return
 		}
 	}
