@@ -392,8 +392,12 @@ func (b *Bus) setDefaults() error {
 			if _, _, err := net.SplitHostPort(rest); err != nil {
 				return fmt.Errorf("port %q: want tcp://host:port, the serial device server's address", b.Port)
 			}
+		case "modbus+tcp": // a Modbus TCP device
+			if _, _, err := net.SplitHostPort(rest); err != nil {
+				return fmt.Errorf("port %q: want modbus+tcp://host:port, the device's address (port 502 by convention)", b.Port)
+			}
 		default:
-			return fmt.Errorf("port %q: %s:// is not a kind of line this gateway knows; a serial device (\"/dev/ttyUSB0\") or a serial device server (\"tcp://10.0.0.20:4001\")", b.Port, scheme)
+			return fmt.Errorf("port %q: %s:// is not a kind of line this gateway knows; a serial device (\"/dev/ttyUSB0\"), a serial device server (\"tcp://10.0.0.20:4001\") or a Modbus TCP device (\"modbus+tcp://10.0.0.30:502\")", b.Port, scheme)
 		}
 	}
 	if b.Baud == 0 {

@@ -527,3 +527,103 @@ units = ["1-9"]
 		t.Fatalf("after the bad frame: % X, %v", got, err)
 	}
 }
+
+// TestModbusTCPDeviceLine: pymodbus's TCP server as a device that the
+// gateway reaches as a line (port = "modbus+tcp://..."), through a proxy
+// that counts connections: eight goburrow masters read through the
+// gateway at once, every value the device's, and the device sees one
+// connection. The proxy cut, the line goes down and comes back.
+func TestModbusTCPDeviceLine(t *testing.T) {
+	need(t, "/usr/bin/python3")
+	free := func() string {
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		defer l.Close()
+		return l.Addr().String()
+	}
+	devAddr := free()
+	host, port, _ := net.SplitHostPort(devAddr)
+	startPeer(t, "/usr/bin/python3", "../../testdata/interop/pymodbus_tcp_server.py", host, port, "1", "2")
+	// The proxy: what the device sees.
+	proxy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := proxy.Accept()
+			if err != nil {
+				return
+			}
+			d, err := net.Dial("tcp", devAddr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, d)
+			mu.Unlock()
+			go func() { io.Copy(d, c); d.Close() }()
+			go func() { io.Copy(c, d); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { proxy.Close() })
+	svc, addr := startService(t, `
+[server]
+listen = "127.0.0.1:0"
+[[bus]]
+name = "inverter"
+port = "modbus+tcp://`+proxy.Addr().String()+`"
+timeout = "500ms"
+units = [1, 2]
+`, slog.New(slog.DiscardHandler))
+	var wg sync.WaitGroup
+	for m := range 8 {
+		unit := byte(1 + m%2)
+		cl := client(t, addr, unit)
+		wg.Go(func() {
+			for k := range 25 {
+				a := (m*37 + k*13) % 1900
+				got, err := cl.ReadHoldingRegisters(uint16(a), 20)
+				if err != nil {
+					t.Errorf("master %d: %v", m, err)
+					return
+				}
+				for i := range 20 {
+					if v := int(binary.BigEndian.Uint16(got[2*i:])); v != (int(unit)*100+(a+i)*11)%65536 {
+						t.Errorf("master %d, unit %d register %d: %d", m, unit, a+i, v)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	n := len(conns) / 2
+	mu.Unlock()
+	if n != 1 {
+		t.Fatalf("the device saw %d connections, want 1", n)
+	}
+	// Cut: the line goes down, then reconnects.
+	mu.Lock()
+	for _, c := range conns {
+		c.Close()
+	}
+	mu.Unlock()
+	cl := client(t, addr, 1)
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if got, err := cl.ReadHoldingRegisters(7, 1); err == nil && binary.BigEndian.Uint16(got) == 177 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("no answer after the connection to the device was cut and made again")
+		}
+	}
+	if st := svc.Lines()[0].Stats(); st.LineDowns == 0 {
+		t.Fatalf("the cut did not count as a line down: %+v", st)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/status"
+	"github.com/mcpgw/mcpgw/pkg/tcpdevice"
 )
 
 // line is one [[bus]] as it runs: its bus, the table it was built from,
@@ -182,11 +183,24 @@ func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus)
 	path := b.Port
 	open := func() (rtu.Port, error) { return serialport.Open(path, settings) }
 	var burst time.Duration
-	if server := path; netserial.Is(server) {
+	frameGap := b.FrameGap.Duration
+	switch remote := path; {
+	case netserial.Is(remote):
 		// A serial device server: the same line, its bytes over TCP.
-		open = func() (rtu.Port, error) { return netserial.Dial(server, 5*time.Second) }
+		open = func() (rtu.Port, error) { return netserial.Dial(remote, 5*time.Second) }
 		path = "" // no device node to watch
-	} else if burst = serialport.LatencyTimer(path); burst > 0 {
+	case tcpdevice.Is(remote):
+		// A Modbus TCP device: the line's frames as MBAP, no silence owed
+		// between them.
+		open = func() (rtu.Port, error) { return tcpdevice.Dial(remote, 5*time.Second) }
+		path = ""
+		if frameGap == 0 {
+			frameGap = time.Microsecond
+		}
+	default:
+		burst = serialport.LatencyTimer(path)
+	}
+	if burst > 0 {
 		s.log.Info("USB serial adapter with a latency timer: default frame_gap and char_gap allow for its bursts",
 			"line", b.Name, "port", path, "latency_timer", burst)
 	}
@@ -195,7 +209,7 @@ func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus)
 		Open:           open,
 		Path:           path,
 		CharTime:       rtu.CharTime(settings.Baud, settings.CharBits()),
-		FrameGap:       b.FrameGap.Duration,
+		FrameGap:       frameGap,
 		CharGap:        b.CharGap.Duration,
 		Burst:          burst,
 		Timeout:        b.Timeout.Duration,
