@@ -120,6 +120,7 @@ type Log struct {
 type Bus struct {
 	Name           string   `toml:"name"`
 	Port           string   `toml:"port"`
+	Mode           string   `toml:"mode"`      // rtu (default) or ascii
 	Baud           int      `toml:"baud"`      // default 19200
 	DataBits       int      `toml:"data_bits"` // default 8
 	Parity         string   `toml:"parity"`    // N, E (default) or O
@@ -403,8 +404,21 @@ func (b *Bus) setDefaults() error {
 	if b.Baud == 0 {
 		b.Baud = 19200
 	}
+	switch b.Mode = strings.ToLower(b.Mode); b.Mode {
+	case "":
+		b.Mode = "rtu"
+	case "rtu", "ascii":
+	default:
+		return fmt.Errorf("mode %q: want \"rtu\" or \"ascii\"", b.Mode)
+	}
+	if b.Mode == "ascii" && strings.Contains(b.Port, "://") {
+		return fmt.Errorf("mode \"ascii\": only on a serial port, not on %q", b.Port)
+	}
 	if b.DataBits == 0 {
 		b.DataBits = 8
+		if b.Mode == "ascii" {
+			b.DataBits = 7 // the spec's default for ASCII
+		}
 	}
 	if b.Parity == "" {
 		b.Parity = "E"

@@ -627,3 +627,46 @@ units = [1, 2]
 		t.Fatalf("the cut did not count as a line down: %+v", st)
 	}
 }
+
+// TestASCIILine: pymodbus's ASCII framer as the devices on a line
+// (mode = "ascii", 8N2: pyserial cannot put a pseudo-terminal in 7
+// bits), read and written through the gateway by goburrow: every value
+// the device's, a write read back, a silent unit 0x0B.
+func TestASCIILine(t *testing.T) {
+	const py = "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil || exec.Command(py, "-c", "import pymodbus").Run() != nil {
+		need(t, "pymodbus (python3-pymodbus)")
+	}
+	gwEnd, devEnd := socatLine(t)
+	t.Setenv("FRAMER", "ascii")
+	startPeer(t, py, "../../testdata/interop/pymodbus_server.py", devEnd, "19200", "N", "1", "2")
+	_, addr := startService(t, fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+[[bus]]
+name = "ascii"
+port = %q
+mode = "ascii"
+data_bits = 8
+parity = "N"
+stop_bits = 2
+timeout = "1s"
+units = [1, 2, 3]
+`, gwEnd), slog.New(slog.DiscardHandler))
+	for _, u := range []byte{1, 2} {
+		got, err := client(t, addr, u).ReadHoldingRegisters(10, 100)
+		if err != nil {
+			t.Fatalf("unit %d: %v", u, err)
+		}
+		checkRegs(t, fmt.Sprintf("unit %d over ASCII", u), got, 10, func(i int) int { return int(u)*100 + i*11 })
+	}
+	c := client(t, addr, 2)
+	if _, err := c.WriteSingleRegister(7, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.ReadHoldingRegisters(7, 1); err != nil || binary.BigEndian.Uint16(got) != 4242 {
+		t.Fatalf("read back over ASCII: % X %v", got, err)
+	}
+	_, err := client(t, addr, 3).ReadHoldingRegisters(0, 1)
+	wantException(t, err, 0x0B)
+}

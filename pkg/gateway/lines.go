@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/agent"
+	"github.com/mcpgw/mcpgw/pkg/ascii"
 	"github.com/mcpgw/mcpgw/pkg/cache"
 	"github.com/mcpgw/mcpgw/pkg/capture"
 	"github.com/mcpgw/mcpgw/pkg/config"
@@ -199,6 +200,17 @@ func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus)
 		}
 	default:
 		burst = serialport.LatencyTimer(path)
+	}
+	if b.Mode == "ascii" {
+		// The same line's rules; ':' hex LRC CR LF on the wire.
+		serial := open
+		open = func() (rtu.Port, error) {
+			p, err := serial()
+			if err != nil {
+				return nil, err
+			}
+			return ascii.New(p), nil
+		}
 	}
 	if burst > 0 {
 		s.log.Info("USB serial adapter with a latency timer: default frame_gap and char_gap allow for its bursts",
