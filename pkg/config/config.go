@@ -62,6 +62,8 @@ type Config struct {
 	Bus     []Bus    `toml:"bus"`
 	Access  []Access `toml:"access"`
 	MQTT    MQTT     `toml:"mqtt"`
+	// The gateway in reverse: serial lines where it is a slave.
+	SlaveLine []SlaveLine `toml:"slave_line"`
 }
 
 // Metrics is the listener for Prometheus (/metrics) and health checks
@@ -343,6 +345,9 @@ func (c *Config) setDefaults() error {
 			}
 			owner[u] = b.Name
 		}
+	}
+	if err := c.checkSlaveLines(); err != nil {
+		return err
 	}
 	return c.checkDevices()
 }

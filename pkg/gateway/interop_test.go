@@ -670,3 +670,83 @@ units = [1, 2, 3]
 	_, err := client(t, addr, 3).ReadHoldingRegisters(0, 1)
 	wantException(t, err, 0x0B)
 }
+
+// TestSlaveLine: the gateway in reverse. mbpoll, an RTU master, polls
+// the gateway as a slave on a serial line; the gateway forwards to its
+// line of simulated devices (forward = a [[bus]]'s name) and to
+// pymodbus's TCP server (forward = "modbus+tcp://..."). Values are the
+// devices'; a unit the gateway cannot reach (0x0B) and a unit it does
+// not serve get silence, as from an RTU slave.
+func TestSlaveLine(t *testing.T) {
+	need(t, "mbpoll", "/usr/bin/python3")
+	line, err := serialport.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := (&sim.Line{Port: line.Device, Units: sim.NewUnits([]byte{1, 2}, 1000)}).Start()
+	t.Cleanup(func() { stop(); line.Close() })
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	devAddr := l.Addr().String()
+	l.Close()
+	host, port, _ := net.SplitHostPort(devAddr)
+	startPeer(t, "/usr/bin/python3", "../../testdata/interop/pymodbus_tcp_server.py", host, port, "20")
+	masterEnd, slaveEnd := socatLine(t)
+	master2End, slave2End := socatLine(t)
+	startService(t, fmt.Sprintf(`
+[server]
+listen = "127.0.0.1:0"
+[[bus]]
+name = "l1"
+port = %q
+parity = "N"
+timeout = "200ms"
+retries = 0
+units = [1, 2, 4]
+[[slave_line]]
+name = "hmi"
+port = %q
+parity = "N"
+stop_bits = 2
+units = [1, 2, 4]
+forward = "l1"
+timeout = "1s"
+[[slave_line]]
+name = "hmi2"
+port = %q
+parity = "N"
+stop_bits = 2
+units = [20]
+forward = "modbus+tcp://%s"
+timeout = "1s"
+`, line.Path, slaveEnd, slave2End, devAddr), slog.New(slog.DiscardHandler))
+	pollOn := func(end, unit string) ([]byte, error) {
+		return exec.Command("mbpoll", "-m", "rtu", "-b", "19200", "-P", "none", "-a", unit, "-0", "-r", "10", "-c", "5", "-1", "-o", "1", end).CombinedOutput()
+	}
+	poll := func(unit string) ([]byte, error) { return pollOn(masterEnd, unit) }
+	for _, u := range []int{1, 2} {
+		out, err := poll(strconv.Itoa(u))
+		if err != nil {
+			t.Fatalf("mbpoll unit %d through the slave line: %v\n%s", u, err, out)
+		}
+		for i := range 5 {
+			if want := fmt.Sprintf("[%d]: \t%d", 10+i, registers.PatternHolding(byte(u), 10+i)); !strings.Contains(string(out), want) {
+				t.Fatalf("unit %d: want %q in\n%s", u, want, out)
+			}
+		}
+	}
+	for _, u := range []string{"4", "9"} { // configured but silent; not served here
+		if out, err := poll(u); err == nil || !strings.Contains(string(out), "timed out") {
+			t.Fatalf("unit %s: want silence (a timeout), got %v\n%s", u, err, out)
+		}
+	}
+	// Forwarded to the Modbus TCP device.
+	out, err := pollOn(master2End, "20")
+	if err != nil {
+		t.Fatalf("mbpoll unit 20 through the second slave line: %v\n%s", err, out)
+	}
+	for i := range 5 {
+		if want := fmt.Sprintf("[%d]: \t%d", 10+i, 20*100+(10+i)*11); !strings.Contains(string(out), want) {
+			t.Fatalf("unit 20: want %q in\n%s", want, out)
+		}
+	}
+}

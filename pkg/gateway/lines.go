@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"log/slog"
 	"reflect"
 	"time"
 
@@ -14,7 +15,9 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
+	"github.com/mcpgw/mcpgw/pkg/slaveline"
 	"github.com/mcpgw/mcpgw/pkg/status"
+	"github.com/mcpgw/mcpgw/pkg/tcp"
 	"github.com/mcpgw/mcpgw/pkg/tcpdevice"
 )
 
@@ -298,4 +301,23 @@ func planOf(lines []*line) plan {
 		}
 	}
 	return p
+}
+
+// newSlaveLine builds a [[slave_line]]: its requests go into handler,
+// the gateway's whole chain, which routes them to forward's line.
+func newSlaveLine(sl config.SlaveLine, handler tcp.Handler, log *slog.Logger) *slaveline.Line {
+	settings, port := sl.Settings(), sl.Port
+	open := func() (rtu.Port, error) { return serialport.Open(port, settings) }
+	if netserial.Is(port) {
+		open = func() (rtu.Port, error) { return netserial.Dial(port, 5*time.Second) }
+	}
+	return slaveline.New(slaveline.Config{
+		Name:     sl.Name,
+		Open:     open,
+		FrameGap: rtu.FrameGap(rtu.CharTime(settings.Baud, settings.CharBits())),
+		Units:    sl.UnitIDs,
+		Timeout:  sl.Timeout.Duration,
+		Handler:  handler,
+		Log:      log,
+	})
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/rtuovertcp"
 	"github.com/mcpgw/mcpgw/pkg/shared"
+	"github.com/mcpgw/mcpgw/pkg/slaveline"
 	"github.com/mcpgw/mcpgw/pkg/sparkplug"
 	"github.com/mcpgw/mcpgw/pkg/status"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
@@ -48,7 +49,8 @@ type Service struct {
 	TLSAddr net.Addr // where TLS listens, once started
 	Metrics *metrics.Metrics
 	Status  *status.Status
-	Node    *sparkplug.Node // the Sparkplug edge node; nil without mqtt.broker
+	Node    *sparkplug.Node   // the Sparkplug edge node; nil without mqtt.broker
+	Slaves  []*slaveline.Line // [[slave_line]]: the gateway as a serial slave
 	// MetricsAddr is where /metrics, /healthz and /readyz are served,
 	// once started; nil without metrics.listen.
 	MetricsAddr net.Addr
@@ -131,6 +133,9 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 		s.Node = sparkplug.New(cfg.MQTT, cfg.Bus, handler, s.Offline.Offline, tlsCfg, log)
 		s.Agent.OnResult = s.Node.Polled
 		s.Metrics.AddCounters(sparkplugCounters(s.Node)...)
+	}
+	for _, sl := range cfg.SlaveLine {
+		s.Slaves = append(s.Slaves, newSlaveLine(sl, handler, log))
 	}
 	server := func() *tcp.Server {
 		return &tcp.Server{
@@ -236,6 +241,9 @@ func (s *Service) Start() (net.Addr, error) {
 	}
 	if s.Node != nil {
 		s.Node.Start()
+	}
+	for _, sl := range s.Slaves {
+		s.wg.Go(func() { sl.Run(s.ctx) })
 	}
 	s.Agent.Set(s.polls)
 	s.reloadMu.Unlock()
@@ -354,6 +362,7 @@ func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err
 		{"server.allow", reflect.DeepEqual(old.Server.AllowNets, cfg.Server.AllowNets)},
 		{"server.max_conns_per_ip", old.Server.MaxConnsPerIP == cfg.Server.MaxConnsPerIP},
 		{"metrics", old.Metrics == cfg.Metrics},
+		{"slave_line", reflect.DeepEqual(old.SlaveLine, cfg.SlaveLine)},
 		{"mqtt, and the Sparkplug devices and values of [[bus.poll]]", old.MQTT == cfg.MQTT && reflect.DeepEqual(sparkplugDevices(old), sparkplugDevices(cfg))},
 		{"log.format, log.file", old.Log.Format == cfg.Log.Format && old.Log.File == cfg.Log.File},
 	} {
