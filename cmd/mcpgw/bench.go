@@ -21,7 +21,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Out, "out", "BENCHMARKS.md", "file to write the table to (empty: none)")
 	fs.Float64Var(&o.Scale, "scale", 1, "multiply request counts and durations (0.2 for a quick look)")
 	fs.IntVar(&o.Many, "many", 1000, "clients in the many-clients run")
-	fs.StringVar(&o.Only, "only", "", "run one section alone and print it: faster or sparkplug")
+	fs.StringVar(&o.Only, "only", "", "run one section alone and print it: faster, sparkplug or wires")
 	fs.StringVar(&o.Probe, "probe", "testdata/interop/latency_probe.c", "libmodbus latency probe to build with cc (empty: skip)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,6 +58,7 @@ func cmdSimline(args []string, stdout, stderr io.Writer) error {
 	units := fs.String("units", "1", "unit ids")
 	faults := faultFlags(fs, sim.Faults{})
 	clock := fs.Bool("clock", false, "the devices' first 100 holding registers hold their clock")
+	ascii := fs.Bool("ascii", false, "the devices speak Modbus ASCII")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,5 +68,5 @@ func cmdSimline(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return bench.Simline(ctx, *baud, *paced, ids, *faults, *clock, stdout)
+	return bench.Simline(ctx, *baud, *paced, ids, *faults, *clock, *ascii, stdout)
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	asciiport "github.com/mcpgw/mcpgw/pkg/ascii"
 	"github.com/mcpgw/mcpgw/pkg/loadtest"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
@@ -33,6 +34,7 @@ type benchLine struct {
 	faults  sim.Faults    // how the devices misbehave
 	timeout time.Duration // the line's timeout, with one retry; 0: 500 ms and the default retries
 	clock   bool          // the devices' first registers hold their clock (see clockValue)
+	ascii   bool          // the devices speak Modbus ASCII
 	noTwin  bool          // no twin line, no direct master
 
 	gwPath   string          // the gateway's end of its line
@@ -72,7 +74,7 @@ func (l *benchLine) open(ctx context.Context) error {
 		f := l.faults
 		args := []string{"simline", "-baud", strconv.Itoa(l.baud), "-paced=" + strconv.FormatBool(l.paced), "-units", strings.Join(ids, ","),
 			"-drop", fmt.Sprint(f.Drop), "-corrupt", fmt.Sprint(f.Corrupt), "-late", fmt.Sprint(f.Late), "-late-by", f.LateBy.String(),
-			"-seed", strconv.FormatUint(f.Seed, 10), "-clock=" + strconv.FormatBool(l.clock)}
+			"-seed", strconv.FormatUint(f.Seed, 10), "-clock=" + strconv.FormatBool(l.clock), "-ascii=" + strconv.FormatBool(l.ascii)}
 		cmd := exec.CommandContext(ctx, self, args...)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -106,8 +108,8 @@ func (l *benchLine) open(ctx context.Context) error {
 // Simline is the bench's helper (mcpgw simline): a virtual line, paced
 // at baud (11-bit characters) or not, with simulated units ids at its
 // far end; with clock, their first registers hold their clock (see
-// clockValue). It prints the near end's path and serves until ctx ends.
-func Simline(ctx context.Context, baud int, paced bool, ids []byte, faults sim.Faults, clock bool, stdout io.Writer) error {
+// clockValue); with ascii, they speak Modbus ASCII. It prints the near end's path and serves until ctx ends.
+func Simline(ctx context.Context, baud int, paced bool, ids []byte, faults sim.Faults, clock, ascii bool, stdout io.Writer) error {
 	var (
 		path string
 		dev  serialport.Port
@@ -135,6 +137,9 @@ func Simline(ctx context.Context, baud int, paced bool, ids []byte, faults sim.F
 	// scheduling jitter from looking like a gap inside a frame, which a
 	// real device's UART would never see.
 	s := &sim.Line{Port: dev, Units: sim.NewUnits(ids, 10000), FrameGap: 50 * time.Millisecond, Faults: faults}
+	if ascii {
+		s.Port = asciiport.New(dev)
+	}
 	if clock {
 		s.BeforeAnswer = stampClock
 	}
@@ -154,7 +159,7 @@ type Options struct {
 	Scale float64 // multiplies request counts and durations
 	Many  int     // clients in the many-clients run
 	Probe string  // libmodbus latency probe's source, built with cc; empty: skip
-	// Only runs one section that stands alone, "faster" or "sparkplug",
+	// Only runs one section that stands alone, "faster", "sparkplug" or "wires",
 	// and prints it (writing no file): for working on it.
 	Only string
 }
@@ -178,8 +183,10 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 			targets, err = benchFaster(ctx, &rep, d, stderr)
 		case "sparkplug":
 			err = benchSparkplug(ctx, &rep, d, stderr)
+		case "wires":
+			err = benchWires(ctx, &rep, n, stderr)
 		default:
-			return fmt.Errorf("-only %q: want faster or sparkplug", opts.Only)
+			return fmt.Errorf("-only %q: want faster, sparkplug or wires", opts.Only)
 		}
 		for _, t := range targets {
 			rep.printf("| %s | %s | %v |\n", t.name, t.got, t.ok)
@@ -394,6 +401,9 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := benchSparkplug(ctx, &rep, d, stderr); err != nil {
+		return err
+	}
+	if err := benchWires(ctx, &rep, n, stderr); err != nil {
 		return err
 	}
 
@@ -652,6 +662,11 @@ type gatewayProcess struct {
 // address of its own, with the given [[bus]] tables and log level, and
 // returns once it listens and its lines have had time to open.
 func startGatewayProcess(buses string, maxConns int, level string, stderr io.Writer) (*gatewayProcess, string, error) {
+	return startGatewayWith("", buses, maxConns, level, stderr)
+}
+
+// startGatewayWith is startGatewayProcess with more [server] keys.
+func startGatewayWith(server, buses string, maxConns int, level string, stderr io.Writer) (*gatewayProcess, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
@@ -660,7 +675,7 @@ func startGatewayProcess(buses string, maxConns int, level string, stderr io.Wri
 	if err != nil {
 		return nil, "", err
 	}
-	cfg := fmt.Sprintf("[server]\nlisten = %q\nmax_conns = %d\n[log]\nlevel = %q\n%s", addr, maxConns, level, buses)
+	cfg := fmt.Sprintf("[server]\nlisten = %q\nmax_conns = %d\n%s[log]\nlevel = %q\n%s", addr, maxConns, server, level, buses)
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		os.RemoveAll(dir)

@@ -176,3 +176,49 @@ func readAnswer(port serialport.Port, buf, rx []byte, unit byte, deadline time.T
 		buf = append(buf, rx[:n]...)
 	}
 }
+
+// Reader reads holding registers a request at a time and returns the
+// answer's PDU (valid until the next call) and how long it took: an RTU
+// master on a port (NewMaster) or a Modbus TCP client (NewClient).
+type Reader interface {
+	Read(ctx context.Context, unit byte, addr, qty int) ([]byte, time.Duration, error)
+}
+
+// Master is an RTU master on a port: a serial line, or anything that
+// carries RTU frames (an ASCII line's port, a TCP connection to a
+// serial device server or to an RTU over TCP listener).
+type Master struct{ m *master }
+
+// NewMaster returns a master on port that leaves gap of silence between
+// an answer and the next request (t3.5 on a serial line; 0 on TCP).
+func NewMaster(port serialport.Port, gap, timeout time.Duration) *Master {
+	return &Master{newMaster(port, gap, timeout)}
+}
+
+// Read implements Reader.
+func (m *Master) Read(_ context.Context, unit byte, addr, qty int) ([]byte, time.Duration, error) {
+	return m.m.read(unit, addr, qty)
+}
+
+// RunPair measures the same polls two ways in turn, as RunSideBySide
+// does: each request (cfg's Units, Qty, a random address) from direct,
+// then from via, with cfg.Think after each. Every answer is checked.
+func RunPair(ctx context.Context, direct, via Reader, cfg Config) (d, v *Result) {
+	cfg.defaults(time.Second)
+	rnd := rand.New(rand.NewPCG(cfg.Seed, 0))
+	rs := [2]clientResult{newClientResult(), newClientResult()}
+	start := time.Now()
+	for i := 0; i < cfg.Requests && ctx.Err() == nil; i++ {
+		unit, addr := cfg.pick(rnd)
+		for k, r := range [2]Reader{direct, via} {
+			if p, lat, err := r.Read(ctx, unit, addr, cfg.Qty); err != nil {
+				rs[k].errs[err.Error()]++
+			} else {
+				rs[k].tally(unit, addr, cfg.Qty, p, lat)
+			}
+			time.Sleep(cfg.Think)
+		}
+	}
+	elapsed := time.Since(start)
+	return merge(rs[:1], elapsed), merge(rs[1:], elapsed)
+}
