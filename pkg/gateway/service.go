@@ -137,6 +137,9 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	for _, sl := range cfg.SlaveLine {
 		s.Slaves = append(s.Slaves, newSlaveLine(sl, handler, log))
 	}
+	if len(s.Slaves) > 0 {
+		s.Metrics.AddCounters(slaveCounters(s.Slaves)...)
+	}
 	server := func() *tcp.Server {
 		return &tcp.Server{
 			Handler:       handler,
@@ -397,4 +400,24 @@ func sparkplugCounters(n *sparkplug.Node) []metrics.Named {
 		{Name: "mcpgw_sparkplug_writes_total", Help: "Sparkplug DCMD writes, by outcome.", Labels: []string{"outcome", "ok"}, Value: st.WritesOK.Load},
 		{Name: "mcpgw_sparkplug_writes_total", Help: "Sparkplug DCMD writes, by outcome.", Labels: []string{"outcome", "failed"}, Value: st.WritesFailed.Load},
 	}
+}
+
+// slaveCounters are the slave lines' counters, for Prometheus.
+func slaveCounters(lines []*slaveline.Line) []metrics.Named {
+	var cs []metrics.Named
+	const help = "Requests from a slave line's master for its units, by what became of them: answered, silent (the gateway could not serve them: 0x0A, 0x0B), late (the answer came after the master's timeout, not sent)."
+	for _, l := range lines {
+		for _, c := range []struct {
+			outcome string
+			v       func(slaveline.Stats) uint64
+		}{
+			{"answered", func(s slaveline.Stats) uint64 { return s.Answered }},
+			{"silent", func(s slaveline.Stats) uint64 { return s.Silent }},
+			{"late", func(s slaveline.Stats) uint64 { return s.Late }},
+		} {
+			cs = append(cs, metrics.Named{Name: "mcpgw_slave_line_requests_total", Help: help,
+				Labels: []string{"slave_line", l.Name(), "outcome", c.outcome}, Value: func() uint64 { return c.v(l.Stats()) }})
+		}
+	}
+	return cs
 }
