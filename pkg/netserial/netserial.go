@@ -33,16 +33,27 @@ type Port struct {
 // Dial connects to port (tcp://host:port) within timeout.
 func Dial(port string, timeout time.Duration) (*Port, error) {
 	addr := strings.TrimPrefix(port, Scheme)
-	c, err := net.DialTimeout("tcp", addr, timeout)
+	c, err := DialTCP(addr, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("serial device server %s: %w", addr, err)
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true) // a request goes out whole, at once
-		tc.SetKeepAlive(true)
-		tc.SetKeepAlivePeriod(10 * time.Second) // a server that vanished is noticed
-	}
 	return &Port{conn: c, timeout: time.Second}, nil
+}
+
+// DialTCP connects to addr as a line's port needs: a frame goes out at
+// once (no Nagle delay), and a peer that vanished is noticed within
+// seconds (keep-alive every 10 s).
+func DialTCP(addr string, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+		tc.SetKeepAlive(true)
+		tc.SetKeepAlivePeriod(10 * time.Second)
+	}
+	return c, nil
 }
 
 // Read waits up to the read timeout for bytes; none by then is 0, nil,

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/crc"
+	"github.com/mcpgw/mcpgw/pkg/netserial"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
@@ -46,14 +47,9 @@ type Port struct {
 // Dial connects to port (modbus+tcp://host:port) within timeout.
 func Dial(port string, timeout time.Duration) (*Port, error) {
 	addr := strings.TrimPrefix(port, Scheme)
-	c, err := net.DialTimeout("tcp", addr, timeout)
+	c, err := netserial.DialTCP(addr, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("modbus tcp device %s: %w", addr, err)
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-		tc.SetKeepAlive(true)
-		tc.SetKeepAlivePeriod(10 * time.Second)
 	}
 	return &Port{conn: c, r: bufio.NewReaderSize(c, 2*tcp.MaxADU), timeout: time.Second,
 		adu: make([]byte, 0, tcp.MaxADU)}, nil
