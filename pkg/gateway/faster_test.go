@@ -101,7 +101,7 @@ address = 0
 count = 40
 interval = "100ms"
 `, p.Path), slog.New(slog.NewJSONHandler(logs, nil)))
-	ages := map[byte]time.Duration{1: maxAge, 2: interval + timeout}
+	ages := map[byte]time.Duration{1: maxAge, 2: interval + 10*time.Millisecond} // a transaction on this line: under 10 ms
 
 	var (
 		mu          sync.Mutex

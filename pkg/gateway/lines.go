@@ -256,11 +256,9 @@ func planOf(lines []*line) plan {
 	for _, l := range lines {
 		b := &l.conf
 		rule := offline.Rule{Line: b.Name, After: *b.OfflineAfter, Probe: b.ProbeInterval.Duration}
-		timeout := make(map[byte]time.Duration) // a unit's timeout per attempt
 		for _, u := range b.UnitIDs {
 			p.routes.Add(u, Route{Line: l.bus, Unit: b.LineUnit[u], Retries: -1})
 			p.offline[u] = rule
-			timeout[u] = b.Timeout.Duration
 		}
 		for _, d := range b.Device {
 			r := Route{Line: l.bus, Unit: b.LineUnit[byte(d.Unit)], Timeout: d.Timeout.Duration, Retries: -1}
@@ -276,12 +274,20 @@ func planOf(lines []*line) plan {
 				dr.Probe = d.ProbeInterval.Duration
 			}
 			p.offline[byte(d.Unit)] = dr
-			if d.Timeout.Duration > 0 {
-				timeout[byte(d.Unit)] = d.Timeout.Duration
-			}
 		}
 		if *b.Broadcast {
 			p.routes.AddBroadcast(l.bus)
+		}
+		// A polled value answers reads until the next poll's answer is
+		// due: an interval after the last, plus the time from a request's
+		// start to the device's reading (the request's 8 characters and
+		// the gap before them). So no value served is older than the
+		// interval plus one transaction; a poll that is late or fails
+		// leaves reads to the line, not to older values.
+		char := rtu.CharTime(b.Baud, b.Settings().CharBits())
+		gap := b.FrameGap.Duration
+		if gap <= 0 {
+			gap = rtu.FrameGap(char)
 		}
 		polled := make(map[byte]bool)
 		for _, q := range b.Poll {
@@ -289,7 +295,7 @@ func planOf(lines []*line) plan {
 			polled[u] = true
 			p.polls = append(p.polls, agent.Poll{Line: b.Name, Unit: u, Function: byte(q.Function),
 				Address: uint16(q.Address), Count: uint16(q.Count), Interval: q.Interval.Duration,
-				Keep: q.Interval.Duration + timeout[u]})
+				Keep: q.Interval.Duration + 8*char + gap})
 		}
 		for _, u := range b.UnitIDs {
 			if age, stale := b.Cache(u); age > 0 || stale || polled[u] {
