@@ -44,7 +44,8 @@ func faultFlags(fs *flag.FlagSet, def sim.Faults) *sim.Faults {
 	}
 	f := &sim.Faults{}
 	fs.Float64Var(&f.Drop, "drop", def.Drop, "share of answers to drop (0..1)")
-	fs.Float64Var(&f.Corrupt, "corrupt", def.Corrupt, "share of answers sent with a wrong CRC (0..1)")
+	fs.Float64Var(&f.Corrupt, "corrupt", def.Corrupt, "share of answers sent with a bit flipped after the unit id (0..1)")
+	fs.BoolVar(&f.CRCOnly, "crc-only", def.CRCOnly, "-corrupt flips a bit of the CRC only (the frame whole, its check wrong)")
 	fs.Float64Var(&f.Late, "late", def.Late, "share of answers sent late (0..1)")
 	fs.DurationVar(&f.LateBy, "late-by", def.LateBy, "how late a late answer is")
 	fs.Float64Var(&f.Noise, "noise", def.Noise, "share of answers preceded by random bytes (0..1)")

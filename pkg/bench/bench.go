@@ -73,7 +73,7 @@ func (l *benchLine) open(ctx context.Context) error {
 	for i := range paths {
 		f := l.faults
 		args := []string{"simline", "-baud", strconv.Itoa(l.baud), "-paced=" + strconv.FormatBool(l.paced), "-units", strings.Join(ids, ","),
-			"-drop", fmt.Sprint(f.Drop), "-corrupt", fmt.Sprint(f.Corrupt), "-late", fmt.Sprint(f.Late), "-late-by", f.LateBy.String(),
+			"-drop", fmt.Sprint(f.Drop), "-corrupt", fmt.Sprint(f.Corrupt), "-crc-only=" + strconv.FormatBool(f.CRCOnly), "-late", fmt.Sprint(f.Late), "-late-by", f.LateBy.String(),
 			"-seed", strconv.FormatUint(f.Seed, 10), "-clock=" + strconv.FormatBool(l.clock), "-ascii=" + strconv.FormatBool(l.ascii)}
 		cmd := exec.CommandContext(ctx, self, args...)
 		out, err := cmd.StdoutPipe()
@@ -202,7 +202,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 		// 1 in 37 late by 450 ms) and its healthy twin, with a dead unit
 		// configured beside a live one; timeout 300 ms, one retry.
 		{name: "faulty pty", baud: 115200, units: []byte{41}, timeout: 300 * time.Millisecond,
-			faults: sim.Faults{Drop: 1.0 / 29, Corrupt: 1.0 / 11, Late: 1.0 / 37, LateBy: 450 * time.Millisecond, Seed: 9}},
+			faults: sim.Faults{Drop: 1.0 / 29, Corrupt: 1.0 / 11, CRCOnly: true, Late: 1.0 / 37, LateBy: 450 * time.Millisecond, Seed: 9}},
 		{name: "healthy pty, a dead unit", baud: 115200, units: []byte{51}, dead: []byte{52}, timeout: 300 * time.Millisecond},
 	}
 	for _, l := range lines {

@@ -25,7 +25,8 @@ import (
 // drawn for each answer.
 type Faults struct {
 	Drop    float64       // answer nothing
-	Corrupt float64       // answer with a wrong CRC
+	Corrupt float64       // answer with one bit flipped after the unit id: its CRC fails, and its function code or length may be wrong too
+	CRCOnly bool          // Corrupt flips a bit of the CRC only: the frame whole, just its check wrong
 	Late    float64       // answer after LateBy instead of at once
 	LateBy  time.Duration // how late a late answer is
 	Noise   float64       // add random bytes before the answer
@@ -234,7 +235,11 @@ func (l *Line) answer(frame, out, resp []byte, rnd *rand.Rand) []byte {
 	out = rtu.AppendADU(out, unit, resp)
 	if f.Corrupt > 0 && rnd.Float64() < f.Corrupt {
 		l.count(func(s *Stats) { s.Corrupted++ })
-		out[start+1+rnd.IntN(len(out)-start-1)] ^= 1 << rnd.IntN(8)
+		i := start + 1 + rnd.IntN(len(out)-start-1)
+		if f.CRCOnly {
+			i = len(out) - 1 - rnd.IntN(2)
+		}
+		out[i] ^= 1 << rnd.IntN(8)
 	}
 	l.count(func(s *Stats) { s.Answers++ })
 	return out

@@ -121,6 +121,10 @@ func TestFaults(t *testing.T) {
 		{"corrupt", sim.Faults{Corrupt: 1}, func(got []byte) bool {
 			return len(got) == len(good) && !bytes.Equal(got, good) && !crc.Valid(got)
 		}, func(s sim.Stats) bool { return s.Corrupted == 1 }},
+		{"corrupt the CRC only", sim.Faults{Corrupt: 1, CRCOnly: true}, func(got []byte) bool {
+			n := len(good) - crc.Size
+			return len(got) == len(good) && bytes.Equal(got[:n], good[:n]) && !crc.Valid(got)
+		}, func(s sim.Stats) bool { return s.Corrupted == 1 }},
 		{"echo", sim.Faults{Echo: true}, func(got []byte) bool { return bytes.Equal(got, append(append([]byte{}, req...), good...)) },
 			func(s sim.Stats) bool { return s.Answers == 1 }},
 		{"noise", sim.Faults{Noise: 1}, func(got []byte) bool {
