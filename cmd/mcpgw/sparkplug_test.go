@@ -46,7 +46,7 @@ type spHost struct {
 	stdin io.Writer
 	mu    sync.Mutex
 	msgs  []hostMsg
-	next  int // the first message expect has not looked at
+	taken []bool // messages expect has returned
 }
 
 func startHost(t *testing.T, port int) *spHost {
@@ -83,14 +83,19 @@ func startHost(t *testing.T, port int) *spHost {
 	return h
 }
 
-// expect waits for the next message that ok accepts, and returns it.
+// expect waits for the first message that ok accepts and no earlier
+// expect returned, and returns it. Messages of different devices may
+// come in any order; one expect takes one message.
 func (h *spHost) expect(t *testing.T, what string, ok func(hostMsg) bool) hostMsg {
 	t.Helper()
 	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		h.mu.Lock()
-		for ; h.next < len(h.msgs); h.next++ {
-			if m := h.msgs[h.next]; ok(m) {
-				h.next++
+		for len(h.taken) < len(h.msgs) {
+			h.taken = append(h.taken, false)
+		}
+		for i, m := range h.msgs {
+			if !h.taken[i] && ok(m) {
+				h.taken[i] = true
 				h.mu.Unlock()
 				return m
 			}

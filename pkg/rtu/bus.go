@@ -401,8 +401,8 @@ func (b *Bus) Run(ctx context.Context) {
 	for ctx.Err() == nil && !b.retired() {
 		if b.port == nil {
 			p, err := b.cfg.Open()
-			b.opening.Store(false)
 			if err != nil {
+				b.opening.Store(false) // queued requests are answered LineDown while it is down
 				if downFrom.IsZero() {
 					downFrom = time.Now()
 					b.stats.lineDowns.Add(1)
@@ -430,6 +430,7 @@ func (b *Bus) Run(ctx context.Context) {
 			b.port.ResetInputBuffer()
 			b.lastIO = time.Now()
 			b.up.Store(true)
+			b.opening.Store(false) // only now: a request in between would have been answered LineDown
 			b.since.Store(time.Now().UnixNano())
 			if downFrom.IsZero() {
 				b.cfg.Log.Info("serial line up", "line", b.cfg.Name)
