@@ -388,6 +388,7 @@ func orTimeout(err error) error {
 // connection is lost or ctx ends.
 func (n *Node) session(ctx context.Context, c mqtt.Client, lost <-chan struct{}) {
 	if !n.births(c) {
+		n.disconnected()
 		c.Disconnect(0)
 		return
 	}
@@ -428,9 +429,9 @@ func (n *Node) disconnected() {
 	n.mu.Unlock()
 }
 
-// births publishes NBIRTH and a DBIRTH for each live device, then drops
-// what the births supersede and marks connected; it reports false if the
-// connection failed.
+// births publishes NBIRTH and a DBIRTH for each live device, drops what
+// the births supersede, and then what was queued; it reports false if
+// the connection failed.
 func (n *Node) births(c mqtt.Client) bool {
 	n.mu.Lock()
 	n.seq = 0
@@ -461,15 +462,15 @@ func (n *Node) births(c mqtt.Client) bool {
 		}
 	}
 	n.queue = kept
+	// Connected from here: a device born or dead from now on is queued,
+	// to go out after these births, not left to births already made.
+	n.connected = true
 	n.mu.Unlock()
 	for _, m := range out {
 		if !n.publish(c, m.topic, m.body, 0) {
 			return false
 		}
 	}
-	n.mu.Lock()
-	n.connected = true
-	n.mu.Unlock()
 	return n.flush(c)
 }
 
