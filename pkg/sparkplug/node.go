@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mcpgw/mcpgw/pkg/agent"
+	"github.com/mcpgw/mcpgw/pkg/cache"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/sparkplug/sproto"
@@ -78,21 +79,19 @@ const (
 
 // event is a message waiting to go out: its metrics are a snapshot.
 type event struct {
-	id         uint64 // in the order queued
-	kind       kind
-	dev        *Device
-	metrics    []*sproto.Payload_Metric
-	historical bool // queued while the broker was away
+	id      uint64 // in the order queued
+	kind    kind
+	dev     *Device
+	metrics []*sproto.Payload_Metric // historical ones say so (IsHistorical)
 }
 
 // Stats count the node's work.
 type Stats struct {
-	Published     atomic.Uint64 // messages published
-	Dropped       atomic.Uint64 // buffered messages dropped, the buffer full
-	Sessions      atomic.Uint64 // MQTT sessions begun (births published)
-	WritesOK      atomic.Uint64 // DCMD writes the device took
-	WritesFailed  atomic.Uint64 // DCMD writes refused or failed
-	CommandsNoted atomic.Uint64 // DCMD metrics that are not writable values, ignored
+	Published    atomic.Uint64 // messages published
+	Dropped      atomic.Uint64 // buffered messages dropped, the buffer full
+	Sessions     atomic.Uint64 // MQTT sessions begun (births published)
+	WritesOK     atomic.Uint64 // DCMD writes the device took
+	WritesFailed atomic.Uint64 // DCMD writes refused or failed, not writable values among them
 }
 
 // Node is the edge node.
@@ -117,7 +116,7 @@ type Node struct {
 	wake      chan struct{}
 	rebirth   chan struct{}
 	bdSeq     uint64
-	seq       uint8 // the next message's; owned by Run
+	seq       uint8 // the next message's; guarded by mu
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -155,9 +154,6 @@ func New(m config.MQTT, lines []config.Bus, chain tcp.Handler, offline func(unit
 	return n
 }
 
-// Devices returns how many devices the node publishes.
-func (n *Node) Devices() int { return len(n.devices) }
-
 func (n *Node) topic(kind, device string) string {
 	t := Namespace + "/" + n.cfg.Group + "/" + kind + "/" + n.cfg.Node
 	if device != "" {
@@ -185,9 +181,13 @@ func (n *Node) Polled(p agent.Poll, answer []byte, ok bool, at time.Time) {
 		}
 		return
 	}
-	words, good := pollWords(answer, p.Function, p.Count)
+	next, good := cache.Values(answer, p.Function, p.Count)
 	if !good {
 		return
+	}
+	words := make([]uint16, p.Count) // registers, or bits one to a word
+	for i := range words {
+		words[i] = next()
 	}
 	var changedMetrics []*sproto.Payload_Metric
 	for _, mt := range n.byPoll[k] {
@@ -206,39 +206,12 @@ func (n *Node) Polled(p agent.Poll, answer []byte, ok bool, at time.Time) {
 	}
 }
 
-// pollWords unpacks a poll's normal answer: its registers, or its bits
-// one to a word.
-func pollWords(answer []byte, function byte, count uint16) ([]uint16, bool) {
-	if len(answer) < 2 || answer[0] != function || int(answer[1]) != len(answer)-2 {
-		return nil, false
-	}
-	data := answer[2:]
-	words := make([]uint16, count)
-	if function <= pdu.ReadDiscreteInputs {
-		if len(data) != (int(count)+7)/8 {
-			return nil, false
-		}
-		for i := range words {
-			words[i] = uint16(data[i/8]>>(i%8)) & 1
-		}
-		return words, true
-	}
-	if len(data) != 2*int(count) {
-		return nil, false
-	}
-	for i := range words {
-		words[i] = uint16(data[2*i])<<8 | uint16(data[2*i+1])
-	}
-	return words, true
-}
-
 // push queues e (n.mu held), dropping the oldest past the buffer.
 func (n *Node) push(e event) {
 	if !n.connected {
 		if e.kind != ddata {
 			return // the next session's births say who is alive
 		}
-		e.historical = true
 		for _, m := range e.metrics {
 			m.IsHistorical = proto.Bool(true)
 		}
@@ -398,9 +371,7 @@ func (n *Node) session(ctx context.Context, c mqtt.Client, lost <-chan struct{})
 	for {
 		select {
 		case <-ctx.Done():
-			n.mu.Lock()
-			n.connected = false
-			n.mu.Unlock()
+			n.disconnected()
 			n.publish(c, n.topic("NDEATH", ""), n.payload([]*sproto.Payload_Metric{n.bdSeqMetric()}, false), 1)
 			c.Disconnect(250)
 			return
@@ -457,7 +428,6 @@ func (n *Node) births(c mqtt.Client) bool {
 			for _, m := range e.metrics {
 				m.IsHistorical = proto.Bool(true)
 			}
-			e.historical = true
 			kept = append(kept, e)
 		}
 	}

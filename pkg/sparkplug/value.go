@@ -134,7 +134,6 @@ func ordered(w []uint16, order string) []byte {
 // words is ordered's inverse: the registers holding bytes b (most
 // significant first) in order.
 func words(b []byte, order string) []uint16 {
-	b = append([]byte(nil), b...)
 	// Every order is its own inverse.
 	w := make([]uint16, len(b)/2)
 	for i := range w {
@@ -272,7 +271,6 @@ func changed(v *config.Value, last, x value) bool {
 		if v.Deadband > 0 {
 			return math.Abs(a-b) > v.Deadband
 		}
-		return last != x && !(a == b && math.IsNaN(a) == math.IsNaN(b))
 	}
 	return last != x
 }
