@@ -6,9 +6,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"time"
-
-	"github.com/mcpgw/mcpgw/pkg/serialport"
 )
 
 // MQTT is the Sparkplug B edge node: where it publishes the polled
@@ -144,102 +141,6 @@ func (m *MQTT) check() error {
 			return fmt.Errorf("mqtt.password_file: %w", err)
 		}
 		m.Password = strings.TrimRight(string(b), "\r\n")
-	}
-	return nil
-}
-
-// SlaveLine is a serial line on which the gateway is an RTU slave,
-// polled by a serial master, forwarding to Forward ([[slave_line]]).
-type SlaveLine struct {
-	Name     string   `toml:"name"`
-	Port     string   `toml:"port"`
-	Baud     int      `toml:"baud"`      // default 19200
-	DataBits int      `toml:"data_bits"` // default 8
-	Parity   string   `toml:"parity"`    // default E
-	StopBits int      `toml:"stop_bits"` // default 1
-	Units    UnitList `toml:"units"`     // the units the gateway answers for here: required
-	Forward  string   `toml:"forward"`   // a [[bus]]'s name, or modbus+tcp://host:port
-	Timeout  Duration `toml:"timeout"`   // the master's: default 1s; answers later are not sent
-
-	UnitIDs []byte `toml:"-"`
-}
-
-// check gives a slave line's port settings a Bus's defaults and checks.
-func (s *SlaveLine) check() error {
-	if s.Name == "" {
-		return errors.New("name: required, the slave line's name in logs")
-	}
-	b := Bus{Name: s.Name, Port: s.Port, Baud: s.Baud, DataBits: s.DataBits, Parity: s.Parity, StopBits: s.StopBits, Units: s.Units}
-	if err := b.setDefaults(); err != nil {
-		return err
-	}
-	s.Baud, s.DataBits, s.Parity, s.StopBits, s.UnitIDs = b.Baud, b.DataBits, b.Parity, b.StopBits, b.UnitIDs
-	if s.Forward == "" {
-		return errors.New(`forward: required: a [[bus]]'s name, or "modbus+tcp://host:502"`)
-	}
-	if s.Timeout.Duration == 0 {
-		s.Timeout.Duration = time.Second
-	}
-	if s.Timeout.Duration < 0 {
-		return fmt.Errorf("timeout %v: must be positive: the master's timeout", s.Timeout)
-	}
-	return nil
-}
-
-// Settings returns the slave line's character format.
-func (s *SlaveLine) Settings() serialport.Settings {
-	return serialport.Settings{Baud: s.Baud, DataBits: s.DataBits, Parity: s.Parity[0], StopBits: s.StopBits}
-}
-
-// checkSlaveLines checks [[slave_line]] tables, and makes the line a
-// modbus+tcp:// forward needs: a [[bus]] named "<name>-forward" serving
-// the slave line's units, whose attempts fit in the master's timeout.
-func (c *Config) checkSlaveLines() error {
-	names := make(map[string]bool)
-	for i := range c.SlaveLine {
-		s := &c.SlaveLine[i]
-		key := fmt.Sprintf("slave_line[%d]", i)
-		if s.Name != "" {
-			key = fmt.Sprintf("slave_line %q", s.Name)
-		}
-		if err := s.check(); err != nil {
-			return fmt.Errorf("%s: %w", key, err)
-		}
-		if names[s.Name] {
-			return fmt.Errorf("%s: name: another [[slave_line]] has the same name", key)
-		}
-		names[s.Name] = true
-		if strings.HasPrefix(s.Forward, "modbus+tcp://") {
-			one, zero := 1, 0
-			b := Bus{Name: s.Name + "-forward", Port: s.Forward, Units: s.Units, Retries: &zero, OfflineAfter: &one,
-				Timeout: Duration{s.Timeout.Duration * 3 / 4}}
-			if err := b.setDefaults(); err != nil {
-				return fmt.Errorf("%s: forward: %w", key, err)
-			}
-			for _, u := range b.UnitIDs {
-				for _, o := range c.Bus {
-					if contains(o.UnitIDs, u) {
-						return fmt.Errorf("%s: forward: unit %d is already served by bus %q; a unit id belongs to one line", key, u, o.Name)
-					}
-				}
-			}
-			c.Bus = append(c.Bus, b)
-			continue
-		}
-		var target *Bus
-		for j := range c.Bus {
-			if c.Bus[j].Name == s.Forward {
-				target = &c.Bus[j]
-			}
-		}
-		if target == nil {
-			return fmt.Errorf(`%s: forward %q: no [[bus]] of that name; a [[bus]]'s name, or "modbus+tcp://host:502"`, key, s.Forward)
-		}
-		for _, u := range s.UnitIDs {
-			if !contains(target.UnitIDs, u) {
-				return fmt.Errorf("%s: units: unit %d is not served by bus %q, where forward sends it", key, u, target.Name)
-			}
-		}
 	}
 	return nil
 }

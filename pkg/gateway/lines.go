@@ -184,19 +184,15 @@ func (s *Service) closeAfter(bus *rtu.Bus, rec *capture.Recorder) {
 // over from on a reload, or nil.
 func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus) *rtu.Bus {
 	settings := b.Settings()
-	path := b.Port
-	open := func() (rtu.Port, error) { return serialport.Open(path, settings) }
+	path, open := b.Port, opener(b.Port, settings)
 	var burst time.Duration
 	frameGap := b.FrameGap.Duration
-	switch remote := path; {
-	case netserial.Is(remote):
-		// A serial device server: the same line, its bytes over TCP.
-		open = func() (rtu.Port, error) { return netserial.Dial(remote, 5*time.Second) }
-		path = "" // no device node to watch
-	case tcpdevice.Is(remote):
+	switch {
+	case netserial.Is(path):
+		path = "" // a serial device server: no device node to watch
+	case tcpdevice.Is(path):
 		// A Modbus TCP device: the line's frames as MBAP, no silence owed
 		// between them.
-		open = func() (rtu.Port, error) { return tcpdevice.Dial(remote, 5*time.Second) }
 		path = ""
 		if frameGap == 0 {
 			frameGap = time.Microsecond
@@ -237,6 +233,19 @@ func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus)
 		Log:            s.log,
 		Replaces:       replaces,
 	})
+}
+
+// opener opens a line's port: a serial device, a serial device server
+// (tcp://: the line's bytes over TCP) or a Modbus TCP device
+// (modbus+tcp://: its frames as MBAP).
+func opener(port string, settings serialport.Settings) func() (rtu.Port, error) {
+	switch {
+	case netserial.Is(port):
+		return func() (rtu.Port, error) { return netserial.Dial(port, 5*time.Second) }
+	case tcpdevice.Is(port):
+		return func() (rtu.Port, error) { return tcpdevice.Dial(port, 5*time.Second) }
+	}
+	return func() (rtu.Port, error) { return serialport.Open(port, settings) }
 }
 
 // plan is what the lines' tables say of each unit, for the handlers.
@@ -284,11 +293,7 @@ func planOf(lines []*line) plan {
 		// the gap before them). So no value served is older than the
 		// interval plus one transaction; a poll that is late or fails
 		// leaves reads to the line, not to older values.
-		char := rtu.CharTime(b.Baud, b.Settings().CharBits())
-		gap := b.FrameGap.Duration
-		if gap <= 0 {
-			gap = rtu.FrameGap(char)
-		}
+		char, gap := l.bus.CharTime(), l.bus.FrameGap()
 		polled := make(map[byte]bool)
 		for _, q := range b.Poll {
 			u := byte(q.Unit)
@@ -312,14 +317,10 @@ func planOf(lines []*line) plan {
 // newSlaveLine builds a [[slave_line]]: its requests go into handler,
 // the gateway's whole chain, which routes them to forward's line.
 func newSlaveLine(sl config.SlaveLine, handler tcp.Handler, log *slog.Logger) *slaveline.Line {
-	settings, port := sl.Settings(), sl.Port
-	open := func() (rtu.Port, error) { return serialport.Open(port, settings) }
-	if netserial.Is(port) {
-		open = func() (rtu.Port, error) { return netserial.Dial(port, 5*time.Second) }
-	}
+	settings := sl.Settings()
 	return slaveline.New(slaveline.Config{
 		Name:     sl.Name,
-		Open:     open,
+		Open:     opener(sl.Port, settings),
 		FrameGap: rtu.FrameGap(rtu.CharTime(settings.Baud, settings.CharBits())),
 		Units:    sl.UnitIDs,
 		Timeout:  sl.Timeout.Duration,

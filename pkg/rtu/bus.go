@@ -316,6 +316,11 @@ func (b *Bus) Closed() <-chan struct{} { return b.closed }
 // Name returns the line's name.
 func (b *Bus) Name() string { return b.cfg.Name }
 
+// CharTime returns one character's time on the line, and FrameGap the
+// silence it keeps between frames, as NewBus settled them.
+func (b *Bus) CharTime() time.Duration { return b.cfg.CharTime }
+func (b *Bus) FrameGap() time.Duration { return b.cfg.FrameGap }
+
 // Since returns when the line last went up or down (zero before it first
 // tried its port).
 func (b *Bus) Since() time.Time {
