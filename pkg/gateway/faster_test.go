@@ -14,7 +14,6 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/registers"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/sim"
 )
 
@@ -64,14 +63,9 @@ func (h *history) when(unit byte, a int, v uint16) (time.Time, bool) {
 // a write was answered must come from after it; and the line must have
 // carried fewer reads than the clients made.
 func TestFasterThanTheWireIsRight(t *testing.T) {
-	p, err := serialport.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := &history{seen: make(map[[2]int]map[uint16]time.Time)}
-	dev := &sim.Line{Port: p.Device, Units: sim.NewUnits([]byte{1, 2}, 100), BeforeAnswer: h.beforeAnswer}
-	stop := dev.Start()
-	t.Cleanup(func() { stop(); p.Close() })
+	dev := &sim.Line{Units: sim.NewUnits([]byte{1, 2}, 100), BeforeAnswer: h.beforeAnswer}
+	path := onPty(t, dev)
 	const (
 		maxAge   = 200 * time.Millisecond // unit 1's cache_max_age
 		interval = 100 * time.Millisecond // unit 2's poll
@@ -100,7 +94,7 @@ function = 3
 address = 0
 count = 40
 interval = "100ms"
-`, p.Path), slog.New(slog.NewJSONHandler(logs, nil)))
+`, path), slog.New(slog.NewJSONHandler(logs, nil)))
 	ages := map[byte]time.Duration{1: maxAge, 2: interval + 10*time.Millisecond} // a transaction on this line: under 10 ms
 
 	var (

@@ -109,21 +109,31 @@ func startRig(t *testing.T, faults sim.Faults, extra string) *rig {
 // [server.tls] table).
 func startRigWith(t *testing.T, faults sim.Faults, server, extra string) *rig {
 	t.Helper()
-	line, err := serialport.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev := &sim.Line{Port: line.Device, Units: sim.NewUnits([]byte{1, 2, 3}, 10000), Faults: faults}
-	stop := dev.Start()
-	t.Cleanup(func() { stop(); line.Close() }) // after the gateway's own cleanup
+	dev := &sim.Line{Units: sim.NewUnits([]byte{1, 2, 3}, 10000), Faults: faults}
+	path := onPty(t, dev)
 	logs := &syncBuffer{}
-	cfg := lineConfig(line.Path, "retries = 1\nbroadcast_delay = \"5ms\"\n"+extra)
+	cfg := lineConfig(path, "retries = 1\nbroadcast_delay = \"5ms\"\n"+extra)
 	if strings.Contains(server, "listen = ") {
 		cfg = strings.Replace(cfg, "listen = \"127.0.0.1:0\"\n", "", 1)
 	}
 	cfg = strings.Replace(cfg, "[server]\n", "[server]\n"+server, 1)
 	svc, addr := startService(t, cfg, slog.New(slog.NewJSONHandler(logs, nil)))
-	return &rig{addr: addr, path: line.Path, dev: dev, svc: svc, log: logs}
+	return &rig{addr: addr, path: path, dev: dev, svc: svc, log: logs}
+}
+
+// onPty serves dev's simulated units at the far end of a new virtual
+// line until the test ends (after the gateway's own cleanup, registered
+// later), and returns the path the gateway opens.
+func onPty(t *testing.T, dev *sim.Line) string {
+	t.Helper()
+	line, err := serialport.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.Port = line.Device
+	stop := dev.Start()
+	t.Cleanup(func() { stop(); line.Close() })
+	return line.Path
 }
 
 func client(t *testing.T, addr string, unit byte) modbus.Client {
@@ -442,19 +452,14 @@ func TestTransactionLog(t *testing.T) {
 // TestUnitMap: unit_map sends the clients' units 101-103 to the line as
 // 1-3, and each answer goes back under the id its client asked for.
 func TestUnitMap(t *testing.T) {
-	line, err := serialport.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev := &sim.Line{Port: line.Device, Units: sim.NewUnits([]byte{1, 2, 3}, 100)}
-	stop := dev.Start()
-	t.Cleanup(func() { stop(); line.Close() })
+	dev := &sim.Line{Units: sim.NewUnits([]byte{1, 2, 3}, 100)}
+	path := onPty(t, dev)
 	_, addr := startService(t, `
 [server]
 listen = "127.0.0.1:0"
 [[bus]]
 name = "mapped"
-port = "`+line.Path+`"
+port = "`+path+`"
 parity = "N"
 timeout = "200ms"
 units = ["101-103", 7]

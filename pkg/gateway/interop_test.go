@@ -30,7 +30,6 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/sim"
 )
 
@@ -457,19 +456,14 @@ units = [1]
 // dropped with no answer, the connection staying open.
 func TestRTUOverTCPClient(t *testing.T) {
 	need(t, "/usr/bin/python3")
-	line, err := serialport.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := (&sim.Line{Port: line.Device, Units: sim.NewUnits([]byte{1, 2, 3}, 1000)}).Start()
-	t.Cleanup(func() { stop(); line.Close() })
+	path := onPty(t, &sim.Line{Units: sim.NewUnits([]byte{1, 2, 3}, 1000)})
 	svc, _ := startService(t, `
 [server]
 listen = "127.0.0.1:0"
 rtu_listen = "127.0.0.1:0"
 [[bus]]
 name = "l1"
-port = "`+line.Path+`"
+port = "`+path+`"
 parity = "N"
 timeout = "100ms"
 units = ["1-9"]
@@ -679,12 +673,7 @@ units = [1, 2, 3]
 // not serve get silence, as from an RTU slave.
 func TestSlaveLine(t *testing.T) {
 	need(t, "mbpoll", "/usr/bin/python3")
-	line, err := serialport.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := (&sim.Line{Port: line.Device, Units: sim.NewUnits([]byte{1, 2}, 1000)}).Start()
-	t.Cleanup(func() { stop(); line.Close() })
+	path := onPty(t, &sim.Line{Units: sim.NewUnits([]byte{1, 2}, 1000)})
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	devAddr := l.Addr().String()
 	l.Close()
@@ -718,7 +707,7 @@ stop_bits = 2
 units = [20]
 forward = "modbus+tcp://%s"
 timeout = "1s"
-`, line.Path, slaveEnd, slave2End, devAddr), slog.New(slog.DiscardHandler))
+`, path, slaveEnd, slave2End, devAddr), slog.New(slog.DiscardHandler))
 	pollOn := func(end, unit string) ([]byte, error) {
 		return exec.Command("mbpoll", "-m", "rtu", "-b", "19200", "-P", "none", "-a", unit, "-0", "-r", "10", "-c", "5", "-1", "-o", "1", end).CombinedOutput()
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/goburrow/modbus"
 
 	"github.com/mcpgw/mcpgw/pkg/config"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/sim"
 )
 
@@ -57,15 +56,7 @@ func TestReloadKeepsClients(t *testing.T) {
 // error; the added line and unit answer, the removed line's unit gets
 // 0x0A.
 func TestReloadLines(t *testing.T) {
-	lineOf := func(units ...byte) string {
-		p, err := serialport.NewPty()
-		if err != nil {
-			t.Fatal(err)
-		}
-		stop := (&sim.Line{Port: p.Device, Units: sim.NewUnits(units, 1000)}).Start()
-		t.Cleanup(func() { stop(); p.Close() })
-		return p.Path
-	}
+	lineOf := func(units ...byte) string { return onPty(t, &sim.Line{Units: sim.NewUnits(units, 1000)}) }
 	l1, l2, l3 := lineOf(1, 2, 3), lineOf(20), lineOf(30)
 	text := func(l1Extra, lines string) string {
 		return fmt.Sprintf(`
