@@ -68,5 +68,5 @@ func cmdSimline(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return bench.Simline(ctx, *baud, *paced, ids, *faults, *clock, *ascii, stdout)
+	return bench.Simline(ctx, bench.SimlineOptions{Baud: *baud, Paced: *paced, Units: ids, Faults: *faults, Clock: *clock, ASCII: *ascii}, stdout)
 }

@@ -105,16 +105,26 @@ func (l *benchLine) open(ctx context.Context) error {
 	return nil
 }
 
-// Simline is the bench's helper (mcpgw simline): a virtual line, paced
-// at baud (11-bit characters) or not, with simulated units ids at its
-// far end; with clock, their first registers hold their clock (see
-// clockValue); with ascii, they speak Modbus ASCII. It prints the near end's path and serves until ctx ends.
-func Simline(ctx context.Context, baud int, paced bool, ids []byte, faults sim.Faults, clock, ascii bool, stdout io.Writer) error {
+// SimlineOptions are a simulated line's (mcpgw simline's flags).
+type SimlineOptions struct {
+	Baud   int        // nominal bit rate, 11-bit characters
+	Paced  bool       // deliver bytes at the baud rate's pace
+	Units  []byte     // the simulated units
+	Faults sim.Faults // how they misbehave
+	Clock  bool       // their first registers hold their clock (see clockValue)
+	ASCII  bool       // they speak Modbus ASCII
+}
+
+// Simline is the bench's helper (mcpgw simline): a virtual line with
+// simulated units at its far end, as o says. It prints the near end's
+// path and serves until ctx ends.
+func Simline(ctx context.Context, o SimlineOptions, stdout io.Writer) error {
+	baud := o.Baud
 	var (
 		path string
 		dev  serialport.Port
 	)
-	if paced {
+	if o.Paced {
 		pl, err := serialport.NewPacedLine(rtu.CharTime(baud, 11))
 		if err != nil {
 			return err
@@ -136,11 +146,11 @@ func Simline(ctx context.Context, baud int, paced bool, ids []byte, faults sim.F
 	// The devices end requests by their length; a long FrameGap keeps
 	// scheduling jitter from looking like a gap inside a frame, which a
 	// real device's UART would never see.
-	s := &sim.Line{Port: dev, Units: sim.NewUnits(ids, 10000), FrameGap: 50 * time.Millisecond, Faults: faults}
-	if ascii {
+	s := &sim.Line{Port: dev, Units: sim.NewUnits(o.Units, 10000), FrameGap: 50 * time.Millisecond, Faults: o.Faults}
+	if o.ASCII {
 		s.Port = asciiport.New(dev)
 	}
-	if clock {
+	if o.Clock {
 		s.BeforeAnswer = stampClock
 	}
 	fmt.Fprintln(stdout, path)
