@@ -327,11 +327,12 @@ func (s *Service) Shutdown(ctx context.Context) error {
 // Reload applies what of cfg can change while the gateway serves, with
 // every client staying connected: the lines (added, removed, or changed:
 // a changed line finishes its transaction in flight, then reopens with
-// its queue kept), the units and devices on them and their offline
-// rules, the access rules, rate_limit, priority_clients and the TLS
-// certificate files. It returns what it applied, and what differs from
-// the running configuration but needs a restart (the listeners and their
-// limits, the metrics listener, the log's format and file). cfg must have
+// its queue kept), the units and devices on them with their offline,
+// cache and shared-read rules and their polls, the access rules,
+// rate_limit, priority_clients and the TLS certificate files. It returns
+// what it applied, and what differs from the running configuration but
+// needs a restart (the listeners and their limits, the metrics listener,
+// the slave lines, the Sparkplug node, the log's format and file). cfg must have
 // passed config.Parse; on an error nothing has changed. The log level is
 // the caller's, who made the logger.
 func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err error) {
