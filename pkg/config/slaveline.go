@@ -12,7 +12,7 @@ import (
 // SlaveLine is a serial line on which the gateway is an RTU slave,
 // polled by a serial master, forwarding to Forward ([[slave_line]]).
 type SlaveLine struct {
-	Name     string   `toml:"name"`
+	Name     string   `toml:"name"` // in logs and metrics: default slave_line1, slave_line2, ...
 	Port     string   `toml:"port"`
 	Baud     int      `toml:"baud"`      // default 19200
 	DataBits int      `toml:"data_bits"` // default 8
@@ -27,9 +27,6 @@ type SlaveLine struct {
 
 // check gives a slave line's port settings a Bus's defaults and checks.
 func (s *SlaveLine) check() error {
-	if s.Name == "" {
-		return errors.New("name: required, the slave line's name in logs")
-	}
 	b := Bus{Name: s.Name, Port: s.Port, Baud: s.Baud, DataBits: s.DataBits, Parity: s.Parity, StopBits: s.StopBits, Units: s.Units}
 	if err := b.setDefaults(); err != nil {
 		return err
@@ -59,10 +56,10 @@ func (c *Config) checkSlaveLines() error {
 	names := make(map[string]bool)
 	for i := range c.SlaveLine {
 		s := &c.SlaveLine[i]
-		key := fmt.Sprintf("slave_line[%d]", i)
-		if s.Name != "" {
-			key = fmt.Sprintf("slave_line %q", s.Name)
+		if s.Name == "" { // the issue's keys are port, settings, units, forward
+			s.Name = fmt.Sprintf("slave_line%d", i+1)
 		}
+		key := fmt.Sprintf("slave_line %q", s.Name)
 		if err := s.check(); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
