@@ -291,7 +291,7 @@ func (s *Server) Serve(l net.Listener) error {
 			return fmt.Errorf("tcp: accept: %w", err)
 		}
 		backoff = 0
-		c := &conn{srv: s, nc: nc, id: s.nextID.Add(1), since: time.Now()}
+		c := &conn{srv: s, nc: quiet(nc), id: s.nextID.Add(1), since: time.Now()}
 		if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 			c.ip = ta.AddrPort().Addr().Unmap()
 		}
@@ -324,7 +324,7 @@ func (s *Server) Serve(l net.Listener) error {
 			continue
 		}
 		if s.TLS != nil {
-			c.nc = tls.Server(nc, s.TLS)
+			c.nc = tls.Server(c.nc, s.TLS)
 		}
 		go c.serve()
 	}
