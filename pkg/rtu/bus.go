@@ -29,13 +29,15 @@ type Port interface {
 }
 
 // MinReader is a Port whose reads can wait for several bytes at once:
-// after SetReadMin(n), a Read waits until n bytes are waiting or its
+// after SetReadMin(n, due), a Read waits until n bytes are waiting or its
 // timeout passes, and then returns what is there, fewer or none if that
 // is all. A line trickles a frame in one character time per byte; waking
 // once for the rest of a frame of known length, instead of once per
-// byte, is most of what a slow line costs the CPU.
+// byte, is most of what a slow line costs the CPU. due, if not zero, is
+// when the n bytes are due at the line's pace: the read need not look at
+// the line before then.
 type MinReader interface {
-	SetReadMin(n int) error
+	SetReadMin(n int, due time.Time) error
 }
 
 // Outcome is how a transaction ended.
@@ -174,7 +176,6 @@ type Bus struct {
 	expect      Expect
 	lenFn       LenFunc
 	minReader   MinReader // b.port, if its reads can wait for several bytes
-	readingMin  int       // what minReader's reads wait for now
 	dropped     []byte    // bytes discarded in the current attempt, for the log
 	strays      int       // drains of stray bytes since the last one logged
 	strayLogged time.Time
@@ -431,7 +432,6 @@ func (b *Bus) Run(ctx context.Context) {
 			}
 			b.port, backoff, lastErr = p, 100*time.Millisecond, ""
 			b.minReader, _ = p.(MinReader)
-			b.readingMin = 1
 			b.port.ResetInputBuffer()
 			b.lastIO = time.Now()
 			b.up.Store(true)
@@ -941,7 +941,7 @@ func (b *Bus) reportLate(r *Request, late []byte, n int, afterFailure bool) {
 func (b *Bus) attempt(r *Request, timeout time.Duration) (time.Time, error) {
 	b.dropped, b.why = b.dropped[:0], nil
 	sent, err := b.exchange(r, timeout)
-	if rerr := b.readMin(1); err == nil {
+	if rerr := b.readMin(1, time.Time{}); err == nil {
 		err = rerr
 	}
 	b.recordNoise()
@@ -1016,8 +1016,11 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			}
 			return start, lastErr
 		}
-		var wait time.Duration
-		need := 1 // bytes the read waits for
+		var (
+			wait time.Duration
+			need = 1 // bytes the read waits for
+			due  time.Time
+		)
 		switch {
 		case len(b.buf) > 0:
 			// Mid-frame: silence of t1.5 makes a frame of known length
@@ -1029,9 +1032,16 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 				wait = b.cfg.FrameGap
 			case (err == nil || errors.Is(err, ErrNeedMore)) && n > len(b.buf) && b.minReader != nil:
 				// The rest is on its way: wake when it is all here,
-				// or when it is overdue by the gap.
+				// or when it is overdue by the gap. Until the length
+				// is known, that is at least a whole exception.
+				if errors.Is(err, ErrNeedMore) {
+					n = max(n, MinAnswer)
+				}
 				need = n - len(b.buf)
 				wait += time.Duration(need-1) * b.cfg.CharTime
+				// Its first byte came by rxStart, and the rest follow
+				// at most a character time apart.
+				due = b.rxStart.Add(time.Duration(n-1) * b.cfg.CharTime)
 			}
 		case b.finished || !now.Before(deadline):
 			// Over, once the line has been silent for t3.5.
@@ -1043,7 +1053,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 		default:
 			wait = deadline.Sub(now)
 		}
-		if err := b.readMin(need); err != nil {
+		if err := b.readMin(need, due); err != nil {
 			return start, err
 		}
 		b.port.SetReadTimeout(min(wait, hardStop.Sub(now)))
@@ -1067,16 +1077,16 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 	}
 }
 
-// readMin makes the port's reads wait for n bytes, where it can; every
-// read outside an answer's rest waits for one.
-func (b *Bus) readMin(n int) error {
-	if b.minReader == nil || n == b.readingMin {
+// readMin makes the port's reads wait for n bytes, due by due (zero:
+// unknown), where it can; every read outside an answer's rest waits for
+// one.
+func (b *Bus) readMin(n int, due time.Time) error {
+	if b.minReader == nil {
 		return nil
 	}
-	if err := b.minReader.SetReadMin(n); err != nil {
+	if err := b.minReader.SetReadMin(n, due); err != nil {
 		return ioError{fmt.Errorf("set read minimum: %w", err)}
 	}
-	b.readingMin = n
 	return nil
 }
 

@@ -13,6 +13,9 @@ import (
 const (
 	MinADU = 4   // unit + function code + CRC
 	MaxADU = 256 // unit + 253-byte PDU + CRC
+	// MinAnswer is the shortest answer of a public function code: an
+	// exception, or FC 7's status (unit, function, one byte, CRC).
+	MinAnswer = 5
 )
 
 // Errors of the RTU protocol layer. Transport errors (I/O, timeouts) are

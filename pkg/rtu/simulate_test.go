@@ -88,6 +88,7 @@ type memPort struct {
 	notify  chan struct{} // a byte arrived or the port closed
 	timeout time.Duration
 	min     int        // with minPort: a read waits for this many bytes (or its timeout)
+	due     time.Time  // with minPort: a read of min bytes does not look before then
 	peers   []*memPort // every other end of the line: a multi-drop bus
 	echo    bool       // what is written here comes back here too (an echoing adapter)
 }
@@ -124,9 +125,24 @@ func (p *memPort) Write(b []byte) (int, error) {
 }
 
 func (p *memPort) Read(b []byte) (int, error) {
+	timeout := p.timeout
+	if p.min > 2 && !p.due.IsZero() {
+		// As the serial port does: it sleeps until the rest of a frame
+		// is due, whatever comes meanwhile.
+		d := time.Until(p.due)
+		if timeout >= 0 {
+			d = min(d, timeout)
+		}
+		if d > 0 {
+			time.Sleep(d)
+			if timeout > 0 {
+				timeout = max(timeout-d, time.Nanosecond)
+			}
+		}
+	}
 	var timer <-chan time.Time
-	if p.timeout > 0 {
-		t := time.NewTimer(p.timeout)
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
 		defer t.Stop()
 		timer = t.C
 	}
@@ -137,14 +153,14 @@ func (p *memPort) Read(b []byte) (int, error) {
 			p.mu.Unlock()
 			return 0, errors.New("memport: closed")
 		}
-		if len(p.in) >= max(p.min, 1) || (len(p.in) > 0 && (expired || p.timeout == 0)) {
+		if len(p.in) >= max(p.min, 1) || (len(p.in) > 0 && (expired || timeout == 0)) {
 			n := copy(b, p.in)
 			p.in = p.in[:copy(p.in, p.in[n:])]
 			p.mu.Unlock()
 			return n, nil
 		}
 		p.mu.Unlock()
-		if p.timeout == 0 || expired {
+		if timeout == 0 || expired {
 			return 0, nil
 		}
 		select {
@@ -159,7 +175,7 @@ func (p *memPort) Read(b []byte) (int, error) {
 // Linux serial port's do (rtu.MinReader).
 type minPort struct{ *memPort }
 
-func (p minPort) SetReadMin(n int) error { p.min = n; return nil }
+func (p minPort) SetReadMin(n int, due time.Time) error { p.min, p.due = n, due; return nil }
 
 func (p *memPort) SetReadTimeout(t time.Duration) error { p.timeout = t; return nil }
 func (p *memPort) ResetInputBuffer() error {

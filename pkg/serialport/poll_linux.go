@@ -63,6 +63,8 @@ type pollPort struct {
 	tfd     int         // timerfd for deadlines
 	tio     *unix.Termios
 	min     int           // see SetReadMin
+	due     time.Time     // see SetReadMin
+	late    time.Duration // how late the timer wakes us, on average
 	vmin    int           // the terminal's VMIN now
 	char    time.Duration // one character on the wire
 	timeout time.Duration
@@ -89,17 +91,23 @@ func (p *pollPort) initWaiter() error {
 func (p *pollPort) SetReadTimeout(t time.Duration) error { p.timeout = t; return nil }
 
 // SetReadMin makes reads wait until n bytes are waiting or the read
-// timeout passes; then they return what is there.
-func (p *pollPort) SetReadMin(n int) error {
-	p.min = max(1, n)
+// timeout passes; then they return what is there. due, if not zero, is
+// when the n bytes are due (rtu.MinReader).
+func (p *pollPort) SetReadMin(n int, due time.Time) error {
+	p.min, p.due = max(1, n), due
 	return nil
 }
 
 // Read waits for what the bus asked for in the fewest wakeups. For the
-// rest of a frame (more than two bytes asked for), it first sleeps until
-// all but the last two should be here; then, if nothing is, it waits for
-// the terminal to have min bytes (up to 255, the kernel's VMIN: the
-// terminal is readable only then), or for the timeout.
+// rest of a frame (more than two bytes asked for), it first sleeps, with
+// the terminal out of the poller, until the last of them is due (bytes
+// come no slower than one a character time while a frame lasts): a byte
+// that arrives while a read waits on the terminal wakes the poller's
+// thread, even when VMIN holds back the read. Then, if they are not all
+// there (an adapter's burst that comes late), and whenever it waits for
+// one or two bytes, it waits for the terminal to have min bytes (up to
+// 255, the kernel's VMIN: the terminal is readable only then), or for the
+// timeout.
 func (p *pollPort) Read(b []byte) (int, error) {
 	if p.timeout == 0 {
 		return p.readNow(b)
@@ -108,7 +116,7 @@ func (p *pollPort) Read(b []byte) (int, error) {
 	if p.timeout > 0 {
 		deadline = time.Now().Add(p.timeout)
 	}
-	want := p.min
+	want := min(p.min, 255)
 	if want > 2 {
 		// The bus asks for more than two bytes only for the rest of a
 		// frame already coming in.
@@ -116,26 +124,50 @@ func (p *pollPort) Read(b []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if avail < want-1 {
-			until := time.Now().Add(time.Duration(want-avail-1)*p.char - 100*time.Microsecond)
+		if avail < want {
+			until := p.due
+			if until.IsZero() {
+				until = time.Now().Add(time.Duration(want-avail) * p.char)
+			}
+			// Wake when they are due, not when the timer's own
+			// lateness has been added to that.
+			until = until.Add(-p.late)
 			if !deadline.IsZero() && deadline.Before(until) {
 				until = deadline
 			}
-			if err := p.wait(until, false); err != nil {
+			if err := p.sleep(until); err != nil {
+				return 0, err
+			}
+			if avail, err = rawIoctlInt(p.fd, unix.TIOCINQ); err != nil {
 				return 0, err
 			}
 		}
-	}
-	if n, err := p.readNow(b); n > 0 || err != nil {
+		if avail >= want || !deadline.IsZero() && !time.Now().Before(deadline) {
+			return p.readNow(b)
+		}
+	} else if n, err := p.readNow(b); n > 0 || err != nil {
 		return n, err
 	}
-	if err := p.setVMIN(min(want, 255)); err != nil {
+	if err := p.setVMIN(want); err != nil {
 		return 0, err
 	}
 	if err := p.wait(deadline, true); err != nil {
 		return 0, err
 	}
 	return p.readNow(b)
+}
+
+// sleep waits until t without watching the terminal, and learns how late
+// the timer wakes (a moving average, at most a character time), which the
+// next sleep takes off.
+func (p *pollPort) sleep(t time.Time) error {
+	if err := p.wait(t, false); err != nil {
+		return err
+	}
+	if late := time.Since(t); late >= 0 {
+		p.late += (min(late, p.char) - p.late) / 8
+	}
+	return nil
 }
 
 // wait parks the goroutine in the runtime's poller until deadline (zero:

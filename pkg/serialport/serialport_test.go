@@ -170,7 +170,9 @@ func TestZeroTimeoutReadsWithoutWaiting(t *testing.T) {
 // comes in pieces.
 func TestReadMin(t *testing.T) {
 	line, gw := openPty(t, Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
-	mr, ok := gw.(interface{ SetReadMin(int) error })
+	mr, ok := gw.(interface {
+		SetReadMin(int, time.Time) error
+	})
 	if !ok {
 		t.Skip("this platform's ports read a byte at a time")
 	}
@@ -187,7 +189,7 @@ func TestReadMin(t *testing.T) {
 		}
 		return got
 	}
-	mr.SetReadMin(10)
+	mr.SetReadMin(10, time.Time{})
 	gw.SetReadTimeout(50 * time.Millisecond)
 
 	// Three of ten bytes, then silence: the read returns the three at its
@@ -212,7 +214,7 @@ func TestReadMin(t *testing.T) {
 	}
 
 	// A zero timeout takes what is there without waiting for the rest.
-	mr.SetReadMin(5)
+	mr.SetReadMin(5, time.Time{})
 	gw.SetReadTimeout(0)
 	line.Device.Write([]byte{7})
 	var got []byte
