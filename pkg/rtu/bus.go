@@ -664,7 +664,7 @@ func (b *Bus) serve(r *Request) bool {
 			b.prev = prevTx{guard: true, unit: r.Unit, timeout: timeout}
 		} else {
 			b.prev = prevTx{guard: true, failed: true, unit: r.Unit, timeout: timeout}
-			b.owe(r, first, timeout, unheard)
+			b.owe(r, first, sent, timeout, unheard)
 		}
 	}
 	return true
@@ -725,16 +725,18 @@ func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration,
 	if unheard == 0 || b.respN[u] >= trustAfter && b.lastIO.Sub(sent) <= b.prompt(u, timeout) {
 		return
 	}
-	b.owe(r, first, timeout, unheard)
+	b.owe(r, first, sent, timeout, unheard)
 }
 
-// owe records that unit r.Unit may still send n answers to r's frames.
-// Answers still owed for an earlier request are kept: the unit then owes
-// answers to two requests, and every request to it is confusable.
-func (b *Bus) owe(r *Request, first time.Time, timeout time.Duration, n int) {
+// owe records that unit r.Unit may still send n answers to r's frames,
+// the first sent at first and the last at last. None can come later than
+// the unit's lateness after the last frame went out. Answers still owed
+// for an earlier request are kept: the unit then owes answers to two
+// requests, and every request to it is confusable.
+func (b *Bus) owe(r *Request, first, last time.Time, timeout time.Duration, n int) {
 	o := &b.owed[r.Unit]
 	now := time.Now()
-	until := now.Add(b.lateness(r.Unit, timeout))
+	until := last.Add(b.lateness(r.Unit, timeout))
 	if o.n > 0 && now.Before(o.until) {
 		o.any = o.any || !Confusable(o.pdu[:o.pn], r.PDU)
 		o.n += n
@@ -890,7 +892,9 @@ var errDeferred = errors.New("rtu: deferred behind requests that need not wait")
 const deferCheck = 5 * time.Millisecond
 
 // countAnswers counts the whole frames in buf that answer request req to
-// unit: the owed answers that arrived.
+// unit: the owed answers that arrived. A frame of the answer's length and
+// shape whose CRC fails counts too: it is the unit's answer, broken on
+// the way, and the unit has finished talking (rule 1 of the README).
 func countAnswers(buf []byte, unit byte, req []byte) int {
 	e := Expect{Unit: unit, FC: req[0]}
 	k := 0
@@ -898,6 +902,11 @@ func countAnswers(buf []byte, unit byte, req []byte) int {
 		frame, used, err := Scan(buf, e.Len, false)
 		if errors.Is(err, ErrNeedMore) {
 			break
+		}
+		if errors.Is(err, ErrBadCRC) {
+			if n, lerr := e.Len(buf); lerr == nil && n >= MinAnswer && len(buf) >= n && Matches(req, buf[1:n-2]) {
+				frame, used, err = buf[:n], n, nil
+			}
 		}
 		if err == nil && Matches(req, frame[1:len(frame)-2]) {
 			k++

@@ -487,8 +487,11 @@ func TestSimulate(t *testing.T) {
 }
 
 // scriptedDevice answers unit 1's reads on dev, each as the next entry of
-// script says ('o' at once, 'd' not at all, 'c' with a bad CRC), then at
-// once.
+// script says ('o' at once, 'd' not at all, 'c' with a bad CRC, 'l' late
+// by scriptLate), then at once. Like a real device it reads nothing while
+// it waits to answer: what came meanwhile is read next.
+const scriptLate = 150 * time.Millisecond
+
 func scriptedDevice(dev *memPort, script string) {
 	rx := make([]byte, 512)
 	dev.SetReadTimeout(-1)
@@ -515,6 +518,9 @@ func scriptedDevice(dev *memPort, script string) {
 			if act == 'd' {
 				continue
 			}
+			if act == 'l' {
+				time.Sleep(scriptLate)
+			}
 			addr, qty := int(binary.BigEndian.Uint16(frame[2:])), int(binary.BigEndian.Uint16(frame[4:]))
 			resp := []byte{pdu.ReadHoldingRegisters, byte(2 * qty)}
 			for i := range qty {
@@ -537,28 +543,40 @@ func scriptedDevice(dev *memPort, script string) {
 // the retry's; the device answers in order): the next request, which is
 // confusable with it, goes after the collision guard, not after the two
 // timeouts an owed answer could take.
+// scripted runs a bus (timeout scriptTimeout, one retry) whose unit 1 is
+// a scriptedDevice, inside a synctest bubble, and returns a function
+// that reads 4 registers at addr through it. It first makes four reads
+// that the device answers at once, so the line learns the unit's pace:
+// script starts after them.
+func scripted(t *testing.T, script string) (read func(addr uint16) *rtu.Request) {
+	master, devs := memLine(1)
+	go scriptedDevice(devs[0], "oooo"+script)
+	bus := rtu.NewBus(rtu.Config{Open: func() (rtu.Port, error) { return master, nil }, CharTime: simChar, Timeout: scriptTimeout, Retries: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); devs[0].Close() })
+	go bus.Run(ctx)
+	for !bus.Up() {
+		time.Sleep(time.Millisecond)
+	}
+	read = func(addr uint16) *rtu.Request {
+		r := &rtu.Request{Unit: 1, PDU: readHolding(addr, 4), Retries: -1}
+		bus.Do(ctx, r)
+		return r
+	}
+	for i := range uint16(4) {
+		if r := read(i); r.Outcome != rtu.OK {
+			t.Fatalf("read %d: %v", i, r.Outcome)
+		}
+	}
+	return read
+}
+
+const scriptTimeout = 100 * time.Millisecond
+
 func TestFailedOnPromptBrokenAnswerOwesNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		master, devs := memLine(1)
-		go scriptedDevice(devs[0], "oooodc")
-		const timeout = 100 * time.Millisecond
-		bus := rtu.NewBus(rtu.Config{Open: func() (rtu.Port, error) { return master, nil }, CharTime: simChar, Timeout: timeout, Retries: 1})
-		ctx, cancel := context.WithCancel(context.Background())
-		defer func() { cancel(); devs[0].Close() }()
-		go bus.Run(ctx)
-		for !bus.Up() {
-			time.Sleep(time.Millisecond)
-		}
-		do := func(addr uint16) *rtu.Request {
-			r := &rtu.Request{Unit: 1, PDU: readHolding(addr, 4), Retries: -1}
-			bus.Do(ctx, r)
-			return r
-		}
-		for i := range uint16(4) { // the line learns the unit's pace
-			if r := do(i); r.Outcome != rtu.OK {
-				t.Fatalf("read %d: %v", i, r.Outcome)
-			}
-		}
+		do := scripted(t, "dc")
+		const timeout = scriptTimeout
 		if r := do(10); r.Outcome != rtu.Timeout || r.Attempts != 2 {
 			t.Fatalf("dropped, then broken: %v after %d attempts", r.Outcome, r.Attempts)
 		}
@@ -569,6 +587,48 @@ func TestFailedOnPromptBrokenAnswerOwesNothing(t *testing.T) {
 		}
 		if d := time.Since(start); d >= timeout {
 			t.Fatalf("the next read took %v: it waited for an answer that was not owed", d)
+		}
+	})
+}
+
+// TestOwedAnswerBrokenOnTheWay: the first attempt's answer comes late,
+// during the retry, and is taken; the device then answers the retry too,
+// but with a bad CRC. That broken frame is the owed answer: the next
+// read, confusable with it, goes after the collision guard instead of
+// waiting out the unit's lateness.
+func TestOwedAnswerBrokenOnTheWay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		do := scripted(t, "lc")
+		if r := do(10); r.Outcome != rtu.OK || r.Attempts != 2 {
+			t.Fatalf("late, then broken: %v after %d attempts", r.Outcome, r.Attempts)
+		}
+		start := time.Now()
+		if r := do(11); r.Outcome != rtu.OK {
+			t.Fatalf("next read: %v", r.Outcome)
+		}
+		if d := time.Since(start); d >= scriptTimeout {
+			t.Fatalf("the next read took %v: it waited for an owed answer that had come, broken", d)
+		}
+	})
+}
+
+// TestOwedAnswersCountFromTheirFrame: a read whose two attempts heard
+// nothing leaves two answers owed, which the next confusable read must
+// wait out: until the unit's lateness (here twice the timeout) after the
+// last attempt went out, not after the transaction ended.
+func TestOwedAnswersCountFromTheirFrame(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		do := scripted(t, "dd")
+		if r := do(10); r.Outcome != rtu.Timeout || r.Attempts != 2 {
+			t.Fatalf("dropped twice: %v after %d attempts", r.Outcome, r.Attempts)
+		}
+		start := time.Now()
+		if r := do(11); r.Outcome != rtu.OK {
+			t.Fatalf("next read: %v", r.Outcome)
+		}
+		// The retry went out a timeout and a t3.5 before start.
+		if d := time.Since(start); d < scriptTimeout*9/10 || d > scriptTimeout*11/10 {
+			t.Fatalf("the next read took %v, want about %v: the wait for owed answers counts from their frame", d, scriptTimeout)
 		}
 	})
 }
