@@ -803,7 +803,9 @@ func (b *Bus) settle(r *Request) error {
 	}
 	p := &b.prev
 	quiet, guarded := b.cfg.FrameGap, p.guard
+	guardedFrom := -1 // the unit whose answers on their way the guard is against
 	if p.guard {
+		guardedFrom = int(p.unit)
 		quiet = max(quiet, b.prompt(p.unit, p.timeout))
 		if p.failed {
 			quiet = max(quiet, min(b.slowest[p.unit], p.timeout))
@@ -843,8 +845,14 @@ func (b *Bus) settle(r *Request) error {
 		}
 		if k >= o.n {
 			// Every answer owed has come: what remains is the guard
-			// against a collision.
+			// against a collision. If the last transaction's guard was
+			// against this unit's answers, they are the ones that came,
+			// and nothing else from it is on its way: the guard is its
+			// prompt time after them, not its slowest answer.
 			o.n, until = 0, time.Time{}
+			if guardedFrom == int(r.Unit) {
+				quiet = b.cfg.FrameGap
+			}
 			quiet = max(quiet, b.prompt(r.Unit, o.timeout))
 		}
 	}

@@ -632,3 +632,32 @@ func TestOwedAnswersCountFromTheirFrame(t *testing.T) {
 		}
 	})
 }
+
+// TestGuardEndsWhenOwedAnswersCome: after a failed read whose retry's
+// answer is still owed, the next read to the unit waits for that answer,
+// and then only for the unit's prompt time: the guard against a collision
+// with an answer on its way (the unit's slowest recent answer, here a
+// late one) has nothing left to guard against.
+func TestGuardEndsWhenOwedAnswersCome(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Read 10: late, then the retry answered at once (the unit's
+		// slowest answer is now the late one). Read 11: broken, then
+		// late: it fails, and the retry's answer is owed.
+		do := scripted(t, "lo"+"cl")
+		if r := do(10); r.Outcome != rtu.OK || r.Attempts != 2 {
+			t.Fatalf("late, then at once: %v after %d attempts", r.Outcome, r.Attempts)
+		}
+		if r := do(11); r.Outcome != rtu.Timeout || r.Attempts != 2 {
+			t.Fatalf("broken, then late: %v after %d attempts", r.Outcome, r.Attempts)
+		}
+		start := time.Now()
+		if r := do(12); r.Outcome != rtu.OK {
+			t.Fatalf("next read: %v", r.Outcome)
+		}
+		// The owed answer comes scriptLate after the retry went out, a
+		// timeout and a t3.5 before start.
+		if d, want := time.Since(start), scriptLate-scriptTimeout; d > want+want/2 {
+			t.Fatalf("the next read took %v, want about %v: after the owed answer came it waited for the guard against it", d, want)
+		}
+	})
+}
