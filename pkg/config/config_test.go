@@ -301,6 +301,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"slave_line forward", base + "[[slave_line]]\nname = \"hmi\"\nport = \"/dev/y\"\nunits = [1]\n", `slave_line "hmi": forward: required`},
 		{"slave_line forward line", base + "[[slave_line]]\nname = \"hmi\"\nport = \"/dev/y\"\nunits = [1]\nforward = \"l9\"\n", `forward "l9": no [[bus]] of that name`},
 		{"slave_line unit not on the line", base + "[[slave_line]]\nname = \"hmi\"\nport = \"/dev/y\"\nunits = [7]\nforward = \"l1\"\n", `unit 7 is not served by bus "l1"`},
+		{"slave_line on a Modbus TCP port", base + "[[slave_line]]\nport = \"modbus+tcp://10.0.0.40:502\"\nunits = [1]\nforward = \"l1\"\n", `slave_line "slave_line1": port "modbus+tcp://10.0.0.40:502": a slave line is a serial line`},
 		{"slave_line forward unit taken", base + "[[slave_line]]\nname = \"hmi\"\nport = \"/dev/y\"\nunits = [2]\nforward = \"modbus+tcp://10.0.0.40:502\"\n", `unit 2 is already served by bus "l1"`},
 		{"tcp port", strings.Replace(base, `"/dev/x"`, `"tcp://10.0.0.20"`, 1), `port "tcp://10.0.0.20": want tcp://host:port`},
 		{"unknown scheme", strings.Replace(base, `"/dev/x"`, `"udp://10.0.0.20:4001"`, 1), `udp:// is not a kind of line`},

@@ -32,6 +32,9 @@ func (s *SlaveLine) check() error {
 		return err
 	}
 	s.Baud, s.DataBits, s.Parity, s.StopBits, s.UnitIDs = b.Baud, b.DataBits, b.Parity, b.StopBits, b.UnitIDs
+	if strings.HasPrefix(s.Port, "modbus+tcp://") {
+		return fmt.Errorf(`port %q: a slave line is a serial line ("/dev/ttyUSB1", or "tcp://host:port" through a serial device server) on which an RTU master polls the gateway; modbus+tcp:// names a Modbus TCP device, a [[bus]]'s port or a forward (a Modbus TCP master reaches the gateway on [server] listen)`, s.Port)
+	}
 	if s.Forward == "" {
 		return errors.New(`forward: required: a [[bus]]'s name, or "modbus+tcp://host:502"`)
 	}
