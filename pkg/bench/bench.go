@@ -365,6 +365,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	// Many clients on one line.
 	unp := lines[0]
 	rep.printf("\n## %d clients at once on one line (unpaced)\n\n", opts.Many)
+	rep.printf("Every client connects first; then all start together and read back to back for %s. Fewest / most is the spread of right answers between clients: the queue's fairness.\n\n", d(20*time.Second))
 	cpu0, rss0 := gw.cpu(), gw.rss()
 	peak := rss0
 	done := make(chan *loadtest.Result)

@@ -82,9 +82,20 @@ type clientResult struct {
 	firstWrong       string
 }
 
-// Run makes the load and returns when every client is done.
+// Run makes the load and returns when every client is done. The clients
+// connect first, all of them, and then start together: cfg.Duration and
+// the rates count from then, and a client that happened to connect
+// sooner does not start ahead of the others (which would read as the
+// gateway serving it more). One that could not connect keeps trying.
 func Run(ctx context.Context, cfg Config) *Result {
 	cfg.defaults(10 * time.Second)
+	clients := make([]*Client, cfg.Clients)
+	var wg sync.WaitGroup
+	for k := range clients {
+		clients[k] = NewClient(cfg.Addr, cfg.Timeout, 0)
+		wg.Go(func() { clients[k].dial(ctx) })
+	}
+	wg.Wait()
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
@@ -92,9 +103,8 @@ func Run(ctx context.Context, cfg Config) *Result {
 	}
 	results := make([]clientResult, cfg.Clients)
 	start := time.Now()
-	var wg sync.WaitGroup
-	for k := range cfg.Clients {
-		wg.Go(func() { results[k] = runClient(ctx, cfg, k) })
+	for k, c := range clients {
+		wg.Go(func() { results[k] = runClient(ctx, cfg, k, c) })
 	}
 	wg.Wait()
 	return merge(results, time.Since(start))
@@ -148,10 +158,10 @@ func (cr *clientResult) tally(unit byte, addr, qty int, p []byte, lat time.Durat
 	return true
 }
 
-func runClient(ctx context.Context, cfg Config, k int) clientResult {
+func runClient(ctx context.Context, cfg Config, k int, c *Client) clientResult {
 	cr := newClientResult()
 	rnd := rand.New(rand.NewPCG(cfg.Seed, uint64(k)))
-	c := NewClient(cfg.Addr, cfg.Timeout, uint16(rnd.Uint32()))
+	c.tid = uint16(rnd.Uint32())
 	defer c.Close()
 	poll(ctx, &cfg, rnd, &cr, func(unit byte, addr, qty int) ([]byte, time.Duration, error) {
 		return c.Read(ctx, unit, addr, qty)
@@ -235,23 +245,13 @@ func (c *Client) Write(ctx context.Context, unit byte, reg int, v uint16) ([]byt
 // until the next call) and the time from sending to its last byte.
 func (c *Client) do(ctx context.Context, unit byte, p []byte) ([]byte, time.Duration, error) {
 	if c.conn == nil {
-		var conn net.Conn
-		var err error
-		if c.tls != nil {
-			d := tls.Dialer{NetDialer: &net.Dialer{Timeout: c.timeout}, Config: c.tls}
-			conn, err = d.DialContext(ctx, "tcp", c.addr)
-		} else {
-			d := net.Dialer{Timeout: c.timeout}
-			conn, err = d.DialContext(ctx, "tcp", c.addr)
-		}
-		if err != nil {
+		if err := c.dial(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil, 0, ctx.Err()
 			}
 			time.Sleep(50 * time.Millisecond)
-			return nil, 0, dialError{err}
+			return nil, 0, err
 		}
-		c.conn = conn
 	}
 	c.tid++
 	c.req = tcp.AppendADU(c.req[:0], c.tid, unit, p)
@@ -267,6 +267,26 @@ func (c *Client) do(ctx context.Context, unit byte, p []byte) ([]byte, time.Dura
 		return nil, 0, errors.New(errKind(err))
 	}
 	return c.body[:n], lat, nil
+}
+
+// dial connects the client.
+func (c *Client) dial(ctx context.Context) error {
+	var (
+		conn net.Conn
+		err  error
+	)
+	if c.tls != nil {
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: c.timeout}, Config: c.tls}
+		conn, err = d.DialContext(ctx, "tcp", c.addr)
+	} else {
+		d := net.Dialer{Timeout: c.timeout}
+		conn, err = d.DialContext(ctx, "tcp", c.addr)
+	}
+	if err != nil {
+		return dialError{err}
+	}
+	c.conn = conn
+	return nil
 }
 
 func (c *Client) Close() {
