@@ -902,7 +902,7 @@ const deferCheck = 5 * time.Millisecond
 // countAnswers counts the whole frames in buf that answer request req to
 // unit: the owed answers that arrived. A frame of the answer's length and
 // shape whose CRC fails counts too: it is the unit's answer, broken on
-// the way, and the unit has finished talking (rule 1 of the README).
+// the way, and the unit has finished talking (rule 2 of the README).
 func countAnswers(buf []byte, unit byte, req []byte) int {
 	e := Expect{Unit: unit, FC: req[0]}
 	k := 0

@@ -161,6 +161,9 @@ func (p *pollPort) Read(b []byte) (int, error) {
 // the timer wakes (a moving average, at most a character time), which the
 // next sleep takes off.
 func (p *pollPort) sleep(t time.Time) error {
+	if time.Until(t) <= 0 {
+		return nil
+	}
 	if err := p.wait(t, false); err != nil {
 		return err
 	}
