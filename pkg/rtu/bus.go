@@ -631,10 +631,15 @@ func (b *Bus) serve(r *Request) bool {
 	clean := b.owed[r.Unit].n == 0
 	var first, sent time.Time // when the first and the last attempt went out
 	unheard := 0              // attempts that ended with nothing from the device: their answers may still come
+	var firstUnheard time.Time
+	fromUnheard := 0 // attempts from the first that heard nothing on
 	for range 1 + retries {
 		sent, err = b.attempt(r, timeout)
 		if first.IsZero() {
 			first = sent
+		}
+		if fromUnheard > 0 {
+			fromUnheard++
 		}
 		if err == nil {
 			b.answered(r, first, sent, timeout, clean, unheard)
@@ -642,6 +647,9 @@ func (b *Bus) serve(r *Request) bool {
 		}
 		if !b.finished {
 			unheard++
+			if fromUnheard == 0 {
+				firstUnheard, fromUnheard = sent, 1
+			}
 		}
 		r.Err = err
 		if errors.As(err, new(ioError)) {
@@ -664,7 +672,12 @@ func (b *Bus) serve(r *Request) bool {
 			b.prev = prevTx{guard: true, unit: r.Unit, timeout: timeout}
 		} else {
 			b.prev = prevTx{guard: true, failed: true, unit: r.Unit, timeout: timeout}
-			b.owe(r, first, sent, timeout, unheard)
+			// Until the first attempt that heard nothing, the device
+			// answered each (broken): it was free when that one went
+			// out. From then on, any frame may still be answered, one
+			// after the other (a broken answer may have been an earlier
+			// frame's).
+			b.owe(r, first, firstUnheard, sent, timeout, unheard, fromUnheard)
 		}
 	}
 	return true
@@ -725,28 +738,47 @@ func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration,
 	if unheard == 0 || b.respN[u] >= trustAfter && b.lastIO.Sub(sent) <= b.prompt(u, timeout) {
 		return
 	}
-	b.owe(r, first, sent, timeout, unheard)
+	// The device has just finished an answer: the frames it owes answers
+	// to come after it.
+	b.owe(r, first, b.lastIO, sent, timeout, unheard, unheard)
 }
 
-// owe records that unit r.Unit may still send n answers to r's frames,
-// the first sent at first and the last at last. None can come later than
-// the unit's lateness after the last frame went out. Answers still owed
-// for an earlier request are kept: the unit then owes answers to two
+// owe records that unit r.Unit may still send n answers to r's frames
+// (the first frame sent at first, the last at last). None can come once
+// the device has had time to answer every frame that may still be
+// answered, frames of them, one after the other, the first from from
+// (when it was free to start on them): each takes it at most its
+// lateness, and it starts on each when it has been sent and the one
+// before it answered. Answers still owed for an earlier request come
+// before these; they are kept: the unit then owes answers to two
 // requests, and every request to it is confusable.
-func (b *Bus) owe(r *Request, first, last time.Time, timeout time.Duration, n int) {
+func (b *Bus) owe(r *Request, first, from, last time.Time, timeout time.Duration, n, frames int) {
 	o := &b.owed[r.Unit]
 	now := time.Now()
-	until := last.Add(b.lateness(r.Unit, timeout))
-	if o.n > 0 && now.Before(o.until) {
+	pending := o.n > 0 && now.Before(o.until)
+	if pending {
+		from = maxTime(from, o.until)
+	}
+	late := b.lateness(r.Unit, timeout)
+	until := from.Add(late)
+	for range frames - 1 {
+		until = maxTime(until, last).Add(late)
+	}
+	if pending {
 		o.any = o.any || !Confusable(o.pdu[:o.pn], r.PDU)
 		o.n += n
-		if until.After(o.until) {
-			o.until = until
-		}
+		o.until = until
 		return
 	}
 	*o = owedAnswers{n: n, until: until, first: first, timeout: timeout}
 	o.pn = copy(o.pdu[:], r.PDU)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // decayMax is a maximum that forgets: each new sample lowers the old
