@@ -46,54 +46,32 @@ func RunRTU(ctx context.Context, port serialport.Port, cfg Config, gap time.Dura
 // round trips.
 func RunSideBySide(ctx context.Context, port serialport.Port, gap time.Duration, echoAddr string, cfg Config) (direct, via *Result, echo []time.Duration, err error) {
 	cfg.defaults(time.Second)
-	rnd := rand.New(rand.NewPCG(cfg.Seed, 0))
-	m := newMaster(port, gap, cfg.Timeout)
-	c := NewClient(cfg.Addr, cfg.Timeout, uint16(rnd.Uint32()))
+	c := NewClient(cfg.Addr, cfg.Timeout, 1)
 	defer c.Close()
-	var e net.Conn
+	var ping func() error
 	if echoAddr != "" {
-		if e, err = net.Dial("tcp", echoAddr); err != nil {
+		e, err := net.Dial("tcp", echoAddr)
+		if err != nil {
 			return nil, nil, nil, fmt.Errorf("echo server: %w", err)
 		}
 		defer e.Close()
+		buf := make([]byte, 12)
+		ping = func() error {
+			t := time.Now()
+			e.SetDeadline(t.Add(cfg.Timeout))
+			if _, err := e.Write(buf); err != nil {
+				return fmt.Errorf("echo server: %w", err)
+			}
+			if _, err := io.ReadFull(e, buf); err != nil {
+				return fmt.Errorf("echo server: %w", err)
+			}
+			echo = append(echo, time.Since(t))
+			time.Sleep(cfg.Think)
+			return nil
+		}
 	}
-	dr, vr := newClientResult(), newClientResult()
-	ping := make([]byte, 12)
-	start := time.Now()
-	for i := 0; i < cfg.Requests && ctx.Err() == nil; i++ {
-		unit, addr := cfg.pick(rnd)
-		p, lat, err := m.read(unit, addr, cfg.Qty)
-		if errors.Is(err, errWrite) {
-			return nil, nil, nil, err
-		}
-		if err != nil {
-			dr.errs[err.Error()]++
-		} else {
-			dr.tally(unit, addr, cfg.Qty, p, lat)
-		}
-		time.Sleep(cfg.Think)
-		if p, lat, err = c.Read(ctx, unit, addr, cfg.Qty); err != nil {
-			vr.errs[err.Error()]++
-		} else {
-			vr.tally(unit, addr, cfg.Qty, p, lat)
-		}
-		time.Sleep(cfg.Think)
-		if e == nil {
-			continue
-		}
-		t := time.Now()
-		e.SetDeadline(t.Add(cfg.Timeout))
-		if _, err := e.Write(ping); err != nil {
-			return nil, nil, nil, fmt.Errorf("echo server: %w", err)
-		}
-		if _, err := io.ReadFull(e, ping); err != nil {
-			return nil, nil, nil, fmt.Errorf("echo server: %w", err)
-		}
-		echo = append(echo, time.Since(t))
-		time.Sleep(cfg.Think)
-	}
-	elapsed := time.Since(start)
-	return merge([]clientResult{dr}, elapsed), merge([]clientResult{vr}, elapsed), echo, nil
+	direct, via, err = inTurn(ctx, NewMaster(port, gap, cfg.Timeout), c, cfg, ping)
+	return direct, via, echo, err
 }
 
 // defaults fills in what cfg leaves zero.
@@ -205,20 +183,38 @@ func (m *Master) Read(_ context.Context, unit byte, addr, qty int) ([]byte, time
 // then from via, with cfg.Think after each. Every answer is checked.
 func RunPair(ctx context.Context, direct, via Reader, cfg Config) (d, v *Result) {
 	cfg.defaults(time.Second)
+	d, v, _ = inTurn(ctx, direct, via, cfg, nil)
+	return d, v
+}
+
+// inTurn makes cfg.Requests polls, each the same request from direct and
+// then from via, with cfg.Think after each, and then calls after (if
+// set), until ctx ends. A master whose line is gone (errWrite), or an
+// error from after, ends it with that error.
+func inTurn(ctx context.Context, direct, via Reader, cfg Config, after func() error) (d, v *Result, err error) {
 	rnd := rand.New(rand.NewPCG(cfg.Seed, 0))
 	rs := [2]clientResult{newClientResult(), newClientResult()}
 	start := time.Now()
 	for i := 0; i < cfg.Requests && ctx.Err() == nil; i++ {
 		unit, addr := cfg.pick(rnd)
 		for k, r := range [2]Reader{direct, via} {
-			if p, lat, err := r.Read(ctx, unit, addr, cfg.Qty); err != nil {
+			p, lat, err := r.Read(ctx, unit, addr, cfg.Qty)
+			switch {
+			case errors.Is(err, errWrite):
+				return nil, nil, err
+			case err != nil:
 				rs[k].errs[err.Error()]++
-			} else {
+			default:
 				rs[k].tally(unit, addr, cfg.Qty, p, lat)
 			}
 			time.Sleep(cfg.Think)
 		}
+		if after != nil {
+			if err := after(); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
 	elapsed := time.Since(start)
-	return merge(rs[:1], elapsed), merge(rs[1:], elapsed)
+	return merge(rs[:1], elapsed), merge(rs[1:], elapsed), nil
 }
