@@ -932,9 +932,10 @@ var errDeferred = errors.New("rtu: deferred behind requests that need not wait")
 const deferCheck = 5 * time.Millisecond
 
 // countAnswers counts the whole frames in buf that answer request req to
-// unit: the owed answers that arrived. A frame of the answer's length and
-// shape whose CRC fails counts too: it is the unit's answer, broken on
-// the way, and the unit has finished talking (rule 2 of the README).
+// unit: the owed answers that arrived. A frame whose CRC fails does not
+// count: any of its bytes may be wrong, its unit's address too, and
+// taking another unit's broken answer for this one's would end the wait
+// before this one's late answer comes.
 func countAnswers(buf []byte, unit byte, req []byte) int {
 	e := Expect{Unit: unit, FC: req[0]}
 	k := 0
@@ -942,11 +943,6 @@ func countAnswers(buf []byte, unit byte, req []byte) int {
 		frame, used, err := Scan(buf, e.Len, false)
 		if errors.Is(err, ErrNeedMore) {
 			break
-		}
-		if errors.Is(err, ErrBadCRC) {
-			if n, lerr := e.Len(buf); lerr == nil && n >= MinAnswer && len(buf) >= n && Matches(req, buf[1:n-2]) {
-				frame, used, err = buf[:n], n, nil
-			}
 		}
 		if err == nil && Matches(req, frame[1:len(frame)-2]) {
 			k++
