@@ -629,17 +629,14 @@ func (b *Bus) serve(r *Request) bool {
 	// A unit that owes nothing answers at its normal pace: only then is
 	// its response time measured.
 	clean := b.owed[r.Unit].n == 0
-	var first, sent time.Time // when the first and the last attempt went out
-	unheard := 0              // attempts that ended with nothing from the device: their answers may still come
-	var firstUnheard time.Time
-	fromUnheard := 0 // attempts from the first that heard nothing on
+	var first, sent time.Time  // when the first and the last attempt went out
+	unheard := 0               // attempts that ended with nothing from the device: their answers may still come
+	var firstUnheard time.Time // when the first attempt that heard nothing went out
+	unheardFrom := 0           // its number (r.Attempts then)
 	for range 1 + retries {
 		sent, err = b.attempt(r, timeout)
 		if first.IsZero() {
 			first = sent
-		}
-		if fromUnheard > 0 {
-			fromUnheard++
 		}
 		if err == nil {
 			b.answered(r, first, sent, timeout, clean, unheard)
@@ -647,8 +644,8 @@ func (b *Bus) serve(r *Request) bool {
 		}
 		if !b.finished {
 			unheard++
-			if fromUnheard == 0 {
-				firstUnheard, fromUnheard = sent, 1
+			if unheardFrom == 0 {
+				firstUnheard, unheardFrom = sent, r.Attempts
 			}
 		}
 		r.Err = err
@@ -677,7 +674,7 @@ func (b *Bus) serve(r *Request) bool {
 			// out. From then on, any frame may still be answered, one
 			// after the other (a broken answer may have been an earlier
 			// frame's).
-			b.owe(r, first, firstUnheard, sent, timeout, unheard, fromUnheard)
+			b.owe(r, first, firstUnheard, sent, timeout, unheard, r.Attempts-unheardFrom+1)
 		}
 	}
 	return true
