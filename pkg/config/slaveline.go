@@ -32,7 +32,7 @@ func (s *SlaveLine) check() error {
 		return err
 	}
 	s.Baud, s.DataBits, s.Parity, s.StopBits, s.UnitIDs = b.Baud, b.DataBits, b.Parity, b.StopBits, b.UnitIDs
-	if strings.HasPrefix(s.Port, "modbus+tcp://") {
+	if isModbusTCP(s.Port) {
 		return fmt.Errorf(`port %q: a slave line is a serial line ("/dev/ttyUSB1", or "tcp://host:port" through a serial device server) on which an RTU master polls the gateway; modbus+tcp:// names a Modbus TCP device, a [[bus]]'s port or a forward (a Modbus TCP master reaches the gateway on [server] listen)`, s.Port)
 	}
 	if s.Forward == "" {
@@ -70,7 +70,7 @@ func (c *Config) checkSlaveLines() error {
 			return fmt.Errorf("%s: name: another [[slave_line]] has the same name", key)
 		}
 		names[s.Name] = true
-		if strings.HasPrefix(s.Forward, "modbus+tcp://") {
+		if isModbusTCP(s.Forward) {
 			one, zero := 1, 0
 			b := Bus{Name: s.Name + "-forward", Port: s.Forward, Units: s.Units, Retries: &zero, OfflineAfter: &one,
 				Timeout: Duration{s.Timeout.Duration * 3 / 4}}
@@ -104,3 +104,8 @@ func (c *Config) checkSlaveLines() error {
 	}
 	return nil
 }
+
+// isModbusTCP reports whether a port or forward names a Modbus TCP device
+// (modbus+tcp://host:port, the scheme setDefaults checks a [[bus]]'s port
+// for).
+func isModbusTCP(port string) bool { return strings.HasPrefix(port, "modbus+tcp://") }
