@@ -7,7 +7,6 @@ package sim
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -142,47 +141,27 @@ func (l *Line) Serve(ctx context.Context) error {
 	}
 	rnd := rand.New(rand.NewPCG(seed, seed^0x9E3779B97F4A7C15))
 	var (
-		buf    = make([]byte, 0, 1024)
-		rx     = make([]byte, 512)
-		out    = make([]byte, 0, 600)
-		resp   = make([]byte, 0, 256)
-		silent bool
+		out  = make([]byte, 0, 600)
+		resp = make([]byte, 0, 256)
+		werr error // a failed write, which ends ReadRequests
 	)
-	for ctx.Err() == nil {
-		wait := 100 * time.Millisecond
-		if len(buf) > 0 {
-			wait = gap
-		}
-		l.Port.SetReadTimeout(wait)
-		n, err := l.Port.Read(rx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+	err := rtu.ReadRequests(ctx, l.Port, gap, func(frame []byte, _ time.Time) error {
+		out = l.answer(frame, out[:0], resp[:0], rnd)
+		if len(out) > 0 {
+			if _, err := l.Port.Write(out); err != nil {
+				werr = fmt.Errorf("sim: write: %w", err)
+				return werr
 			}
-			return fmt.Errorf("sim: read: %w", err)
 		}
-		silent = n == 0
-		buf = append(buf, rx[:n]...)
-		for len(buf) > 0 {
-			frame, used, err := rtu.Scan(buf, rtu.RequestLen, silent)
-			if errors.Is(err, rtu.ErrNeedMore) {
-				break
-			}
-			if err != nil {
-				l.count(func(s *Stats) { s.BadFrames++ })
-				l.Log.Debug("sim: dropped byte", "err", err, "hex", hex.EncodeToString(buf[:used]))
-			} else {
-				out = l.answer(frame, out[:0], resp[:0], rnd)
-				if len(out) > 0 {
-					if _, err := l.Port.Write(out); err != nil {
-						return fmt.Errorf("sim: write: %w", err)
-					}
-				}
-			}
-			buf = buf[:copy(buf, buf[used:])]
-		}
+		return nil
+	}, func(dropped []byte, err error) {
+		l.count(func(s *Stats) { s.BadFrames++ })
+		l.Log.Debug("sim: dropped byte", "err", err, "hex", hex.EncodeToString(dropped))
+	})
+	if err != nil && err != werr {
+		err = fmt.Errorf("sim: read: %w", err)
 	}
-	return nil
+	return err
 }
 
 // answer returns the bytes to put on the line in reply to one frame.

@@ -17,7 +17,6 @@ package slaveline
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -109,44 +108,11 @@ func (l *Line) Run(ctx context.Context) {
 // serve reads requests and answers them until ctx ends or the port
 // fails.
 func (l *Line) serve(ctx context.Context, p rtu.Port) error {
-	var (
-		buf    = make([]byte, 0, 2*rtu.MaxADU)
-		rx     = make([]byte, rtu.MaxADU)
-		out    = make([]byte, 0, tcp.MaxADU)
-		last   time.Time // the last byte's arrival
-		silent bool
-	)
+	out := make([]byte, 0, tcp.MaxADU)
 	p.ResetInputBuffer()
-	for ctx.Err() == nil {
-		wait := 100 * time.Millisecond
-		if len(buf) > 0 {
-			wait = l.cfg.FrameGap
-		}
-		p.SetReadTimeout(wait)
-		n, err := p.Read(rx)
-		if err != nil {
-			return err
-		}
-		if silent = n == 0; !silent {
-			last = time.Now()
-		}
-		buf = append(buf, rx[:n]...)
-		for len(buf) > 0 {
-			frame, used, err := rtu.Scan(buf, rtu.RequestLen, silent)
-			if errors.Is(err, rtu.ErrNeedMore) {
-				break
-			}
-			if err == nil {
-				if err := l.answer(ctx, p, frame, last, out); err != nil {
-					return err
-				}
-			} else {
-				l.badFrames.Add(1)
-			}
-			buf = buf[:copy(buf, buf[used:])]
-		}
-	}
-	return nil
+	return rtu.ReadRequests(ctx, p, l.cfg.FrameGap,
+		func(frame []byte, end time.Time) error { return l.answer(ctx, p, frame, end, out) },
+		func([]byte, error) { l.badFrames.Add(1) })
 }
 
 // answer serves one request frame: forwarded through the chain, answered
