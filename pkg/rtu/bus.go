@@ -189,14 +189,22 @@ type Bus struct {
 	// each a maximum that decays with every new answer.
 	respTime, slowest [256]time.Duration
 	respN             [256]uint8         // samples in respTime, up to trustAfter
-	latest            [256]time.Duration // the latest any answer of the unit came, from its transaction's first frame: never forgotten
+	latest            [256]time.Duration // the latest any answer of the unit came after it could start on its frame: never forgotten
 	prev              prevTx
 	owed              [256]owedAnswers
 	silent            [256]bool // the unit's last transaction heard nothing at all: one attempt until it answers
 	finished          bool      // the last attempt ended on a broken answer from the unit, not on silence
 	finishedAt        time.Time // when that broken answer arrived
-	tail              []byte    // bytes that came right after the last answer taken
-	scan              []byte    // in settle: tail, then the bytes drained; owed answers are counted in it
+	// In the transaction in flight: whether its unit is the only one
+	// that may be talking (it owed nothing, no other unit owes anything,
+	// and no guard is against another unit's answer), and then how many
+	// broken answers from it were the first thing an attempt heard.
+	alone       bool
+	brokenHeard int
+	guardOther  bool   // settle's guard was against another unit's answers
+	unheard     bool   // an earlier attempt of the transaction in flight heard nothing
+	tail        []byte // bytes that came right after the last answer taken
+	scan        []byte // in settle: tail, then the bytes drained; owed answers are counted in it
 }
 
 // prevTx is what the last transaction leaves the next one to respect:
@@ -214,7 +222,7 @@ type prevTx struct {
 type owedAnswers struct {
 	n       int           // answers that may still come
 	until   time.Time     // none can come after this
-	first   time.Time     // when the first of those frames went out
+	from    time.Time     // when the device was free to start on the first of those frames
 	timeout time.Duration // the unit's timeout for them
 	any     bool          // they answer more than one request: every request to the unit is confusable
 	pdu     [pdu.MaxSize]byte
@@ -498,6 +506,17 @@ func (b *Bus) next(now time.Time) *Request {
 	return r
 }
 
+// othersOwe reports whether a unit other than u may still send an answer
+// the line gave up on.
+func (b *Bus) othersOwe(u byte, now time.Time) bool {
+	for v := range b.owed {
+		if o := &b.owed[v]; byte(v) != u && o.n > 0 && now.Before(o.until) {
+			return true
+		}
+	}
+	return false
+}
+
 // mustWait reports whether r's unit owes answers that could pass for r's.
 func (b *Bus) mustWait(r *Request, now time.Time) bool {
 	o := &b.owed[r.Unit]
@@ -609,16 +628,17 @@ func (b *Bus) serve(r *Request) bool {
 	if retries < 0 {
 		retries = b.cfg.Retries
 	}
-	if b.silent[r.Unit] {
-		// Its last transaction heard nothing at all: until it answers
-		// again, one attempt. Retrying a device that missed every attempt
-		// costs the line a timeout for little chance.
-		retries = 0
-	}
 	r.adu = AppendADU(r.adu[:0], r.Unit, r.PDU)
 	err := b.settle(r)
 	if errors.Is(err, errDeferred) {
 		return false
+	}
+	if b.silent[r.Unit] {
+		// Its last transaction heard nothing at all, and nothing it owed
+		// has come since (see settle): until it answers again, one
+		// attempt. Retrying a device that missed every attempt costs the
+		// line a timeout for little chance.
+		retries = 0
 	}
 	b.stats.requests.Add(1)
 	if err != nil {
@@ -629,11 +649,13 @@ func (b *Bus) serve(r *Request) bool {
 	// A unit that owes nothing answers at its normal pace: only then is
 	// its response time measured.
 	clean := b.owed[r.Unit].n == 0
+	b.alone, b.brokenHeard = clean && !b.guardOther && !b.othersOwe(r.Unit, time.Now()), 0
 	var first, sent time.Time  // when the first and the last attempt went out
 	unheard := 0               // attempts that ended with nothing from the device: their answers may still come
 	var firstUnheard time.Time // when the first attempt that heard nothing went out
 	unheardFrom := 0           // its number (r.Attempts then)
 	for range 1 + retries {
+		b.unheard = unheard > 0
 		sent, err = b.attempt(r, timeout)
 		if first.IsZero() {
 			first = sent
@@ -674,7 +696,7 @@ func (b *Bus) serve(r *Request) bool {
 			// out. From then on, any frame may still be answered, one
 			// after the other (a broken answer may have been an earlier
 			// frame's).
-			b.owe(r, first, firstUnheard, sent, timeout, unheard, r.Attempts-unheardFrom+1)
+			b.owe(r, firstUnheard, sent, timeout, unheard, r.Attempts-unheardFrom+1)
 		}
 	}
 	return true
@@ -735,13 +757,23 @@ func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration,
 	if unheard == 0 || b.respN[u] >= trustAfter && b.lastIO.Sub(sent) <= b.prompt(u, timeout) {
 		return
 	}
+	// Broken answers heard while the unit was the only one talking were
+	// its answers too: a device answers each frame at most once, so only
+	// the frames it has not answered yet may still be.
+	n := unheard
+	if b.brokenHeard > 0 {
+		n = min(n, r.Attempts-b.brokenHeard-1)
+	}
+	if n <= 0 {
+		return
+	}
 	// The device has just finished an answer: the frames it owes answers
 	// to come after it.
-	b.owe(r, first, b.lastIO, sent, timeout, unheard, unheard)
+	b.owe(r, b.lastIO, sent, timeout, n, n)
 }
 
 // owe records that unit r.Unit may still send n answers to r's frames
-// (the first frame sent at first, the last at last). None can come once
+// (the last sent at last). None can come once
 // the device has had time to answer every frame that may still be
 // answered, frames of them, one after the other, the first from from
 // (when it was free to start on them): each takes it at most its
@@ -749,7 +781,7 @@ func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration,
 // before it answered. Answers still owed for an earlier request come
 // before these; they are kept: the unit then owes answers to two
 // requests, and every request to it is confusable.
-func (b *Bus) owe(r *Request, first, from, last time.Time, timeout time.Duration, n, frames int) {
+func (b *Bus) owe(r *Request, from, last time.Time, timeout time.Duration, n, frames int) {
 	o := &b.owed[r.Unit]
 	now := time.Now()
 	pending := o.n > 0 && now.Before(o.until)
@@ -767,7 +799,7 @@ func (b *Bus) owe(r *Request, first, from, last time.Time, timeout time.Duration
 		o.until = until
 		return
 	}
-	*o = owedAnswers{n: n, until: until, first: first, timeout: timeout}
+	*o = owedAnswers{n: n, until: until, from: from, timeout: timeout}
 	o.pn = copy(o.pdu[:], r.PDU)
 }
 
@@ -785,8 +817,8 @@ func decayMax(old, sample time.Duration) time.Duration {
 }
 
 // lateness is how long after it starts on a frame unit u may still
-// answer it: the latest it has ever answered, at least twice the timeout,
-// at most four times.
+// answer it: the latest it has ever answered (counted from when it could
+// start on the frame), at least twice the timeout, at most four times.
 func (b *Bus) lateness(u byte, timeout time.Duration) time.Duration {
 	return min(max(b.latest[u], 2*timeout), 4*timeout)
 }
@@ -833,6 +865,7 @@ func (b *Bus) settle(r *Request) error {
 	p := &b.prev
 	quiet, guarded := b.cfg.FrameGap, p.guard
 	guardedFrom := -1 // the unit whose answers on their way the guard is against
+	defer func() { b.guardOther = guardedFrom >= 0 && guardedFrom != int(r.Unit) }()
 	if p.guard {
 		guardedFrom = int(p.unit)
 		quiet = max(quiet, b.prompt(p.unit, p.timeout))
@@ -862,15 +895,26 @@ func (b *Bus) settle(r *Request) error {
 		}
 	}()
 	// count settles the owed answers that have come: they may have come
-	// with the last answer, or come now.
+	// with the last answer, or come now. A broken one counts while r's
+	// unit is the only one that may be talking.
+	alone := !until.IsZero() && (guardedFrom < 0 || guardedFrom == int(r.Unit)) && !b.othersOwe(r.Unit, time.Now())
 	k := 0
 	count := func() {
 		if until.IsZero() || o.any {
 			return
 		}
-		k = countAnswers(b.scan, r.Unit, o.pdu[:o.pn])
+		k = countAnswers(b.scan, r.Unit, o.pdu[:o.pn], alone)
+		if k > 0 {
+			b.silent[r.Unit] = false // it answers, late
+		}
 		if k > 0 && len(b.scan) > drained {
-			b.latest[r.Unit] = max(b.latest[r.Unit], b.lastIO.Sub(o.first))
+			// The device got to the frame it answered no earlier than
+			// it was free to start on the first owed one: counted from
+			// then, the sample is never less than its lateness. (From
+			// the transaction's first frame, it would add the time the
+			// device spent on the answers before, and one device late
+			// twice in a row would set the unit's lateness to both.)
+			b.latest[r.Unit] = max(b.latest[r.Unit], b.lastIO.Sub(o.from))
 		}
 		if k >= o.n {
 			// Every answer owed has come: what remains is the guard
@@ -929,24 +973,48 @@ var errDeferred = errors.New("rtu: deferred behind requests that need not wait")
 const deferCheck = 5 * time.Millisecond
 
 // countAnswers counts the whole frames in buf that answer request req to
-// unit: the owed answers that arrived. A frame whose CRC fails does not
-// count: any of its bytes may be wrong, its unit's address too, and
-// taking another unit's broken answer for this one's would end the wait
-// before this one's late answer comes.
-func countAnswers(buf []byte, unit byte, req []byte) int {
+// unit: the owed answers that arrived. buf starts where a frame may
+// start (after an answer, or after silence).
+//
+// A frame whose CRC fails counts only if broken is set and it has the
+// answer's exact shape (unit, function, byte count or echo, length) at a
+// frame boundary: right at the start, or right after a frame that
+// counted or had a good CRC. Any of its bytes may be wrong, its unit's
+// address too, so the caller sets broken only while no other unit can be
+// talking: then it can only be this unit's answer, broken. After bytes
+// that fit no frame, where the next frame starts is unknown, and only
+// frames with a good CRC count.
+func countAnswers(buf []byte, unit byte, req []byte, broken bool) int {
 	e := Expect{Unit: unit, FC: req[0]}
 	k := 0
+	aligned := true // buf starts where a frame starts
 	for len(buf) > 0 {
 		frame, used, err := Scan(buf, e.Len, false)
 		if errors.Is(err, ErrNeedMore) {
 			break
 		}
-		if err == nil && Matches(req, frame[1:len(frame)-2]) {
+		switch {
+		case err == nil:
+			if Matches(req, frame[1:len(frame)-2]) {
+				k++
+			}
+		case broken && aligned && errors.Is(err, ErrBadCRC) && brokenAnswer(buf, e.Len, req):
 			k++
+			used, _ = e.Len(buf)
+		default:
+			aligned = false
 		}
 		buf = buf[used:]
 	}
 	return k
+}
+
+// brokenAnswer reports whether buf starts with a whole frame that has
+// the shape of an answer to req (lenFn's unit and function, and what
+// Matches checks), whatever its CRC.
+func brokenAnswer(buf []byte, lenFn LenFunc, req []byte) bool {
+	n, err := lenFn(buf)
+	return err == nil && n >= MinADU && n <= len(buf) && Matches(req, buf[1:n-2])
 }
 
 // strayLogEvery is how often at most stray bytes between transactions
@@ -1043,8 +1111,11 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			if errors.Is(err, ErrNeedMore) {
 				break
 			}
-			if len(b.dropped) == 0 && b.owed[r.Unit].n == 0 && frameEnded(err, b.buf, r.Unit) {
+			if len(b.dropped) == 0 && b.owed[r.Unit].n == 0 && frameEnded(err, b.buf, r.Unit, b.alone) && b.ownAnswer(r.Unit, start, timeout) {
 				b.finished, b.finishedAt = true, b.lastIO
+			}
+			if len(b.dropped) == 0 && b.alone && errors.Is(err, ErrBadCRC) && brokenAnswer(b.buf, b.lenFn, r.PDU) {
+				b.brokenHeard++
 			}
 			b.noise(r, b.buf[:used], err)
 			lastErr = err
@@ -1132,18 +1203,35 @@ func (b *Bus) readMin(n int, due time.Time) error {
 	return nil
 }
 
+// ownAnswer reports whether a broken answer from unit u that ends now, in
+// the attempt sent at start, was that attempt's: if an earlier attempt
+// heard nothing, it may be that one's answer, late, with this one's still
+// to come, unless it came at the unit's normal pace. The attempt then
+// listens on until its timeout.
+func (b *Bus) ownAnswer(u byte, start time.Time, timeout time.Duration) bool {
+	return !b.unheard || b.respN[u] >= trustAfter && b.lastIO.Sub(start) <= b.prompt(u, timeout)
+}
+
 // frameEnded reports whether Scan's err, on the bytes buf begins with,
 // shows that a frame from unit, not this request's answer, has ended: a
-// frame of the predicted length with a bad CRC, a whole frame that does
-// not fit the request, or a frame from the unit with a garbled function
-// code, byte count or length that the line then ended with silence. If
-// it is the first thing heard in the attempt and the unit owes no earlier
-// answer, that was its answer to this request, broken: the device has
-// finished talking. (Further in, the codec's resynchronisation looks at
-// every byte of someone else's frame as a possible start.)
-func frameEnded(err error, buf []byte, unit byte) bool {
+// whole frame that does not fit the request, or, while the unit is alone
+// on the line (see Bus.alone), a frame of the predicted length with a
+// bad CRC, or a frame from the unit with a garbled function code, byte
+// count or length that the line then ended with silence. If it is the
+// first thing heard in the attempt and the unit owes no earlier answer,
+// that was its answer to this request, broken: the device has finished
+// talking. (Further in, the codec's resynchronisation looks at every byte
+// of someone else's frame as a possible start.) A frame whose CRC fails
+// or was never checked may have any byte wrong, its address too: while
+// another unit may still be talking, it may be that unit's late answer,
+// and this unit's own answer may still come.
+func frameEnded(err error, buf []byte, unit byte, alone bool) bool {
 	switch {
-	case errors.Is(err, ErrBadCRC), errors.Is(err, ErrMismatch):
+	case errors.Is(err, ErrMismatch):
+		return true
+	case !alone:
+		return false
+	case errors.Is(err, ErrBadCRC):
 		return true
 	case errors.Is(err, ErrShortFrame), errors.Is(err, ErrUnexpected), errors.Is(err, ErrBadLength):
 		return len(buf) >= 2 && buf[0] == unit

@@ -489,7 +489,7 @@ func TestSimulate(t *testing.T) {
 
 // scriptedDevice answers unit 1's reads on dev, each as the next entry of
 // script says ('o' at once, 'd' not at all, 'c' with a bad CRC, 'l' late
-// by scriptLate), then at once. Like a real device it reads nothing while
+// by scriptLate, 'x' late and with a bad CRC), then at once. Like a real device it reads nothing while
 // it waits to answer: what came meanwhile is read next.
 const scriptLate = 150 * time.Millisecond
 
@@ -519,7 +519,7 @@ func scriptedDevice(dev *memPort, script string) {
 			if act == 'd' {
 				continue
 			}
-			if act == 'l' {
+			if act == 'l' || act == 'x' {
 				time.Sleep(scriptLate)
 			}
 			addr, qty := int(binary.BigEndian.Uint16(frame[2:])), int(binary.BigEndian.Uint16(frame[4:]))
@@ -529,7 +529,7 @@ func scriptedDevice(dev *memPort, script string) {
 			}
 			time.Sleep(time.Millisecond)
 			out := rtu.AppendADU(nil, 1, resp)
-			if act == 'c' {
+			if act == 'c' || act == 'x' {
 				out[len(out)-1] ^= 0xFF
 			}
 			time.Sleep(time.Duration(len(out)) * simChar)
@@ -538,12 +538,6 @@ func scriptedDevice(dev *memPort, script string) {
 	}
 }
 
-// TestFailedOnPromptBrokenAnswerOwesNothing: a transaction whose first
-// attempt heard nothing and whose retry got a broken answer at the unit's
-// usual pace has failed, but leaves nothing owed (the broken answer was
-// the retry's; the device answers in order): the next request, which is
-// confusable with it, goes after the collision guard, not after the two
-// timeouts an owed answer could take.
 // scripted runs a bus (timeout scriptTimeout, one retry) whose unit 1 is
 // a scriptedDevice, inside a synctest bubble, and returns a function
 // that reads 4 registers at addr through it. It first makes four reads
@@ -575,6 +569,12 @@ func scripted(t *testing.T, script string) (read func(addr uint16) *rtu.Request)
 
 const scriptTimeout = 100 * time.Millisecond
 
+// TestFailedOnPromptBrokenAnswerOwesNothing: a transaction whose first
+// attempt heard nothing and whose retry got a broken answer at the unit's
+// usual pace has failed, but leaves nothing owed (the broken answer was
+// the retry's; the device answers in order): the next request, which is
+// confusable with it, goes after the collision guard, not after the two
+// timeouts an owed answer could take.
 func TestFailedOnPromptBrokenAnswerOwesNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		do := scripted(t, "dc")
@@ -676,4 +676,173 @@ func readAnswer(addr, qty int) []byte {
 		resp = binary.BigEndian.AppendUint16(resp, simValue(1, addr+i))
 	}
 	return resp
+}
+
+// TestLatenessCountsFromWhenTheDeviceWasFree: a device late twice in a
+// row (the first attempt's answer taken during the retry, the retry's
+// answer late after it) has shown a lateness of scriptLate, not of both
+// lates together: the retry's answer is measured from when the device
+// was free to start on it. A later owed answer that never comes then
+// holds the next confusable read for the unit's lateness (at least twice
+// the timeout) from its frame, as in TestOwedAnswersCountFromTheirFrame,
+// not for the two lates.
+func TestLatenessCountsFromWhenTheDeviceWasFree(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		do := scripted(t, "ll"+"o"+"cd")
+		if r := do(10); r.Outcome != rtu.OK || r.Attempts != 2 {
+			t.Fatalf("late, then late: %v after %d attempts", r.Outcome, r.Attempts)
+		}
+		if r := do(11); r.Outcome != rtu.OK || !bytes.Equal(r.Resp, readAnswer(11, 4)) {
+			t.Fatalf("read after the two lates: %v % X", r.Outcome, r.Resp)
+		}
+		if r := do(12); r.Outcome != rtu.Timeout || r.Attempts != 2 {
+			t.Fatalf("broken, then dropped: %v after %d attempts", r.Outcome, r.Attempts)
+		}
+		start := time.Now()
+		if r := do(13); r.Outcome != rtu.OK {
+			t.Fatalf("next read: %v", r.Outcome)
+		}
+		// The retry went out a timeout and a t3.5 before start; the
+		// wait ends twice the timeout after it.
+		if d := time.Since(start); d > scriptTimeout*11/10 {
+			t.Fatalf("the next read took %v, want about %v: the two lates in a row were taken for one lateness", d, scriptTimeout)
+		}
+	})
+}
+
+// TestBrokenOwedAnswerCountsWhenAlone: the first attempt's answer comes
+// late, during the retry, and is taken; the retry's answer, owed, follows
+// at once with a bad CRC. No other unit is talking, and the frame has the
+// answer's exact shape: it can only be the owed answer, broken, so the
+// next confusable read goes after the unit's prompt time instead of
+// waiting out the unit's lateness for an answer that has come.
+func TestBrokenOwedAnswerCountsWhenAlone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		do := scripted(t, "lc")
+		if r := do(10); r.Outcome != rtu.OK || r.Attempts != 2 || !bytes.Equal(r.Resp, readAnswer(10, 4)) {
+			t.Fatalf("late, then broken: %v after %d attempts, % X", r.Outcome, r.Attempts, r.Resp)
+		}
+		start := time.Now()
+		r := do(11)
+		if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, readAnswer(11, 4)) {
+			t.Fatalf("next read: %v % X", r.Outcome, r.Resp)
+		}
+		if d := time.Since(start); d > scriptTimeout/2 {
+			t.Fatalf("the next read took %v: it waited for the owed answer that came broken", d)
+		}
+	})
+}
+
+// TestLateAnswerEndsSilence: a read whose attempts both heard nothing
+// makes its unit one that gets a single attempt, until it answers again.
+// The retry's answer, owed, then comes late, while the next read waits
+// for it: the unit is alive, and the next read has its retry again.
+func TestLateAnswerEndsSilence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		do := scripted(t, "dl"+"co")
+		if r := do(10); r.Outcome != rtu.Timeout || r.Attempts != 2 {
+			t.Fatalf("dropped, then late: %v after %d attempts", r.Outcome, r.Attempts)
+		}
+		r := do(11)
+		if r.Outcome != rtu.OK || r.Attempts != 2 || !bytes.Equal(r.Resp, readAnswer(11, 4)) {
+			t.Fatalf("broken, then at once: %v after %d attempts, % X (want the retry's answer)", r.Outcome, r.Attempts, r.Resp)
+		}
+	})
+}
+
+// TestBrokenLateAnswerHeardDuringTheRetry: the first attempt's answer
+// comes late with a bad CRC, during the retry, and the retry's answer
+// follows at once. The unit was the only one talking: the broken frame
+// was its answer to the first attempt, the device has answered both, and
+// nothing is owed; the next confusable read goes at once.
+func TestBrokenLateAnswerHeardDuringTheRetry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		do := scripted(t, "xo")
+		if r := do(10); r.Outcome != rtu.OK || r.Attempts != 2 || !bytes.Equal(r.Resp, readAnswer(10, 4)) {
+			t.Fatalf("late and broken, then at once: %v after %d attempts, % X", r.Outcome, r.Attempts, r.Resp)
+		}
+		start := time.Now()
+		if r := do(11); r.Outcome != rtu.OK || !bytes.Equal(r.Resp, readAnswer(11, 4)) {
+			t.Fatalf("next read: %v % X", r.Outcome, r.Resp)
+		}
+		if d := time.Since(start); d > scriptTimeout/2 {
+			t.Fatalf("the next read took %v: it waited for an answer the broken one had settled", d)
+		}
+	})
+}
+
+// TestBrokenFrameWhileAnotherUnitOwes: unit 2 misses a read (its answer
+// is owed), and during the next transaction, to unit 1, unit 2's late
+// answer arrives with its address byte hit by noise, so that it starts
+// with unit 1's address and fails its CRC. While another unit may be
+// talking, such a frame is no proof that unit 1 has answered: the
+// attempt listens on and takes unit 1's own answer when it comes, and the
+// next read to unit 1 gets its own. (Found by the simulation, seed
+// 611323132893674749: the frame ended the attempt as unit 1's broken
+// answer, and unit 1's answer then went to the next read.)
+func TestBrokenFrameWhileAnotherUnitOwes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		master, devs := memLine(1)
+		dev := devs[0]
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			rx := make([]byte, 512)
+			dev.SetReadTimeout(-1)
+			var buf []byte
+			for {
+				n, err := dev.Read(rx)
+				if err != nil {
+					return
+				}
+				buf = append(buf, rx[:n]...)
+				for len(buf) > 0 {
+					frame, used, err := rtu.Scan(buf, rtu.RequestLen, true)
+					if errors.Is(err, rtu.ErrNeedMore) {
+						break
+					}
+					buf = buf[used:]
+					if err != nil || frame[0] == 2 {
+						continue // unit 2 answers late: below
+					}
+					addr := int(binary.BigEndian.Uint16(frame[2:]))
+					if addr == 20 {
+						// Unit 2's late answer to its read of 10, its address
+						// turned into unit 1's (and its CRC now wrong).
+						late := rtu.AppendADU(nil, 2, readAnswer(10, 4))
+						late[0] = 1
+						time.Sleep(2 * time.Millisecond)
+						dev.Write(late)
+						time.Sleep(30 * time.Millisecond)
+					} else {
+						time.Sleep(time.Millisecond)
+					}
+					dev.Write(rtu.AppendADU(nil, 1, readAnswer(addr, 4)))
+				}
+			}
+		}()
+		bus := rtu.NewBus(rtu.Config{Open: func() (rtu.Port, error) { return master, nil }, CharTime: simChar, Timeout: scriptTimeout})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer func() { cancel(); dev.Close(); <-done }()
+		go bus.Run(ctx)
+		read := func(unit byte, addr uint16) *rtu.Request {
+			r := &rtu.Request{Unit: unit, PDU: readHolding(addr, 4), Retries: -1}
+			bus.Do(ctx, r)
+			return r
+		}
+		for i := range uint16(4) { // unit 1's pace
+			if r := read(1, i); r.Outcome != rtu.OK {
+				t.Fatalf("read %d: %v", i, r.Outcome)
+			}
+		}
+		if r := read(2, 10); r.Outcome != rtu.Timeout {
+			t.Fatalf("unit 2's read: %v, want a timeout", r.Outcome)
+		}
+		if r := read(1, 20); r.Outcome != rtu.OK || !bytes.Equal(r.Resp, readAnswer(20, 4)) {
+			t.Fatalf("unit 1's read during unit 2's late answer: %v % X, want its own answer", r.Outcome, r.Resp)
+		}
+		if r := read(1, 21); r.Outcome != rtu.OK || !bytes.Equal(r.Resp, readAnswer(21, 4)) {
+			t.Fatalf("WRONG ANSWER to the next read: %v % X, want % X", r.Outcome, r.Resp, readAnswer(21, 4))
+		}
+	})
 }
