@@ -201,10 +201,14 @@ type Bus struct {
 	// broken answers from it were the first thing an attempt heard.
 	alone       bool
 	brokenHeard int
-	guardOther  bool   // settle's guard was against another unit's answers
-	unheard     bool   // an earlier attempt of the transaction in flight heard nothing
-	tail        []byte // bytes that came right after the last answer taken
-	scan        []byte // in settle: tail, then the bytes drained; owed answers are counted in it
+	guardOther  bool // settle's guard was against another unit's answers
+	unheard     bool // an earlier attempt of the transaction in flight heard nothing
+	// The last attempt ended at its hard stop, while bytes still came: the
+	// next byte may be in the middle of a frame, where broken frames are
+	// not counted as answers (see countAnswers).
+	babbled bool
+	tail    []byte // bytes that came right after the last answer taken
+	scan    []byte // in settle: tail, then the bytes drained; owed answers are counted in it
 }
 
 // prevTx is what the last transaction leaves the next one to respect:
@@ -865,7 +869,11 @@ func (b *Bus) settle(r *Request) error {
 	p := &b.prev
 	quiet, guarded := b.cfg.FrameGap, p.guard
 	guardedFrom := -1 // the unit whose answers on their way the guard is against
-	defer func() { b.guardOther = guardedFrom >= 0 && guardedFrom != int(r.Unit) }()
+	defer func() {
+		b.guardOther = guardedFrom >= 0 && guardedFrom != int(r.Unit)
+		// settle returns after silence: whatever comes next starts a frame.
+		b.babbled = false
+	}()
 	if p.guard {
 		guardedFrom = int(p.unit)
 		quiet = max(quiet, b.prompt(p.unit, p.timeout))
@@ -897,7 +905,7 @@ func (b *Bus) settle(r *Request) error {
 	// count settles the owed answers that have come: they may have come
 	// with the last answer, or come now. A broken one counts while r's
 	// unit is the only one that may be talking.
-	alone := !until.IsZero() && (guardedFrom < 0 || guardedFrom == int(r.Unit)) && !b.othersOwe(r.Unit, time.Now())
+	alone := !until.IsZero() && !b.babbled && (guardedFrom < 0 || guardedFrom == int(r.Unit)) && !b.othersOwe(r.Unit, time.Now())
 	k := 0
 	count := func() {
 		if until.IsZero() || o.any {
@@ -1114,7 +1122,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			if len(b.dropped) == 0 && b.owed[r.Unit].n == 0 && frameEnded(err, b.buf, r.Unit, b.alone) && b.ownAnswer(r.Unit, start, timeout) {
 				b.finished, b.finishedAt = true, b.lastIO
 			}
-			if len(b.dropped) == 0 && b.alone && errors.Is(err, ErrBadCRC) && brokenAnswer(b.buf, b.lenFn, r.PDU) {
+			if len(b.dropped) == 0 && b.alone && !b.babbled && errors.Is(err, ErrBadCRC) && brokenAnswer(b.buf, b.lenFn, r.PDU) {
 				b.brokenHeard++
 			}
 			b.noise(r, b.buf[:used], err)
@@ -1123,6 +1131,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 		}
 		now := time.Now()
 		if !now.Before(hardStop) {
+			b.babbled = true
 			if len(b.buf) > 0 {
 				b.noise(r, b.buf, ErrShortFrame)
 				lastErr = ErrShortFrame
