@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"io"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -21,7 +22,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Out, "out", "BENCHMARKS.md", "file to write the table to (empty: none)")
 	fs.Float64Var(&o.Scale, "scale", 1, "multiply request counts and durations (0.2 for a quick look)")
 	fs.IntVar(&o.Many, "many", 1000, "clients in the many-clients run")
-	fs.StringVar(&o.Only, "only", "", "run one section alone and print it: faster, sparkplug or wires")
+	fs.StringVar(&o.Only, "only", "", "run one section alone and print it: faster, sparkplug, wires or pace (issue 9's rigs)")
 	fs.StringVar(&o.Probe, "probe", "testdata/interop/latency_probe.c", "libmodbus latency probe to build with cc (empty: skip)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -68,5 +69,8 @@ func cmdSimline(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return bench.Simline(ctx, bench.SimlineOptions{Baud: *baud, Paced: *paced, Units: ids, Faults: *faults, Clock: *clock, ASCII: *ascii}, stdout)
+	report := make(chan os.Signal, 1) // the bench asks for the devices' counters
+	signal.Notify(report, syscall.SIGUSR1)
+	defer signal.Stop(report)
+	return bench.Simline(ctx, bench.SimlineOptions{Baud: *baud, Paced: *paced, Units: ids, Faults: *faults, Clock: *clock, ASCII: *ascii, Report: report}, stdout)
 }

@@ -30,7 +30,15 @@ func benchPace(ctx context.Context, rep *report, gw *gatewayProcess, addr string
 		return loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: clients, Duration: window, Units: l.units, Qty: 10, Timeout: 30 * time.Second, Seed: seed})
 	}
 	healthy := run(twin, 16, 21)
+	before, err := faulty.simStats()
+	if err != nil {
+		return nil, err
+	}
 	faults := run(faulty, 16, 22)
+	after, err := faulty.simStats()
+	if err != nil {
+		return nil, err
+	}
 	for what, r := range map[string]*loadtest.Result{"healthy line": healthy, "fault mix": faults} {
 		if err := sane(what, r); err != nil {
 			return nil, err
@@ -43,8 +51,18 @@ func benchPace(ctx context.Context, rep *report, gw *gatewayProcess, addr string
 	per := healthy.Elapsed / time.Duration(max(1, healthy.OK))
 	cost := per + time.Duration(f.Drop*float64(faulty.timeout+per)+f.Late*float64(f.LateBy)+f.Corrupt*float64(per))
 	allowed := float64(window) / float64(cost)
+	// Where the window went, by the faults the device drew (its random
+	// draw, fixed by its seed, is not the rates): every frame it was sent
+	// costs the healthy line's time per transaction, every dropped answer
+	// the timeout, every late one its lateness. What is left is the
+	// gateway's own waiting: guards, and owed answers that never came.
+	frames, dropped, late, corrupted := after.Requests-before.Requests, after.Dropped-before.Dropped, after.LateAnswers-before.LateAnswers, after.Corrupted-before.Corrupted
+	faultTime := time.Duration(frames)*per + time.Duration(dropped)*faulty.timeout + time.Duration(late)*f.LateBy
 	rep.printf("16 checking clients for %s, reading 10 registers at 115200 (unpaced pty), timeout %s, one retry. The faulty line's device drops 1 answer in %.0f, corrupts 1 in %.0f and answers 1 in %.0f late, by %s. The faults alone allow about %.0f good answers in that time (each costs at least what it must: a drop the timeout and a retry, a late answer its lateness, a corruption a retry, on top of the healthy line's %s per transaction).\n\n",
 		window, faulty.timeout, 1/f.Drop, 1/f.Corrupt, 1/f.Late, f.LateBy, allowed, us(per))
+	rep.printf("The estimate counts each fault once per good answer; a device's faults fall on frames, retries too. This run's device was sent %d frames, dropped %d answers, answered %d late and corrupted %d: the frames, the timeouts and the late answers alone take %s of the %s, which leaves %s (%.0f %%) to the gateway's own waiting (its guards, and owed answers that never came).\n\n",
+		frames, dropped, late, corrupted, faultTime.Round(10*time.Millisecond), faults.Elapsed.Round(10*time.Millisecond),
+		(faults.Elapsed - faultTime).Round(10*time.Millisecond), 100*float64(faults.Elapsed-faultTime)/float64(faults.Elapsed))
 	rep.printf("| line | good answers | per second | 0x0B | wrong | client errors |\n|---|---|---|---|---|---|\n")
 	for _, row := range []struct {
 		name string
