@@ -494,48 +494,37 @@ func TestSimulate(t *testing.T) {
 const scriptLate = 150 * time.Millisecond
 
 func scriptedDevice(dev *memPort, script string) {
-	rx := make([]byte, 512)
-	dev.SetReadTimeout(-1)
-	var buf []byte
-	for {
-		n, err := dev.Read(rx)
-		if err != nil {
+	serveRequests(dev, func(frame []byte) {
+		act := byte('o')
+		if script != "" {
+			act, script = script[0], script[1:]
+		}
+		if act == 'd' {
 			return
 		}
-		buf = append(buf, rx[:n]...)
-		for len(buf) > 0 {
-			frame, used, err := rtu.Scan(buf, rtu.RequestLen, true)
-			if errors.Is(err, rtu.ErrNeedMore) {
-				break
-			}
-			buf = buf[used:]
-			if err != nil {
-				continue
-			}
-			act := byte('o')
-			if script != "" {
-				act, script = script[0], script[1:]
-			}
-			if act == 'd' {
-				continue
-			}
-			if act == 'l' || act == 'x' {
-				time.Sleep(scriptLate)
-			}
-			addr, qty := int(binary.BigEndian.Uint16(frame[2:])), int(binary.BigEndian.Uint16(frame[4:]))
-			resp := []byte{pdu.ReadHoldingRegisters, byte(2 * qty)}
-			for i := range qty {
-				resp = binary.BigEndian.AppendUint16(resp, simValue(1, addr+i))
-			}
-			time.Sleep(time.Millisecond)
-			out := rtu.AppendADU(nil, 1, resp)
-			if act == 'c' || act == 'x' {
-				out[len(out)-1] ^= 0xFF
-			}
-			time.Sleep(time.Duration(len(out)) * simChar)
-			dev.Write(out)
+		if act == 'l' || act == 'x' {
+			time.Sleep(scriptLate)
 		}
-	}
+		addr, qty := int(binary.BigEndian.Uint16(frame[2:])), int(binary.BigEndian.Uint16(frame[4:]))
+		time.Sleep(time.Millisecond)
+		out := rtu.AppendADU(nil, 1, readAnswer(addr, qty))
+		if act == 'c' || act == 'x' {
+			out[len(out)-1] ^= 0xFF
+		}
+		time.Sleep(time.Duration(len(out)) * simChar)
+		dev.Write(out)
+	})
+}
+
+// serveRequests calls answer with each whole request frame that arrives
+// at dev, one at a time, until dev closes: a device's side of the line
+// (rtu.ReadRequests). Like a real device, it reads nothing while answer
+// runs.
+func serveRequests(dev *memPort, answer func(frame []byte)) {
+	rtu.ReadRequests(context.Background(), dev, rtu.FrameGap(simChar), func(f []byte, _ time.Time) error {
+		answer(f)
+		return nil
+	}, func([]byte, error) {})
 }
 
 // scripted runs a bus (timeout scriptTimeout, one retry) whose unit 1 is
@@ -787,39 +776,24 @@ func TestBrokenFrameWhileAnotherUnitOwes(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			rx := make([]byte, 512)
-			dev.SetReadTimeout(-1)
-			var buf []byte
-			for {
-				n, err := dev.Read(rx)
-				if err != nil {
-					return
+			serveRequests(dev, func(frame []byte) {
+				if frame[0] == 2 {
+					return // unit 2 answers late: below
 				}
-				buf = append(buf, rx[:n]...)
-				for len(buf) > 0 {
-					frame, used, err := rtu.Scan(buf, rtu.RequestLen, true)
-					if errors.Is(err, rtu.ErrNeedMore) {
-						break
-					}
-					buf = buf[used:]
-					if err != nil || frame[0] == 2 {
-						continue // unit 2 answers late: below
-					}
-					addr := int(binary.BigEndian.Uint16(frame[2:]))
-					if addr == 20 {
-						// Unit 2's late answer to its read of 10, its address
-						// turned into unit 1's (and its CRC now wrong).
-						late := rtu.AppendADU(nil, 2, readAnswer(10, 4))
-						late[0] = 1
-						time.Sleep(2 * time.Millisecond)
-						dev.Write(late)
-						time.Sleep(30 * time.Millisecond)
-					} else {
-						time.Sleep(time.Millisecond)
-					}
-					dev.Write(rtu.AppendADU(nil, 1, readAnswer(addr, 4)))
+				addr := int(binary.BigEndian.Uint16(frame[2:]))
+				if addr == 20 {
+					// Unit 2's late answer to its read of 10, its address
+					// turned into unit 1's (and its CRC now wrong).
+					late := rtu.AppendADU(nil, 2, readAnswer(10, 4))
+					late[0] = 1
+					time.Sleep(2 * time.Millisecond)
+					dev.Write(late)
+					time.Sleep(30 * time.Millisecond)
+				} else {
+					time.Sleep(time.Millisecond)
 				}
-			}
+				dev.Write(rtu.AppendADU(nil, 1, readAnswer(addr, 4)))
+			})
 		}()
 		bus := rtu.NewBus(rtu.Config{Open: func() (rtu.Port, error) { return master, nil }, CharTime: simChar, Timeout: scriptTimeout})
 		ctx, cancel := context.WithCancel(context.Background())
