@@ -195,11 +195,9 @@ type Bus struct {
 	silent            [256]bool // the unit's last transaction heard nothing at all: one attempt until it answers
 	finished          bool      // the last attempt ended on a broken answer from the unit, not on silence
 	finishedAt        time.Time // when that broken answer arrived
-	// In the transaction in flight: whether its unit is the only one
-	// that may be talking (it owed nothing, no other unit owes anything,
-	// and no guard is against another unit's answer), and then how many
-	// broken answers from it were the first thing an attempt heard.
-	alone       bool
+	// In the transaction in flight: how many broken answers from its unit
+	// were the first thing an attempt heard while it was alone (see
+	// othersQuiet).
 	brokenHeard int
 	guardOther  bool // settle's guard was against another unit's answers
 	unheard     bool // an earlier attempt of the transaction in flight heard nothing
@@ -510,15 +508,23 @@ func (b *Bus) next(now time.Time) *Request {
 	return r
 }
 
-// othersOwe reports whether a unit other than u may still send an answer
-// the line gave up on.
-func (b *Bus) othersOwe(u byte, now time.Time) bool {
+// othersQuiet reports whether no unit but u may be talking now: none
+// owes an answer the line gave up on, and the last guard (see settle) was
+// not against another unit's. A frame whose CRC fails may have any byte
+// wrong, its address too: only then can it be taken for u's. It looks at
+// every unit's owed answers, so it is asked only when such a frame needs
+// judging, never on every transaction.
+func (b *Bus) othersQuiet(u byte) bool {
+	if b.guardOther {
+		return false
+	}
+	now := time.Now()
 	for v := range b.owed {
 		if o := &b.owed[v]; byte(v) != u && o.n > 0 && now.Before(o.until) {
-			return true
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 // mustWait reports whether r's unit owes answers that could pass for r's.
@@ -653,7 +659,7 @@ func (b *Bus) serve(r *Request) bool {
 	// A unit that owes nothing answers at its normal pace: only then is
 	// its response time measured.
 	clean := b.owed[r.Unit].n == 0
-	b.alone, b.brokenHeard = clean && !b.guardOther && !b.othersOwe(r.Unit, time.Now()), 0
+	b.brokenHeard = 0
 	var first, sent time.Time  // when the first and the last attempt went out
 	unheard := 0               // attempts that ended with nothing from the device: their answers may still come
 	var firstUnheard time.Time // when the first attempt that heard nothing went out
@@ -869,11 +875,9 @@ func (b *Bus) settle(r *Request) error {
 	p := &b.prev
 	quiet, guarded := b.cfg.FrameGap, p.guard
 	guardedFrom := -1 // the unit whose answers on their way the guard is against
-	defer func() {
-		b.guardOther = guardedFrom >= 0 && guardedFrom != int(r.Unit)
-		// settle returns after silence: whatever comes next starts a frame.
-		b.babbled = false
-	}()
+	b.guardOther = p.guard && p.unit != r.Unit
+	// settle returns after silence: whatever comes next starts a frame.
+	defer func() { b.babbled = false }()
 	if p.guard {
 		guardedFrom = int(p.unit)
 		quiet = max(quiet, b.prompt(p.unit, p.timeout))
@@ -905,7 +909,7 @@ func (b *Bus) settle(r *Request) error {
 	// count settles the owed answers that have come: they may have come
 	// with the last answer, or come now. A broken one counts while r's
 	// unit is the only one that may be talking.
-	alone := !until.IsZero() && !b.babbled && (guardedFrom < 0 || guardedFrom == int(r.Unit)) && !b.othersOwe(r.Unit, time.Now())
+	alone := !until.IsZero() && !b.babbled && b.othersQuiet(r.Unit)
 	k := 0
 	count := func() {
 		if until.IsZero() || o.any {
@@ -1006,9 +1010,14 @@ func countAnswers(buf []byte, unit byte, req []byte, broken bool) int {
 			if Matches(req, frame[1:len(frame)-2]) {
 				k++
 			}
-		case broken && aligned && errors.Is(err, ErrBadCRC) && brokenAnswer(buf, e.Len, req):
+		case broken && aligned && errors.Is(err, ErrBadCRC):
+			n, ok := brokenAnswer(buf, e.Len, req)
+			if !ok {
+				aligned = false
+				break
+			}
 			k++
-			used, _ = e.Len(buf)
+			used = n
 		default:
 			aligned = false
 		}
@@ -1019,10 +1028,10 @@ func countAnswers(buf []byte, unit byte, req []byte, broken bool) int {
 
 // brokenAnswer reports whether buf starts with a whole frame that has
 // the shape of an answer to req (lenFn's unit and function, and what
-// Matches checks), whatever its CRC.
-func brokenAnswer(buf []byte, lenFn LenFunc, req []byte) bool {
+// Matches checks), whatever its CRC, and the frame's length.
+func brokenAnswer(buf []byte, lenFn LenFunc, req []byte) (n int, ok bool) {
 	n, err := lenFn(buf)
-	return err == nil && n >= MinADU && n <= len(buf) && Matches(req, buf[1:n-2])
+	return n, err == nil && n >= MinADU && n <= len(buf) && Matches(req, buf[1:n-2])
 }
 
 // strayLogEvery is how often at most stray bytes between transactions
@@ -1119,11 +1128,18 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			if errors.Is(err, ErrNeedMore) {
 				break
 			}
-			if len(b.dropped) == 0 && b.owed[r.Unit].n == 0 && frameEnded(err, b.buf, r.Unit, b.alone) && b.ownAnswer(r.Unit, start, timeout) {
-				b.finished, b.finishedAt = true, b.lastIO
-			}
-			if len(b.dropped) == 0 && b.alone && !b.babbled && errors.Is(err, ErrBadCRC) && brokenAnswer(b.buf, b.lenFn, r.PDU) {
-				b.brokenHeard++
+			if len(b.dropped) == 0 && b.owed[r.Unit].n == 0 {
+				// The first thing the attempt heard, from a unit that
+				// owes nothing: is it alone on the line?
+				alone := b.othersQuiet(r.Unit)
+				if frameEnded(err, b.buf, r.Unit, alone) && b.ownAnswer(r.Unit, start, timeout) {
+					b.finished, b.finishedAt = true, b.lastIO
+				}
+				if alone && !b.babbled && errors.Is(err, ErrBadCRC) {
+					if _, ok := brokenAnswer(b.buf, b.lenFn, r.PDU); ok {
+						b.brokenHeard++
+					}
+				}
 			}
 			b.noise(r, b.buf[:used], err)
 			lastErr = err
@@ -1224,7 +1240,7 @@ func (b *Bus) ownAnswer(u byte, start time.Time, timeout time.Duration) bool {
 // frameEnded reports whether Scan's err, on the bytes buf begins with,
 // shows that a frame from unit, not this request's answer, has ended: a
 // whole frame that does not fit the request, or, while the unit is alone
-// on the line (see Bus.alone), a frame of the predicted length with a
+// on the line (see Bus.othersQuiet), a frame of the predicted length with a
 // bad CRC, or a frame from the unit with a garbled function code, byte
 // count or length that the line then ended with silence. If it is the
 // first thing heard in the attempt and the unit owes no earlier answer,
