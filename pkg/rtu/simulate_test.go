@@ -533,23 +533,33 @@ func serveRequests(dev *memPort, answer func(frame []byte)) {
 // that the device answers at once, so the line learns the unit's pace:
 // script starts after them.
 func scripted(t *testing.T, script string) (read func(addr uint16) *rtu.Request) {
+	readUnit := deviceLine(t, 1, func(dev *memPort) { scriptedDevice(dev, "oooo"+script) })
+	return func(addr uint16) *rtu.Request { return readUnit(1, addr) }
+}
+
+// deviceLine runs a bus (timeout scriptTimeout, retries further attempts)
+// inside a synctest bubble, with device serving the far end of its line,
+// and returns a function that reads 4 registers at addr of unit through
+// it. It first reads unit 1 four times, which device must answer at once,
+// so that the line knows unit 1's pace.
+func deviceLine(t *testing.T, retries int, device func(dev *memPort)) (read func(unit byte, addr uint16) *rtu.Request) {
 	master, devs := memLine(1)
 	done := make(chan struct{})
-	go func() { scriptedDevice(devs[0], "oooo"+script); close(done) }()
-	bus := rtu.NewBus(rtu.Config{Open: func() (rtu.Port, error) { return master, nil }, CharTime: simChar, Timeout: scriptTimeout, Retries: 1})
+	go func() { device(devs[0]); close(done) }()
+	bus := rtu.NewBus(rtu.Config{Open: func() (rtu.Port, error) { return master, nil }, CharTime: simChar, Timeout: scriptTimeout, Retries: retries})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); devs[0].Close(); <-done }) // the device may be sleeping on a late answer
 	go bus.Run(ctx)
 	for !bus.Up() {
 		time.Sleep(time.Millisecond)
 	}
-	read = func(addr uint16) *rtu.Request {
-		r := &rtu.Request{Unit: 1, PDU: readHolding(addr, 4), Retries: -1}
+	read = func(unit byte, addr uint16) *rtu.Request {
+		r := &rtu.Request{Unit: unit, PDU: readHolding(addr, 4), Retries: -1}
 		bus.Do(ctx, r)
 		return r
 	}
 	for i := range uint16(4) {
-		if r := read(i); r.Outcome != rtu.OK {
+		if r := read(1, i); r.Outcome != rtu.OK {
 			t.Fatalf("read %d: %v", i, r.Outcome)
 		}
 	}
@@ -771,11 +781,7 @@ func TestBrokenLateAnswerHeardDuringTheRetry(t *testing.T) {
 // answer, and unit 1's answer then went to the next read.)
 func TestBrokenFrameWhileAnotherUnitOwes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		master, devs := memLine(1)
-		dev := devs[0]
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
+		read := deviceLine(t, 0, func(dev *memPort) {
 			serveRequests(dev, func(frame []byte) {
 				if frame[0] == 2 {
 					return // unit 2 answers late: below
@@ -794,21 +800,7 @@ func TestBrokenFrameWhileAnotherUnitOwes(t *testing.T) {
 				}
 				dev.Write(rtu.AppendADU(nil, 1, readAnswer(addr, 4)))
 			})
-		}()
-		bus := rtu.NewBus(rtu.Config{Open: func() (rtu.Port, error) { return master, nil }, CharTime: simChar, Timeout: scriptTimeout})
-		ctx, cancel := context.WithCancel(context.Background())
-		defer func() { cancel(); dev.Close(); <-done }()
-		go bus.Run(ctx)
-		read := func(unit byte, addr uint16) *rtu.Request {
-			r := &rtu.Request{Unit: unit, PDU: readHolding(addr, 4), Retries: -1}
-			bus.Do(ctx, r)
-			return r
-		}
-		for i := range uint16(4) { // unit 1's pace
-			if r := read(1, i); r.Outcome != rtu.OK {
-				t.Fatalf("read %d: %v", i, r.Outcome)
-			}
-		}
+		})
 		if r := read(2, 10); r.Outcome != rtu.Timeout {
 			t.Fatalf("unit 2's read: %v, want a timeout", r.Outcome)
 		}
