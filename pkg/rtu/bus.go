@@ -189,6 +189,10 @@ type Bus struct {
 	// each a maximum that decays with every new answer.
 	respTime, slowest [256]time.Duration
 	respN             [256]uint8         // samples in respTime, up to trustAfter
+	turnaround        [256]time.Duration // see learnStart
+	trickles          [256]bool          // the unit's last answer measured came in pieces
+	noLook            [256]uint8         // see startDue
+	pieces            int                // reads that brought bytes in the attempt in flight
 	latest            [256]time.Duration // the latest any answer of the unit came after it could start on its frame: never forgotten
 	prev              prevTx
 	owed              [256]owedAnswers
@@ -752,6 +756,7 @@ func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration,
 		if d := b.lastIO.Sub(sent); clean && d <= timeout/2 {
 			b.respTime[u] = decayMax(b.respTime[u], d)
 			b.respN[u] = min(b.respN[u]+1, trustAfter)
+			b.learnStart(r, sent)
 		}
 		return
 	}
@@ -815,6 +820,13 @@ func (b *Bus) owe(r *Request, from, last time.Time, timeout time.Duration, n, fr
 
 func maxTime(a, b time.Time) time.Time {
 	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
 		return a
 	}
 	return b
@@ -1105,6 +1117,11 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 	var lastErr error = ErrNoAnswer
 	silent := false
 	b.finished = false // a broken answer came: the device has finished talking
+	b.pieces = 0
+	// On a line that trickles answers in, the first look is when the
+	// unit's answer should have its first bytes (see startDue).
+	firstLook, firstByte := b.startDue(r, start)
+	looked := false
 	for {
 		for len(b.buf) > 0 {
 			frame, used, err := Scan(b.buf, b.lenFn, silent)
@@ -1190,6 +1207,9 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			wait = b.cfg.FrameGap - idle
 		default:
 			wait = deadline.Sub(now)
+			if !looked && !firstLook.IsZero() && firstLook.Before(deadline) {
+				due, looked = firstLook, true
+			}
 		}
 		if err := b.readMin(need, due); err != nil {
 			return start, err
@@ -1205,14 +1225,87 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 		}
 		silent = false
 		b.lastIO = time.Now()
+		b.pieces++
 		if len(b.buf) == 0 {
 			b.rxStart = b.lastIO
+			if looked && b.pieces == 1 {
+				b.rxStart = b.firstLooked(r.Unit, n, firstLook, firstByte, start)
+			}
 		}
 		b.buf = append(b.buf, b.rx[:n]...)
 		if b.minReader == nil {
 			b.awaitRest(hardStop)
 		}
 	}
+}
+
+// startDue returns when to look first for r's answer, in the attempt
+// sent at start, and when its first byte is expected; zero if the
+// attempt should wait for the first byte instead. If the unit's answers
+// trickle in (a real line's pace) and the line has measured when they
+// begin, the look is at about their third byte: by then the answer's
+// length is known (a function code and a byte count) and an exception,
+// five bytes, is not yet complete. The attempt then wakes once for the
+// first bytes and once for the rest, where waiting for the first byte
+// wakes it three times (that byte, then enough to know the length, then
+// the rest). Until the look the read sleeps with the line out of the
+// poller; if nothing has come by then, it waits for the first byte as
+// usual, and so does the unit's next lookBackoff transactions: it is not
+// at its usual pace. A unit that answers sooner than ever before is read
+// that much later than it could be, once.
+func (b *Bus) startDue(r *Request, start time.Time) (look, first time.Time) {
+	u := r.Unit
+	if b.minReader == nil || b.cfg.Echo || !b.trickles[u] || b.respN[u] < trustAfter || b.owed[u].n > 0 {
+		return time.Time{}, time.Time{}
+	}
+	if b.noLook[u] > 0 {
+		b.noLook[u]--
+		return time.Time{}, time.Time{}
+	}
+	first = start.Add(time.Duration(len(r.adu))*b.cfg.CharTime + b.turnaround[u])
+	return first.Add(firstLookChars * b.cfg.CharTime), first
+}
+
+// firstLookChars is how many character times after an answer's first
+// byte startDue looks: the middle of the span between its third byte
+// (its length known) and its fifth (a whole exception).
+const firstLookChars = 3
+
+// lookBackoff is how many transactions a unit whose answer began after
+// the first look waits for its first byte instead (see startDue).
+const lookBackoff = 16
+
+// firstLooked returns when the first of the n bytes read at the first
+// look arrived (the answer's rest is due from then). The last of them
+// came at most a character time before the read, each one a character
+// time after the one before, so the first came within a span of one
+// character time; where the unit's usual start lies in that span, it is
+// taken. If they all came after the look, the read waited for them as
+// usual (see startDue).
+func (b *Bus) firstLooked(u byte, n int, look, usual, start time.Time) time.Time {
+	ch := b.cfg.CharTime
+	earliest, latest := b.lastIO.Add(-time.Duration(n)*ch), b.lastIO.Add(-time.Duration(n-1)*ch)
+	if earliest.After(look) {
+		b.noLook[u] = lookBackoff
+		return b.lastIO
+	}
+	return maxTime(start, maxTime(earliest, minTime(usual, latest)))
+}
+
+// learnStart learns from an answer to a first attempt sent at sent, at
+// the unit's normal pace, when the unit's answers begin (its turnaround:
+// from the end of the request to the answer's first byte; a sooner start
+// is taken at once, a later one moves it a sixteenth of the way) and
+// whether they trickle in.
+func (b *Bus) learnStart(r *Request, sent time.Time) {
+	u := r.Unit
+	d := b.rxStart.Sub(sent) - time.Duration(len(r.adu))*b.cfg.CharTime
+	if b.respN[u] <= 1 || d < b.turnaround[u] {
+		b.turnaround[u] = d
+	} else {
+		b.turnaround[u] += (d - b.turnaround[u]) / 16
+	}
+	b.trickles[u] = b.pieces > 1
 }
 
 // readMin makes the port's reads wait for n bytes, due by due (zero:

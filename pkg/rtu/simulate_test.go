@@ -127,9 +127,9 @@ func (p *memPort) Write(b []byte) (int, error) {
 
 func (p *memPort) Read(b []byte) (int, error) {
 	timeout := p.timeout
-	if p.min > 2 && !p.due.IsZero() {
-		// As the serial port does: it sleeps until the rest of a frame
-		// is due, whatever comes meanwhile.
+	if !p.due.IsZero() {
+		// As the serial port does: it sleeps until the rest of a frame,
+		// or an answer's first bytes, are due, whatever comes meanwhile.
 		d := time.Until(p.due)
 		if timeout >= 0 {
 			d = min(d, timeout)
@@ -216,7 +216,8 @@ func simValue(unit byte, addr int) uint16 { return uint16(addr*7+int(unit)*13) ^
 
 // simDevice answers on dev as unit until dev closes. One request at a
 // time, in order, as a device on a serial line: a prompt answer comes 0.2 to 5 ms after the
-// request, a late one 0.5 to 1.5 timeouts after it. A request that
+// request (unit 1's 1 ms to two character times more), a late one 0.5 to
+// 1.5 timeouts after it. A request that
 // arrived while the device was busy is answered promptly once it gets to
 // it: the device was late because it was busy, not because of the
 // request (the contract the README states).
@@ -261,6 +262,11 @@ func simDevice(dev *memPort, me byte, f simFaults, timeout time.Duration, seed u
 				continue
 			}
 			delay := time.Duration(200+rnd.IntN(4800)) * time.Microsecond
+			if me == 1 {
+				// A steady device, whose answers the line learns to
+				// expect (rtu.Bus's first look).
+				delay = time.Millisecond + time.Duration(rnd.Int64N(int64(2*simChar)))
+			}
 			switch late := rnd.Float64() < f.late && arrived.After(busyTill); {
 			case late && f.lateBy > 0:
 				delay = f.lateBy
@@ -809,6 +815,98 @@ func TestBrokenFrameWhileAnotherUnitOwes(t *testing.T) {
 		}
 		if r := read(1, 21); r.Outcome != rtu.OK || !bytes.Equal(r.Resp, readAnswer(21, 4)) {
 			t.Fatalf("WRONG ANSWER to the next read: %v % X, want % X", r.Outcome, r.Resp, readAnswer(21, 4))
+		}
+	})
+}
+
+// countingPort counts the reads that bring bytes.
+type countingPort struct {
+	minPort
+	reads int
+}
+
+func (p *countingPort) Read(b []byte) (int, error) {
+	n, err := p.minPort.Read(b)
+	if n > 0 {
+		p.reads++
+	}
+	return n, err
+}
+
+// TestTrickledAnswerReadInTwo: on a line that carries an answer in a
+// character at a time, once the line knows when a unit's answers begin,
+// it first looks when an answer's length is known and then when the
+// whole answer is due: two reads, where waiting for the first byte took
+// three (the first byte, then enough to know the length, then the rest),
+// each a wakeup of the line's goroutine. The answer is handed on the
+// moment its last byte arrives, and so is an exception, which is shorter
+// and ends before the second look.
+func TestTrickledAnswerReadInTwo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		master, devs := memLine(1)
+		port := &countingPort{minPort: minPort{master}}
+		var lastByte time.Time
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			serveRequests(devs[0], func(frame []byte) {
+				addr, qty := int(binary.BigEndian.Uint16(frame[2:])), int(binary.BigEndian.Uint16(frame[4:]))
+				resp := readAnswer(addr, qty)
+				if addr >= 1000 {
+					resp = pdu.AppendException(nil, pdu.ReadHoldingRegisters, pdu.IllegalDataAddress)
+				}
+				time.Sleep(time.Millisecond)
+				if addr == 500 {
+					time.Sleep(2 * time.Millisecond) // slower than usual
+				}
+				for _, c := range rtu.AppendADU(nil, 1, resp) {
+					time.Sleep(simChar)
+					devs[0].Write([]byte{c})
+				}
+				lastByte = time.Now()
+			})
+		}()
+		bus := rtu.NewBus(rtu.Config{Open: func() (rtu.Port, error) { return port, nil }, CharTime: simChar, Timeout: scriptTimeout})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer func() { cancel(); devs[0].Close(); <-done }()
+		go bus.Run(ctx)
+		read := func(addr uint16) (*rtu.Request, int, time.Duration) {
+			r := &rtu.Request{Unit: 1, PDU: readHolding(addr, 10), Retries: -1}
+			port.reads = 0
+			bus.Do(ctx, r)
+			return r, port.reads, time.Since(lastByte)
+		}
+		r, reads, _ := read(0)
+		if r.Outcome != rtu.OK || reads != 3 {
+			t.Fatalf("first read, the line still learning: %v in %d reads, want OK in 3", r.Outcome, reads)
+		}
+		for i := range uint16(4) {
+			read(10 * (i + 1))
+		}
+		for _, tc := range []struct {
+			addr  uint16
+			reads int
+		}{
+			{100, 2}, {200, 2},
+			{1000, 2}, // an exception
+			{300, 2},
+			{500, 3}, // begins 2 ms later than usual, after the first look,
+			{600, 3}, // and so the next ones wait for the first byte
+		} {
+			r, reads, after := read(tc.addr)
+			want := readAnswer(int(tc.addr), 10)
+			if tc.addr >= 1000 {
+				want = pdu.AppendException(nil, pdu.ReadHoldingRegisters, pdu.IllegalDataAddress)
+			}
+			if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, want) {
+				t.Fatalf("read %d: %v % x, want % x", tc.addr, r.Outcome, r.Resp, want)
+			}
+			if reads != tc.reads {
+				t.Errorf("read %d: the answer took %d reads, want %d", tc.addr, reads, tc.reads)
+			}
+			if after != 0 {
+				t.Errorf("read %d: handed on %v after its last byte, want at once", tc.addr, after)
+			}
 		}
 	})
 }

@@ -107,7 +107,8 @@ func (p *pollPort) SetReadMin(n int, due time.Time) error {
 // there (an adapter's burst that comes late), and whenever it waits for
 // one or two bytes, it waits for the terminal to have min bytes (up to
 // 255, the kernel's VMIN: the terminal is readable only then), or for the
-// timeout.
+// timeout. One or two bytes with a due time (an answer's first bytes,
+// when the bus knows when they come) are slept for the same way first.
 func (p *pollPort) Read(b []byte) (int, error) {
 	if p.timeout == 0 {
 		return p.readNow(b)
@@ -117,6 +118,17 @@ func (p *pollPort) Read(b []byte) (int, error) {
 		deadline = time.Now().Add(p.timeout)
 	}
 	want := min(p.min, 255)
+	if want <= 2 && !p.due.IsZero() {
+		// The bus knows when the first bytes of an answer are due: it
+		// need not look before, and then takes what has come.
+		until := p.due.Add(-p.late)
+		if !deadline.IsZero() && deadline.Before(until) {
+			until = deadline
+		}
+		if err := p.sleep(until); err != nil {
+			return 0, err
+		}
+	}
 	if want > 2 {
 		// The bus asks for more than two bytes only for the rest of a
 		// frame already coming in.

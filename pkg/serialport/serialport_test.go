@@ -225,4 +225,23 @@ func TestReadMin(t *testing.T) {
 	if !bytes.Equal(got, []byte{7}) {
 		t.Fatalf("zero timeout: got % X", got)
 	}
+
+	// An answer's first bytes with a due time: the read does not look
+	// before it, and then takes what has come; if nothing has, it waits
+	// for the first byte as usual.
+	mr.SetReadMin(1, time.Now().Add(30*time.Millisecond))
+	gw.SetReadTimeout(time.Second)
+	line.Device.Write([]byte{1, 2, 3})
+	start := time.Now()
+	if got := read(3); !bytes.Equal(got, []byte{1, 2, 3}) || time.Since(start) < 25*time.Millisecond {
+		t.Fatalf("first bytes before they were due: got % X after %v, want 01 02 03 after 30ms", got, time.Since(start))
+	}
+	mr.SetReadMin(1, time.Now().Add(10*time.Millisecond))
+	go func() {
+		time.Sleep(40 * time.Millisecond)
+		line.Device.Write([]byte{4})
+	}()
+	if got := read(1); !bytes.Equal(got, []byte{4}) {
+		t.Fatalf("first byte after it was due: got % X", got)
+	}
 }
