@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -297,4 +298,21 @@ func logOf(t *testing.T) processLog {
 func (l processLog) String() string {
 	b, _ := os.ReadFile(l.f.Name())
 	return string(b)
+}
+
+// TestOneProcessor: mcpgw run takes one processor unless GOMAXPROCS asks
+// for a number.
+func TestOneProcessor(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	runtime.GOMAXPROCS(2)
+	t.Setenv("GOMAXPROCS", "2")
+	oneProcessor()
+	if n := runtime.GOMAXPROCS(0); n != 2 {
+		t.Errorf("with GOMAXPROCS=2 set: %d processors, want 2", n)
+	}
+	os.Unsetenv("GOMAXPROCS")
+	oneProcessor()
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Errorf("with GOMAXPROCS unset: %d processors, want 1", n)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -69,11 +70,27 @@ func cmdRun(args []string, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	oneProcessor()
 	svc, err := gateway.NewService(cfg, log)
 	if err != nil {
 		return err
 	}
 	return serve(svc, *grace, log, src, file)
+}
+
+// oneProcessor runs the gateway's Go code on one processor, unless the
+// environment's GOMAXPROCS says otherwise. The gateway mostly waits: a
+// transaction is a few microseconds of work between waits on the line
+// and the clients, and each is a hand-over between goroutines (a
+// client's to the line's and back). With a second processor idle, each
+// hand-over also wakes a thread to look for work that the first one
+// then does itself: on a slow line that doubled the gateway's context
+// switches per transaction, and a thread's wakeup costs more CPU than
+// the work (README, "CPU").
+func oneProcessor() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 }
 
 // source is the configuration as a run reads it, at start and on each
