@@ -861,9 +861,9 @@ func TestTrickledAnswerReadInTwo(t *testing.T) {
 				}
 				for _, c := range rtu.AppendADU(nil, 1, resp) {
 					time.Sleep(simChar)
+					lastByte = time.Now() // before the bus can have the byte
 					devs[0].Write([]byte{c})
 				}
-				lastByte = time.Now()
 			})
 		}()
 		bus := rtu.NewBus(rtu.Config{Open: func() (rtu.Port, error) { return port, nil }, CharTime: simChar, Timeout: scriptTimeout})
