@@ -370,14 +370,14 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	}
 	capRate := float64(capacity.OK) / capacity.Elapsed.Seconds()
 	wire := time.Duration(8+25) * paced.char()
-	rep.printf("One transaction is 8 + 25 bytes on the wire: %s, plus t3.5 (%s) between frames, so at most %.1f/s. A direct master sending back to back (the line's capacity for this mix) made **%.1f/s**.\n\n",
+	rep.printf("One transaction is 8 + 25 bytes on the wire: %s, plus t3.5 (%s) between frames, so at most %.1f/s. A direct master sending back to back (the line's capacity for this mix) made **%.1f/s**. The gateway's context switches are the times its threads were switched onto a CPU (wakeups, and preemptions by other processes): a count that does not move with what a wakeup costs the machine, as its CPU time does.\n\n",
 		ms(wire), ms(paced.gap), 1/(wire+paced.gap).Seconds(), capRate)
-	rep.printf("| clients | transactions | per second | of capacity | p50 | p99 | wrong | gateway CPU per transaction |\n|---|---|---|---|---|---|---|---|\n")
+	rep.printf("| clients | transactions | per second | of capacity | p50 | p99 | wrong | gateway CPU per transaction | its context switches per transaction |\n|---|---|---|---|---|---|---|---|---|\n")
 	var thr16 float64
 	for _, c := range []int{1, 16, 256} {
-		cpu0 := gw.cpu()
+		cpu0, sw0 := gw.cpu(), gw.switches()
 		r := loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: c, Duration: window, Units: paced.units, Qty: 10, Timeout: 30 * time.Second, Seed: 4})
-		cpu := gw.cpu() - cpu0
+		cpu, sw := gw.cpu()-cpu0, gw.switches()-sw0
 		if err := sane(fmt.Sprintf("%d clients", c), r); err != nil {
 			return err
 		}
@@ -385,8 +385,9 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 		if c == 16 {
 			thr16 = rate / capRate
 		}
-		rep.printf("| %d | %d | %.1f | %.1f %% | %s | %s | %d | %s |\n", c, r.OK, rate, 100*rate/capRate,
-			ms(r.Percentile(50)), ms(r.Percentile(99)), r.Wrong, us(cpu/time.Duration(max(1, r.Transactions))))
+		n := max(1, r.Transactions)
+		rep.printf("| %d | %d | %.1f | %.1f %% | %s | %s | %d | %s | %.1f |\n", c, r.OK, rate, 100*rate/capRate,
+			ms(r.Percentile(50)), ms(r.Percentile(99)), r.Wrong, us(cpu/time.Duration(n)), float64(sw)/float64(n))
 	}
 
 	// Many clients on one line.
@@ -814,17 +815,34 @@ func (g *gatewayProcess) cpu() time.Duration { return cpuOf(g.cmd.Process.Pid) }
 
 // cpuOf is process pid's CPU time so far (see gatewayProcess.cpu).
 func cpuOf(pid int) time.Duration {
+	cpu, _ := schedOf(pid)
+	return cpu
+}
+
+// switches returns how many times the process's threads have been
+// switched onto a CPU so far: its context switches, each a wakeup or a
+// preemption. Unlike CPU time, the count does not move with what a
+// wakeup costs the machine.
+func (g *gatewayProcess) switches() int64 {
+	_, n := schedOf(g.cmd.Process.Pid)
+	return n
+}
+
+// schedOf sums /proc/PID/task/*/schedstat over process pid's threads:
+// the CPU time they used and how many times they were switched onto a
+// CPU.
+func schedOf(pid int) (cpu time.Duration, runs int64) {
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	var total time.Duration
 	for _, t := range tasks {
 		b, err := os.ReadFile(t)
 		if err != nil {
 			continue
 		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
+		if f := strings.Fields(string(b)); len(f) == 3 {
 			ns, _ := strconv.ParseInt(f[0], 10, 64)
-			total += time.Duration(ns)
+			n, _ := strconv.ParseInt(f[2], 10, 64)
+			cpu, runs = cpu+time.Duration(ns), runs+n
 		}
 	}
-	return total
+	return cpu, runs
 }
