@@ -1120,7 +1120,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 	b.pieces = 0
 	// On a line that trickles answers in, the first look is when the
 	// unit's answer should have its first bytes (see startDue).
-	firstLook, firstByte := b.startDue(r, start)
+	firstByte := b.startDue(r, start)
 	looked := false
 	for {
 		for len(b.buf) > 0 {
@@ -1207,8 +1207,8 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			wait = b.cfg.FrameGap - idle
 		default:
 			wait = deadline.Sub(now)
-			if !looked && !firstLook.IsZero() && firstLook.Before(deadline) {
-				due, looked = firstLook, true
+			if look := b.firstLook(firstByte); !looked && !firstByte.IsZero() && look.Before(deadline) {
+				due, looked = look, true
 			}
 		}
 		if err := b.readMin(need, due); err != nil {
@@ -1229,7 +1229,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 		if len(b.buf) == 0 {
 			b.rxStart = b.lastIO
 			if looked && b.pieces == 1 {
-				b.rxStart = b.firstLooked(r.Unit, n, firstLook, firstByte, start)
+				b.rxStart = b.firstLooked(r.Unit, n, firstByte, start)
 			}
 		}
 		b.buf = append(b.buf, b.rx[:n]...)
@@ -1239,36 +1239,40 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 	}
 }
 
-// startDue returns when to look first for r's answer, in the attempt
-// sent at start, and when its first byte is expected; zero if the
-// attempt should wait for the first byte instead. If the unit's answers
-// trickle in (a real line's pace) and the line has measured when they
-// begin, the look is at about their third byte: by then the answer's
-// length is known (a function code and a byte count) and an exception,
-// five bytes, is not yet complete. The attempt then wakes once for the
-// first bytes and once for the rest, where waiting for the first byte
-// wakes it three times (that byte, then enough to know the length, then
-// the rest). Until the look the read sleeps with the line out of the
-// poller; if nothing has come by then, it waits for the first byte as
-// usual, and so does the unit's next lookBackoff transactions: it is not
-// at its usual pace. A unit that answers sooner than ever before is read
-// that much later than it could be, once.
-func (b *Bus) startDue(r *Request, start time.Time) (look, first time.Time) {
+// startDue returns when the first byte of r's answer is expected, in the
+// attempt sent at start, for a first look at the answer (firstLook);
+// zero if the attempt should wait for the first byte instead. If the
+// unit's answers trickle in (a real line's pace) and the line has
+// measured when they begin, the look is at about their third byte: by
+// then the answer's length is known (a function code and a byte count)
+// and an exception, five bytes, is not yet complete. The attempt then
+// wakes once for the first bytes and once for the rest, where waiting
+// for the first byte wakes it three times (that byte, then enough to
+// know the length, then the rest). Until the look the read sleeps with
+// the line out of the poller; if nothing has come by then, it waits for
+// the first byte as usual, and so does the unit's next lookBackoff
+// transactions: it is not at its usual pace. A unit that answers sooner
+// than ever before is read that much later than it could be, once.
+func (b *Bus) startDue(r *Request, start time.Time) time.Time {
 	u := r.Unit
 	if b.minReader == nil || b.cfg.Echo || !b.trickles[u] || b.respN[u] < trustAfter || b.owed[u].n > 0 {
-		return time.Time{}, time.Time{}
+		return time.Time{}
 	}
 	if b.noLook[u] > 0 {
 		b.noLook[u]--
-		return time.Time{}, time.Time{}
+		return time.Time{}
 	}
-	first = start.Add(time.Duration(len(r.adu))*b.cfg.CharTime + b.turnaround[u])
-	return first.Add(firstLookChars * b.cfg.CharTime), first
+	return start.Add(time.Duration(len(r.adu))*b.cfg.CharTime + b.turnaround[u])
 }
 
-// firstLookChars is how many character times after an answer's first
-// byte startDue looks: the middle of the span between its third byte
-// (its length known) and its fifth (a whole exception).
+// firstLook is when to look first at an answer whose first byte is
+// expected at first: firstLookChars character times later, the middle of
+// the span between its third byte (its length known) and its fifth (a
+// whole exception).
+func (b *Bus) firstLook(first time.Time) time.Time {
+	return first.Add(firstLookChars * b.cfg.CharTime)
+}
+
 const firstLookChars = 3
 
 // lookBackoff is how many transactions a unit whose answer began after
@@ -1282,10 +1286,10 @@ const lookBackoff = 16
 // character time; where the unit's usual start lies in that span, it is
 // taken. If they all came after the look, the read waited for them as
 // usual (see startDue).
-func (b *Bus) firstLooked(u byte, n int, look, usual, start time.Time) time.Time {
+func (b *Bus) firstLooked(u byte, n int, usual, start time.Time) time.Time {
 	ch := b.cfg.CharTime
 	earliest, latest := b.lastIO.Add(-time.Duration(n)*ch), b.lastIO.Add(-time.Duration(n-1)*ch)
-	if earliest.After(look) {
+	if earliest.After(b.firstLook(usual)) {
 		b.noLook[u] = lookBackoff
 		return b.lastIO
 	}
