@@ -1120,7 +1120,11 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 	b.pieces = 0
 	// On a line that trickles answers in, the first look is when the
 	// unit's answer should have its first bytes (see startDue).
+	var look time.Time // zero: wait for the first byte
 	firstByte := b.startDue(r, start)
+	if !firstByte.IsZero() {
+		look = b.firstLook(firstByte)
+	}
 	looked := false
 	for {
 		for len(b.buf) > 0 {
@@ -1207,7 +1211,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			wait = b.cfg.FrameGap - idle
 		default:
 			wait = deadline.Sub(now)
-			if look := b.firstLook(firstByte); !looked && !firstByte.IsZero() && look.Before(deadline) {
+			if !looked && !look.IsZero() && look.Before(deadline) {
 				due, looked = look, true
 			}
 		}

@@ -121,11 +121,7 @@ func (p *pollPort) Read(b []byte) (int, error) {
 	if want <= 2 && !p.due.IsZero() {
 		// The bus knows when the first bytes of an answer are due: it
 		// need not look before, and then takes what has come.
-		until := p.due.Add(-p.late)
-		if !deadline.IsZero() && deadline.Before(until) {
-			until = deadline
-		}
-		if err := p.sleep(until); err != nil {
+		if err := p.sleepTill(p.due, deadline); err != nil {
 			return 0, err
 		}
 	}
@@ -137,17 +133,11 @@ func (p *pollPort) Read(b []byte) (int, error) {
 			return 0, err
 		}
 		if avail < want {
-			until := p.due
-			if until.IsZero() {
-				until = time.Now().Add(time.Duration(want-avail) * p.char)
+			due := p.due
+			if due.IsZero() {
+				due = time.Now().Add(time.Duration(want-avail) * p.char)
 			}
-			// Wake when they are due, not when the timer's own
-			// lateness has been added to that.
-			until = until.Add(-p.late)
-			if !deadline.IsZero() && deadline.Before(until) {
-				until = deadline
-			}
-			if err := p.sleep(until); err != nil {
+			if err := p.sleepTill(due, deadline); err != nil {
 				return 0, err
 			}
 			if avail, err = rawIoctlInt(p.fd, unix.TIOCINQ); err != nil {
@@ -167,6 +157,17 @@ func (p *pollPort) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	return p.readNow(b)
+}
+
+// sleepTill sleeps until bytes are due, no later than deadline (zero:
+// none): it wakes when they are due, not when the timer's own lateness
+// has been added to that.
+func (p *pollPort) sleepTill(due, deadline time.Time) error {
+	until := due.Add(-p.late)
+	if !deadline.IsZero() && deadline.Before(until) {
+		until = deadline
+	}
+	return p.sleep(until)
 }
 
 // sleep waits until t without watching the terminal, and learns how late
