@@ -584,9 +584,7 @@ func TestFailedOnPromptBrokenAnswerOwesNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		do := scripted(t, "dc")
 		const timeout = scriptTimeout
-		if r := do(10); r.Outcome != rtu.Timeout || r.Attempts != 2 {
-			t.Fatalf("dropped, then broken: %v after %d attempts", r.Outcome, r.Attempts)
-		}
+		ended(t, do(10), rtu.Timeout, 2, "dropped, then broken")
 		start := time.Now()
 		r := do(11)
 		if r.Outcome != rtu.OK {
@@ -609,9 +607,7 @@ func TestFailedOnPromptBrokenAnswerOwesNothing(t *testing.T) {
 func TestOwedAnswersCountFromTheirFrame(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		do := scripted(t, "cd")
-		if r := do(10); r.Outcome != rtu.Timeout || r.Attempts != 2 {
-			t.Fatalf("broken, then dropped: %v after %d attempts", r.Outcome, r.Attempts)
-		}
+		ended(t, do(10), rtu.Timeout, 2, "broken, then dropped")
 		start := time.Now()
 		if r := do(11); r.Outcome != rtu.OK {
 			t.Fatalf("next read: %v", r.Outcome)
@@ -634,12 +630,8 @@ func TestGuardEndsWhenOwedAnswersCome(t *testing.T) {
 		// slowest answer is now the late one). Read 11: broken, then
 		// late: it fails, and the retry's answer is owed.
 		do := scripted(t, "lo"+"cl")
-		if r := do(10); r.Outcome != rtu.OK || r.Attempts != 2 {
-			t.Fatalf("late, then at once: %v after %d attempts", r.Outcome, r.Attempts)
-		}
-		if r := do(11); r.Outcome != rtu.Timeout || r.Attempts != 2 {
-			t.Fatalf("broken, then late: %v after %d attempts", r.Outcome, r.Attempts)
-		}
+		ended(t, do(10), rtu.OK, 2, "late, then at once")
+		ended(t, do(11), rtu.Timeout, 2, "broken, then late")
 		start := time.Now()
 		if r := do(12); r.Outcome != rtu.OK {
 			t.Fatalf("next read: %v", r.Outcome)
@@ -660,9 +652,7 @@ func TestGuardEndsWhenOwedAnswersCome(t *testing.T) {
 func TestOwedAnswerOfABusyDevice(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		do := scripted(t, "ll")
-		if r := do(10); r.Outcome != rtu.OK || r.Attempts != 2 {
-			t.Fatalf("late, then late: %v after %d attempts", r.Outcome, r.Attempts)
-		}
+		ended(t, do(10), rtu.OK, 2, "late, then late")
 		r := do(11)
 		if r.Outcome != rtu.OK {
 			t.Fatalf("next read: %v", r.Outcome)
@@ -671,6 +661,15 @@ func TestOwedAnswerOfABusyDevice(t *testing.T) {
 			t.Fatalf("WRONG ANSWER to the next read: % X, want % X (the retry's late answer to read 10 was taken for it)", r.Resp, want)
 		}
 	})
+}
+
+// ended fails the test unless r ended as outcome after attempts
+// attempts; what says which read it was.
+func ended(t *testing.T, r *rtu.Request, outcome rtu.Outcome, attempts int, what string) {
+	t.Helper()
+	if r.Outcome != outcome || r.Attempts != attempts {
+		t.Fatalf("%s: %v after %d attempts", what, r.Outcome, r.Attempts)
+	}
 }
 
 // readAnswer is scriptedDevice's answer PDU to a read of qty registers at
@@ -694,15 +693,11 @@ func readAnswer(addr, qty int) []byte {
 func TestLatenessCountsFromWhenTheDeviceWasFree(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		do := scripted(t, "ll"+"o"+"cd")
-		if r := do(10); r.Outcome != rtu.OK || r.Attempts != 2 {
-			t.Fatalf("late, then late: %v after %d attempts", r.Outcome, r.Attempts)
-		}
+		ended(t, do(10), rtu.OK, 2, "late, then late")
 		if r := do(11); r.Outcome != rtu.OK || !bytes.Equal(r.Resp, readAnswer(11, 4)) {
 			t.Fatalf("read after the two lates: %v % X", r.Outcome, r.Resp)
 		}
-		if r := do(12); r.Outcome != rtu.Timeout || r.Attempts != 2 {
-			t.Fatalf("broken, then dropped: %v after %d attempts", r.Outcome, r.Attempts)
-		}
+		ended(t, do(12), rtu.Timeout, 2, "broken, then dropped")
 		start := time.Now()
 		if r := do(13); r.Outcome != rtu.OK {
 			t.Fatalf("next read: %v", r.Outcome)
@@ -745,9 +740,7 @@ func TestBrokenOwedAnswerCountsWhenAlone(t *testing.T) {
 func TestLateAnswerEndsSilence(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		do := scripted(t, "dl"+"co")
-		if r := do(10); r.Outcome != rtu.Timeout || r.Attempts != 2 {
-			t.Fatalf("dropped, then late: %v after %d attempts", r.Outcome, r.Attempts)
-		}
+		ended(t, do(10), rtu.Timeout, 2, "dropped, then late")
 		r := do(11)
 		if r.Outcome != rtu.OK || r.Attempts != 2 || !bytes.Equal(r.Resp, readAnswer(11, 4)) {
 			t.Fatalf("broken, then at once: %v after %d attempts, % X (want the retry's answer)", r.Outcome, r.Attempts, r.Resp)
