@@ -24,6 +24,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Many, "many", 1000, "clients in the many-clients run")
 	fs.StringVar(&o.Only, "only", "", "run one section alone and print it: faster, sparkplug, wires or pace (issue 9's rigs)")
 	fs.StringVar(&o.Probe, "probe", "testdata/interop/latency_probe.c", "libmodbus latency probe to build with cc (empty: skip)")
+	fs.StringVar(&o.Floor, "floor", "testdata/interop/floor_relay.c", "the floor relay to build with cc, the CPU per transaction's yardstick (empty: skip)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -215,6 +215,7 @@ type Options struct {
 	Scale float64 // multiplies request counts and durations
 	Many  int     // clients in the many-clients run
 	Probe string  // libmodbus latency probe's source, built with cc; empty: skip
+	Floor string  // the floor relay's source, built with cc; empty: skip
 	// Only runs one section that stands alone, "faster", "sparkplug",
 	// "wires" or "pace" (issue 9's rigs), and prints it (writing no
 	// file): for working on it.
@@ -374,6 +375,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 		ms(wire), ms(paced.gap), 1/(wire+paced.gap).Seconds(), capRate)
 	rep.printf("| clients | transactions | per second | of capacity | p50 | p99 | wrong | gateway CPU per transaction | its context switches per transaction |\n|---|---|---|---|---|---|---|---|---|\n")
 	var thr16 float64
+	gwCPU := map[int]time.Duration{}
 	for _, c := range []int{1, 16, 256} {
 		cpu0, sw0 := gw.cpu(), gw.switches()
 		r := loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: c, Duration: window, Units: paced.units, Qty: 10, Timeout: 30 * time.Second, Seed: 4})
@@ -386,8 +388,13 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 			thr16 = rate / capRate
 		}
 		n := max(1, r.Transactions)
+		gwCPU[c] = cpu / time.Duration(n)
 		rep.printf("| %d | %d | %.1f | %.1f %% | %s | %s | %d | %s | %.1f |\n", c, r.OK, rate, 100*rate/capRate,
-			ms(r.Percentile(50)), ms(r.Percentile(99)), r.Wrong, us(cpu/time.Duration(n)), float64(sw)/float64(n))
+			ms(r.Percentile(50)), ms(r.Percentile(99)), r.Wrong, us(gwCPU[c]), float64(sw)/float64(n))
+	}
+	floor, err := benchFloor(ctx, &rep, opts.Floor, paced, window)
+	if err != nil {
+		return err
 	}
 
 	// Many clients on one line.
@@ -496,6 +503,11 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	a := latRows[3]
 	check("(for reference, not the target's measure) unpaced with CPUs kept out of idle: adds at most 100 µs at p50", us(a.addedP50), a.addedP50 <= 100*time.Microsecond)
 	check("16 clients: at least 97 % of the line's capacity", fmt.Sprintf("%.1f %%", 100*thr16), thr16 >= 0.97)
+	cpuGot := fmt.Sprintf("%s / %s", us(gwCPU[1]), us(gwCPU[16]))
+	if len(floor) == 2 {
+		cpuGot += fmt.Sprintf(" (the floor relay: %s / %s)", us(floor[0].cpu), us(floor[1].cpu))
+	}
+	check("paced 19200: gateway CPU per transaction at most 300 µs with 1 and with 16 clients", cpuGot, max(gwCPU[1], gwCPU[16]) <= 300*time.Microsecond)
 	excP50, normP50 := loadtest.Percentile(exc.ExcLatencies, 50), normal.Percentile(50)
 	check("an exception returns as fast as a normal answer (p50)", fmt.Sprintf("%s vs %s", us(excP50), us(normP50)), len(exc.ExcLatencies) > 0 && excP50 <= normP50)
 	check(fmt.Sprintf("%d clients: all served", opts.Many), fmt.Sprintf("%d", served), served == opts.Many)
@@ -559,22 +571,28 @@ func TCPEcho(stdout io.Writer) error {
 // buildProbe compiles the libmodbus latency probe into a temporary
 // directory; it returns the binary and a function that removes it.
 func buildProbe(src string) (string, func(), error) {
-	if src == "" {
-		return "", nil, errors.New("-probe is empty")
-	}
-	if _, err := os.Stat(src); err != nil {
-		return "", nil, fmt.Errorf("no probe source (run make bench from the repository): %w", err)
-	}
 	flags, err := exec.Command("pkg-config", "--cflags", "--libs", "libmodbus").Output()
 	if err != nil {
 		return "", nil, fmt.Errorf("pkg-config libmodbus: %v (apt-get install pkg-config libmodbus-dev)", err)
 	}
-	dir, err := os.MkdirTemp("", "mcpgw-probe")
+	return buildC(src, strings.Fields(string(flags))...)
+}
+
+// buildC compiles C source src with cc and flags into a temporary
+// directory; it returns the binary and a function that removes it.
+func buildC(src string, flags ...string) (string, func(), error) {
+	if src == "" {
+		return "", nil, errors.New("no source given")
+	}
+	if _, err := os.Stat(src); err != nil {
+		return "", nil, fmt.Errorf("no source (run make bench from the repository): %w", err)
+	}
+	dir, err := os.MkdirTemp("", "mcpgw-bench")
 	if err != nil {
 		return "", nil, err
 	}
-	bin := filepath.Join(dir, "latency_probe")
-	args := append([]string{"-O2", "-o", bin, src}, strings.Fields(string(flags))...)
+	bin := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".c"))
+	args := append([]string{"-O2", "-o", bin, src}, flags...)
 	if out, err := exec.Command("cc", args...).CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
 		return "", nil, fmt.Errorf("cc %s: %v\n%s", src, err, out)
