@@ -175,7 +175,8 @@ int main(int argc, char **argv)
 			int64_t sent = now();
 			if (write(tty, rq, len + 2) != len + 2)
 				continue;
-			int want = answer_len(rq, rq[1]), got = 0, short_by = -1;
+			int want = answer_len(rq, rq[1]), got = 0, looked = 0;
+			int64_t late = -1; /* how late the answer was for the first look */
 			if (turn >= 0 && want > 0)
 				sleep_until(sent + (len + 2 + want) * ch + turn);
 			int64_t deadline = sent + 1000000000LL;
@@ -187,8 +188,8 @@ int main(int argc, char **argv)
 					want = answer_len(rq, ans[1]);
 				if (want > 0 && got >= want)
 					break;
-				if (short_by < 0)
-					short_by = want > 0 ? want - got : 0;
+				if (!looked++ && want > 0)
+					late = now() + (want - got) * ch - sent - (len + 2 + want) * ch;
 				int64_t left = deadline - now();
 				if (left <= 0)
 					break;
@@ -204,15 +205,17 @@ int main(int argc, char **argv)
 			last = now();
 			if (want == 0 || got != want || crc16(ans, got) != 0)
 				continue; /* no answer: the client times out */
-			/* The turnaround: the first answer's is measured; then
-			 * the wakeup comes a little sooner each time the answer
-			 * was all there, and later by what was missing when not. */
+			/* The turnaround: when the first look found the answer
+			 * short, the next comes later by what was missing, at
+			 * most a character (a pty hands bytes on in lumps, so
+			 * what is missing can overstate it); when it was all
+			 * there, a little sooner. */
 			if (turn < 0)
 				turn = last - sent - (len + 2 + want) * ch;
-			else if (short_by <= 0)
-				turn -= ch / 8;
+			else if (late >= 0)
+				turn = late < turn + ch ? late : turn + ch;
 			else
-				turn += short_by * ch;
+				turn -= ch / 8;
 			uint8_t out[7 + 260];
 			memcpy(out, mbap, 4);
 			out[4] = 0;
