@@ -27,8 +27,8 @@ type Poll struct {
 	Address  uint16
 	Count    uint16
 	Interval time.Duration
-	// Keep is how old the block's values may be when they answer a read:
-	// the interval plus one transaction.
+	// Keep is how long after its answer came back the block's values
+	// answer reads: the interval (see pkg/gateway).
 	Keep time.Duration
 }
 

@@ -287,20 +287,22 @@ func planOf(lines []*line) plan {
 		if *b.Broadcast {
 			p.routes.AddBroadcast(l.bus)
 		}
-		// A polled value answers reads until the next poll's answer is
-		// due: an interval after the last, plus the time from a request's
-		// start to the device's reading (the request's 8 characters and
-		// the gap before them). So no value served is older than the
-		// interval plus one transaction; a poll that is late or fails
-		// leaves reads to the line, not to older values.
-		char, gap := l.bus.CharTime(), l.bus.FrameGap()
+		// A polled value answers reads for an interval after its answer
+		// came back. A poll starts early by the time the last one took
+		// (pkg/agent), so the next answer comes before then; one that is
+		// late or fails leaves reads to the line, not to older values.
+		// The device read the value a transaction at most before its
+		// answer came back, so no value served is older than the
+		// interval plus one transaction, with the request's time on the
+		// wire and the gap before it to spare for the gateway's and the
+		// client's own lateness.
 		polled := make(map[byte]bool)
 		for _, q := range b.Poll {
 			u := byte(q.Unit)
 			polled[u] = true
 			p.polls = append(p.polls, agent.Poll{Line: b.Name, Unit: u, Function: byte(q.Function),
 				Address: uint16(q.Address), Count: uint16(q.Count), Interval: q.Interval.Duration,
-				Keep: q.Interval.Duration + 8*char + gap})
+				Keep: q.Interval.Duration})
 		}
 		for _, u := range b.UnitIDs {
 			if age, stale := b.Cache(u); age > 0 || stale || polled[u] {
