@@ -191,7 +191,8 @@ type Bus struct {
 	respN             [256]uint8         // samples in respTime, up to trustAfter
 	turnaround        [256]time.Duration // see learnStart
 	trickles          [256]bool          // the unit's last answer measured came in pieces
-	noLook            [256]uint8         // see startDue
+	noLook            [256]uint8         // transactions left that wait for the first byte (see startDue)
+	lookMissed        [256]uint8         // first looks in a row that came before the answer began
 	pieces            int                // reads that brought bytes in the attempt in flight
 	latest            [256]time.Duration // the latest any answer of the unit came after it could start on its frame: never forgotten
 	prev              prevTx
@@ -1254,9 +1255,12 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 // for the first byte wakes it three times (that byte, then enough to
 // know the length, then the rest). Until the look the read sleeps with
 // the line out of the poller; if nothing has come by then, it waits for
-// the first byte as usual, and so does the unit's next lookBackoff
-// transactions: it is not at its usual pace. A unit that answers sooner
-// than ever before is read that much later than it could be, once.
+// the first byte as usual, and so does the unit's next transaction, or
+// the next 2, 4 and so on up to 64 while its looks keep coming too soon:
+// a unit off its usual pace now and then (a simulated line's jitter, a
+// busy device) is looked at again soon, and one with no usual pace
+// seldom costs a look in vain. A unit that answers sooner than ever
+// before is read that much later than it could be, once.
 func (b *Bus) startDue(r *Request, start time.Time) time.Time {
 	u := r.Unit
 	if b.minReader == nil || b.cfg.Echo || !b.trickles[u] || b.respN[u] < trustAfter || b.owed[u].n > 0 {
@@ -1279,9 +1283,10 @@ func (b *Bus) firstLook(first time.Time) time.Time {
 
 const firstLookChars = 3
 
-// lookBackoff is how many transactions a unit whose answer began after
-// the first look waits for its first byte instead (see startDue).
-const lookBackoff = 16
+// maxLookMissed bounds a unit's looks missed in a row as counted: it
+// waits for the first byte for at most 1<<(maxLookMissed-1) transactions
+// after a miss (see startDue).
+const maxLookMissed = 7
 
 // firstLooked returns when the first of the n bytes read at the first
 // look arrived (the answer's rest is due from then). The last of them
@@ -1294,9 +1299,11 @@ func (b *Bus) firstLooked(u byte, n int, usual, start time.Time) time.Time {
 	ch := b.cfg.CharTime
 	earliest, latest := b.lastIO.Add(-time.Duration(n)*ch), b.lastIO.Add(-time.Duration(n-1)*ch)
 	if earliest.After(b.firstLook(usual)) {
-		b.noLook[u] = lookBackoff
+		b.lookMissed[u] = min(b.lookMissed[u]+1, maxLookMissed)
+		b.noLook[u] = 1 << (b.lookMissed[u] - 1)
 		return b.lastIO
 	}
+	b.lookMissed[u] = 0
 	return maxTime(start, maxTime(earliest, minTime(usual, latest)))
 }
 

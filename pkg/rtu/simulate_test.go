@@ -849,7 +849,7 @@ func TestTrickledAnswerReadInTwo(t *testing.T) {
 					resp = pdu.AppendException(nil, pdu.ReadHoldingRegisters, pdu.IllegalDataAddress)
 				}
 				time.Sleep(time.Millisecond)
-				if addr == 500 {
+				if addr == 500 || addr == 650 {
 					time.Sleep(2 * time.Millisecond) // slower than usual
 				}
 				for _, c := range rtu.AppendADU(nil, 1, resp) {
@@ -884,7 +884,17 @@ func TestTrickledAnswerReadInTwo(t *testing.T) {
 			{1000, 2}, // an exception
 			{300, 2},
 			{500, 3}, // begins 2 ms later than usual, after the first look,
-			{600, 3}, // and so the next ones wait for the first byte
+			{600, 3}, // and so the next one waits for the first byte;
+			{700, 2}, // then the unit is looked at again
+			{650, 3}, // a miss,
+			{660, 3}, // one transaction without a look,
+			{670, 2}, // a look, at the usual pace again:
+			{500, 3}, // a miss after a look that found the answer
+			{510, 3}, // is the first in a row again
+			{650, 3}, // a second miss in a row,
+			{520, 3}, // two transactions
+			{530, 3}, // without a look
+			{540, 2},
 		} {
 			r, reads, after := read(tc.addr)
 			want := readAnswer(int(tc.addr), 10)
