@@ -191,7 +191,7 @@ type Bus struct {
 	respN             [256]uint8         // samples in respTime, up to trustAfter
 	turnaround        [256]time.Duration // see learnStart
 	trickles          [256]bool          // the unit's last answer measured came in pieces
-	noLook            [256]uint8         // transactions left that wait for the first byte (see startDue)
+	noLook            [256]uint8         // attempts left that wait for the first byte (see startDue)
 	lookMissed        [256]uint8         // first looks in a row that came before the answer began
 	pieces            int                // reads that brought bytes in the attempt in flight
 	latest            [256]time.Duration // the latest any answer of the unit came after it could start on its frame: never forgotten
@@ -1255,8 +1255,9 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 // for the first byte wakes it three times (that byte, then enough to
 // know the length, then the rest). Until the look the read sleeps with
 // the line out of the poller; if nothing has come by then, it waits for
-// the first byte as usual, and so does the unit's next transaction, or
-// the next 2, 4 and so on up to 64 while its looks keep coming too soon:
+// the first byte as usual, and so does the unit's next attempt (a
+// retry's or the next transaction's), or the next 2, 4 and so on up to
+// 64 while its looks keep coming too soon:
 // a unit off its usual pace now and then (a simulated line's jitter, a
 // busy device) is looked at again soon, and one with no usual pace
 // seldom costs a look in vain. A unit that answers sooner than ever
@@ -1284,7 +1285,7 @@ func (b *Bus) firstLook(first time.Time) time.Time {
 const firstLookChars = 3
 
 // maxLookMissed bounds a unit's looks missed in a row as counted: it
-// waits for the first byte for at most 1<<(maxLookMissed-1) transactions
+// waits for the first byte for at most 1<<(maxLookMissed-1) attempts
 // after a miss (see startDue).
 const maxLookMissed = 7
 
