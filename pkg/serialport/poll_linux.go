@@ -144,13 +144,25 @@ func (p *pollPort) Read(b []byte) (int, error) {
 				return 0, err
 			}
 		}
-		if avail >= want || !deadline.IsZero() && !time.Now().Before(deadline) {
+		if avail >= want || !deadline.IsZero() && !time.Now().Before(deadline) || avail > 0 && want-avail <= 2 {
+			// All there, or the time is up, or the last byte or two
+			// are still to come: the bus has what is here and asks
+			// for the rest (see below).
 			return p.readNow(b)
 		}
 	} else if n, err := p.readNow(b); n > 0 || err != nil {
 		return n, err
 	}
-	if err := p.setVMIN(want); err != nil {
+	// One or two bytes are waited for at VMIN 1, which is where the
+	// terminal stays: each change of VMIN is a system call that wakes the
+	// terminal's worker thread, which on a busy machine then takes the
+	// CPU from the line's thread, and a change costs two (there and
+	// back), where the second byte costs at most one wakeup more.
+	vmin := want
+	if want <= 2 {
+		vmin = 1
+	}
+	if err := p.setVMIN(vmin); err != nil {
 		return 0, err
 	}
 	if err := p.wait(deadline, true); err != nil {
