@@ -1234,7 +1234,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 		if len(b.buf) == 0 {
 			b.rxStart = b.lastIO
 			if looked && b.pieces == 1 {
-				b.rxStart = b.firstLooked(r.Unit, n, firstByte, start)
+				b.rxStart = b.firstLooked(r.Unit, n, look, firstByte, start)
 			}
 		}
 		b.buf = append(b.buf, b.rx[:n]...)
@@ -1290,16 +1290,17 @@ const firstLookChars = 3
 const maxLookMissed = 7
 
 // firstLooked returns when the first of the n bytes read at the first
-// look arrived (the answer's rest is due from then). The last of them
-// came at most a character time before the read, each one a character
-// time after the one before, so the first came within a span of one
-// character time; where the unit's usual start lies in that span, it is
-// taken. If they all came after the look, the read waited for them as
-// usual (see startDue).
-func (b *Bus) firstLooked(u byte, n int, usual, start time.Time) time.Time {
+// look (at look, for an answer expected to begin at usual) arrived: the
+// answer's rest is due from then. The last of them came at most a
+// character time before the read, each one a character time after the
+// one before, so the first came within a span of one character time;
+// where the unit's usual start lies in that span, it is taken. If they
+// all came after the look, the read waited for them as usual (see
+// startDue).
+func (b *Bus) firstLooked(u byte, n int, look, usual, start time.Time) time.Time {
 	ch := b.cfg.CharTime
 	earliest, latest := b.lastIO.Add(-time.Duration(n)*ch), b.lastIO.Add(-time.Duration(n-1)*ch)
-	if earliest.After(b.firstLook(usual)) {
+	if earliest.After(look) {
 		b.lookMissed[u] = min(b.lookMissed[u]+1, maxLookMissed)
 		b.noLook[u] = 1 << (b.lookMissed[u] - 1)
 		return b.lastIO
