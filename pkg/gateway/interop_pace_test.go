@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"encoding/binary"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/goburrow/modbus"
+
+	"github.com/mcpgw/mcpgw/pkg/loadtest"
 )
 
 // Issue 9's rigs with an independent device: a libmodbus 3.1.6 RTU slave
@@ -101,20 +104,7 @@ func TestLibmodbusDeadUnit(t *testing.T) {
 	h.SlaveId, h.Timeout = 2, 10*time.Second
 	defer h.Close()
 	cl := modbus.NewClient(h)
-	start := time.Now()
-	for {
-		s := time.Now()
-		if _, err := cl.ReadHoldingRegisters(0, 1); exceptionCode(err) != 0x0B {
-			t.Fatalf("dead unit: %v, want 0x0B", err)
-		}
-		if time.Since(s) < 50*time.Millisecond {
-			break // answered at once: offline
-		}
-		if time.Since(start) > 10*time.Second {
-			t.Fatal("the dead unit never went offline")
-		}
-	}
-	t.Logf("the dead unit went offline after %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("the dead unit went offline after %v", untilOffline(t, cl))
 	var dead int
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -132,5 +122,56 @@ func TestLibmodbusDeadUnit(t *testing.T) {
 		d, alone, float64(alone)/d.Seconds(), dead, beside, float64(beside)/d.Seconds(), 100*float64(beside)/float64(max(1, alone)))
 	if beside == 0 || dead < 10 {
 		t.Fatalf("beside the offline unit: %d answers, the dead one answered %d times", beside, dead)
+	}
+}
+
+// untilOffline polls a dead unit through cl until the gateway answers it
+// 0x0B at once, and returns how long that took.
+func untilOffline(t *testing.T, cl modbus.Client) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		s := time.Now()
+		if _, err := cl.ReadHoldingRegisters(0, 1); exceptionCode(err) != 0x0B {
+			t.Fatalf("dead unit: %v, want 0x0B", err)
+		}
+		if time.Since(s) < 50*time.Millisecond {
+			return time.Since(start).Round(time.Millisecond) // answered at once: offline
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the dead unit never went offline")
+		}
+	}
+}
+
+// TestLibmodbusHostile: unit 1 is a libmodbus slave, unit 2 is configured
+// on the same line with no device. A good client polls unit 1 alone, and
+// then, once unit 2 is offline, while 20 clients send what no device can
+// use (loadtest.Hostile: function codes 0 and 128-255, wrong lengths,
+// quantities beyond the spec, requests to the dead unit, broken headers)
+// as fast as they are answered. None of the good client's requests may
+// fail or be answered wrongly; how many it got is logged (the bench
+// judges the rate, with the gateway in a process of its own: here the
+// hostile clients share its runtime).
+func TestLibmodbusHostile(t *testing.T) {
+	a, b := socatLine(t)
+	startPeer(t, libmodbusSlave(t), b, "115200", "N", "1")
+	addr := gatewayOn(t, a, "1-2", "300ms")
+	d := rigSeconds()
+	alone, _ := pollLibmodbus(t, addr, 1, 1, d)
+	ctx, cancel := context.WithCancel(context.Background())
+	sent := make(chan int)
+	go func() { sent <- loadtest.Hostile(ctx, addr, 20, 2, 1) }()
+	h := modbus.NewTCPClientHandler(addr)
+	h.SlaveId, h.Timeout = 2, 10*time.Second
+	defer h.Close()
+	untilOffline(t, modbus.NewClient(h)) // as a plant's would be, long before
+	among, busy := pollLibmodbus(t, addr, 1, 1, d)
+	cancel()
+	n := <-sent
+	t.Logf("%v each: the good client alone %d answers (%.0f/s), among 20 hostile clients (%d requests) %d (%.0f/s): %.0f %%",
+		d, alone, float64(alone)/d.Seconds(), n, among, float64(among)/d.Seconds(), 100*float64(among)/float64(max(1, alone)))
+	if busy > 0 || among == 0 || n == 0 {
+		t.Fatalf("among the hostile clients: %d answers, %d of them 0x0B; the hostile clients sent %d", among, busy, n)
 	}
 }
