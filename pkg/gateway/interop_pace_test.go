@@ -95,15 +95,9 @@ func TestLibmodbusFaultMix(t *testing.T) {
 // need after another unit's request), and then as fast as it is answered
 // while the four poll unit 1 again.
 func TestLibmodbusDeadUnit(t *testing.T) {
-	a, b := socatLine(t)
-	startPeer(t, libmodbusSlave(t), b, "115200", "N", "1")
-	addr := gatewayOn(t, a, "1-2", "300ms")
+	addr, cl := deadUnitRig(t)
 	d := rigSeconds()
 	alone, _ := pollLibmodbus(t, addr, 1, 4, d)
-	h := modbus.NewTCPClientHandler(addr)
-	h.SlaveId, h.Timeout = 2, 10*time.Second
-	defer h.Close()
-	cl := modbus.NewClient(h)
 	t.Logf("the dead unit went offline after %v", untilOffline(t, cl))
 	var dead int
 	var wg sync.WaitGroup
@@ -123,6 +117,20 @@ func TestLibmodbusDeadUnit(t *testing.T) {
 	if beside == 0 || dead < 10 {
 		t.Fatalf("beside the offline unit: %d answers, the dead one answered %d times", beside, dead)
 	}
+}
+
+// deadUnitRig starts a gateway on a line where unit 1 is a libmodbus
+// slave and unit 2 is configured with no device, and returns the
+// gateway's address and a client of unit 2.
+func deadUnitRig(t *testing.T) (addr string, dead modbus.Client) {
+	t.Helper()
+	a, b := socatLine(t)
+	startPeer(t, libmodbusSlave(t), b, "115200", "N", "1")
+	addr = gatewayOn(t, a, "1-2", "300ms")
+	h := modbus.NewTCPClientHandler(addr)
+	h.SlaveId, h.Timeout = 2, 10*time.Second
+	t.Cleanup(func() { h.Close() })
+	return addr, modbus.NewClient(h)
 }
 
 // untilOffline polls a dead unit through cl until the gateway answers it
@@ -154,18 +162,13 @@ func untilOffline(t *testing.T, cl modbus.Client) time.Duration {
 // judges the rate, with the gateway in a process of its own: here the
 // hostile clients share its runtime).
 func TestLibmodbusHostile(t *testing.T) {
-	a, b := socatLine(t)
-	startPeer(t, libmodbusSlave(t), b, "115200", "N", "1")
-	addr := gatewayOn(t, a, "1-2", "300ms")
+	addr, dead := deadUnitRig(t)
 	d := rigSeconds()
 	alone, _ := pollLibmodbus(t, addr, 1, 1, d)
 	ctx, cancel := context.WithCancel(context.Background())
 	sent := make(chan int)
 	go func() { sent <- loadtest.Hostile(ctx, addr, 20, 2, 1) }()
-	h := modbus.NewTCPClientHandler(addr)
-	h.SlaveId, h.Timeout = 2, 10*time.Second
-	defer h.Close()
-	untilOffline(t, modbus.NewClient(h)) // as a plant's would be, long before
+	untilOffline(t, dead) // as a plant's would be, long before
 	among, busy := pollLibmodbus(t, addr, 1, 1, d)
 	cancel()
 	n := <-sent
