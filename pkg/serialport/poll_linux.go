@@ -103,12 +103,14 @@ func (p *pollPort) SetReadMin(n int, due time.Time) error {
 // the terminal out of the poller, until the last of them is due (bytes
 // come no slower than one a character time while a frame lasts): a byte
 // that arrives while a read waits on the terminal wakes the poller's
-// thread, even when VMIN holds back the read. Then, if they are not all
-// there (an adapter's burst that comes late), and whenever it waits for
-// one or two bytes, it waits for the terminal to have min bytes (up to
-// 255, the kernel's VMIN: the terminal is readable only then), or for the
-// timeout. One or two bytes with a due time (an answer's first bytes,
-// when the bus knows when they come) are slept for the same way first.
+// thread, even when VMIN holds back the read. Then, if only the last
+// byte or two are missing, it returns what has come (the bus asks for
+// the rest); if more are (an adapter's burst that comes late), it waits
+// for the terminal to have min bytes (up to 255, the kernel's VMIN: the
+// terminal is readable only then), or for the timeout. One or two bytes
+// are waited for at VMIN 1. One or two bytes with a due time (an answer's
+// first bytes, when the bus knows when they come) are slept for the same
+// way first.
 func (p *pollPort) Read(b []byte) (int, error) {
 	if p.timeout == 0 {
 		return p.readNow(b)
