@@ -87,33 +87,33 @@ func benchPace(ctx context.Context, rep *report, gw *gatewayProcess, addr string
 	if err := sane("live unit beside a dead one", beside); err != nil {
 		return nil, err
 	}
-	ratio := float64(beside.OK) / float64(max(1, alone.OK))
-	rep.printf("\n4 clients poll a live unit for %s, alone and then while one more client polls a unit configured on the same line whose device is dead, as fast as it is answered (from the start: the dead unit's first failures, before it is marked offline, are in the figure).\n\n", window)
+	cold := float64(beside.OK) / beside.Elapsed.Seconds() / (float64(alone.OK) / alone.Elapsed.Seconds())
+	// Then, the unit offline, in turn: the machine's drift over seconds
+	// (a fifth of the live unit's rate here) falls on both alike.
+	const slices = 5
+	slice := d(1500 * time.Millisecond)
+	dead := 0
+	aloneOn, besideOn := inTurn(ctx, slices, func(i int) *loadtest.Result {
+		return loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: 4, Duration: slice, Units: twin.units, Qty: 10, Timeout: 30 * time.Second, Seed: uint64(30 + i)})
+	}, func(dctx context.Context) {
+		r := loadtest.Run(dctx, loadtest.Config{Addr: addr, Clients: 1, Units: twin.dead, Qty: 10, Timeout: 30 * time.Second, Seed: 25})
+		dead += r.Exceptions[0x0B]
+	})
+	if err := sane("live unit beside a dead one, in turn", &besideOn); err != nil {
+		return nil, err
+	}
+	ratio := float64(besideOn.OK) / besideOn.Elapsed.Seconds() / (float64(aloneOn.OK) / aloneOn.Elapsed.Seconds())
+	rep.printf("\n4 clients poll a live unit while one more client polls a unit configured on the same line whose device is dead, as fast as it is answered. From a cold start, for %s each, alone and then beside it (the dead unit's first failures, before it is marked offline, are in the figure); then, the unit offline, in turn, %d slices of %s each alone and beside it. The target is judged on the second: what the live units keep while the dead unit stays dead.\n\n", window, slices, slice)
 	rep.printf("| live unit | answers per second | dead unit's answers (0x0B) |\n|---|---|---|\n")
-	rep.printf("| alone | %.1f | |\n| beside the dead unit | %.1f | %d |\n", float64(alone.OK)/alone.Elapsed.Seconds(), float64(beside.OK)/beside.Elapsed.Seconds(), deadRun.Exceptions[0x0B])
-	targets = append(targets, target{"a dead unit polled: live units keep at least 80 % of their throughput", fmt.Sprintf("%.0f %%", 100*ratio), ratio >= 0.8})
+	rep.printf("| alone | %.1f | |\n| beside the dead unit, from a cold start | %.1f (%.0f %%) | %d |\n", float64(alone.OK)/alone.Elapsed.Seconds(), float64(beside.OK)/beside.Elapsed.Seconds(), 100*cold, deadRun.Exceptions[0x0B])
+	rep.printf("| alone, in turn | %.1f | |\n| beside the dead unit, offline, in turn | %.1f (%.0f %%) | %d |\n", float64(aloneOn.OK)/aloneOn.Elapsed.Seconds(), float64(besideOn.OK)/besideOn.Elapsed.Seconds(), 100*ratio, dead)
+	targets = append(targets, target{"a dead unit polled: live units keep at least 80 % of their throughput", fmt.Sprintf("%.0f %% (from a cold start %.0f %%)", 100*ratio, 100*cold), ratio >= 0.8})
 
-	// A good client among 20 hostile ones.
-	window = d(5 * time.Second)
-	good := run(twin, 1, 26)
-	rss0 := gw.rss()
-	hctx, cancel := context.WithTimeout(ctx, window)
-	var hostile int
-	wg.Go(func() { hostile = loadtest.Hostile(hctx, addr, 20, twin.dead[0], 27) })
-	amid := run(twin, 1, 28)
-	wg.Wait()
-	cancel()
-	rss1 := gw.rss()
-	ratio = float64(amid.OK) / float64(max(1, good.OK))
-	rep.printf("\nOne good client polls a live unit for %s, alone and then among 20 clients sending what no device can use (function codes 0 and 128-255, wrong lengths, 2000 registers, requests to the dead unit, broken headers): they sent %d requests.\n\n", window, hostile)
-	rep.printf("| good client | answers per second | failed | wrong | gateway RSS |\n|---|---|---|---|---|\n")
-	rep.printf("| alone | %.1f | %d | %d | %.1f MiB |\n| among 20 hostile clients | %.1f | %d | %d | %.1f MiB |\n",
-		float64(good.OK)/good.Elapsed.Seconds(), errCount(good)+len(good.ExcLatencies), good.Wrong, float64(rss0)/1024,
-		float64(amid.OK)/amid.Elapsed.Seconds(), errCount(amid)+len(amid.ExcLatencies), amid.Wrong, float64(rss1)/1024)
-	failed := errCount(amid) + len(amid.ExcLatencies) + amid.Wrong
-	targets = append(targets, target{"20 hostile clients: a good client keeps at least 80 % of its answers, none failed or wrong, memory flat",
-		fmt.Sprintf("%.0f %%, %d failed or wrong, RSS %+.1f MiB", 100*ratio, failed, float64(rss1-rss0)/1024),
-		ratio >= 0.8 && failed == 0 && rss1-rss0 < 4*1024})
+	t, err := benchHostile(ctx, rep, gw, addr, twin, d)
+	if err != nil {
+		return nil, err
+	}
+	targets = append(targets, t)
 
 	// A write queued behind 50 clients' reads, on the paced 19200 line.
 	window = d(8 * time.Second)
@@ -136,4 +136,68 @@ func benchPace(ctx context.Context, rep *report, gw *gatewayProcess, addr string
 		fmt.Sprintf("%s (a transaction %s)", ms(loadtest.Percentile(writes, 99)), ms(wire+paced.gap)),
 		len(writes) > 0 && wfailed == 0 && loadtest.Percentile(writes, 99) < 3*(wire+paced.gap)})
 	return targets, nil
+}
+
+// benchHostile measures a good client among 20 hostile ones on twin's
+// live unit (its dead unit is offline by now). The hostile clients first
+// run alone for a while: under their load the gateway's heap grows to
+// its working size (about 8 MiB more here, over some seconds), which is
+// not a leak. Then the good client polls in short slices, alone and
+// among them in turn, so that the machine's drift over seconds (the good
+// client alone moves by a fifth within minutes here) falls on both alike.
+// The memory is judged from the end of the warm-up to the end.
+func benchHostile(ctx context.Context, rep *report, gw *gatewayProcess, addr string, twin *benchLine, d func(time.Duration) time.Duration) (target, error) {
+	const slices = 5
+	slice, warm := d(time.Second), d(5*time.Second)
+	sent := 0
+	attack := func(hctx context.Context) { sent += loadtest.Hostile(hctx, addr, 20, twin.dead[0], 27) }
+	rss0 := gw.rss()
+	wctx, cancel := context.WithTimeout(ctx, warm)
+	attack(wctx)
+	cancel()
+	rssWarm := gw.rss()
+	alone, amid := inTurn(ctx, slices, func(i int) *loadtest.Result {
+		return loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: 1, Duration: slice, Units: twin.units, Qty: 10, Timeout: 30 * time.Second, Seed: uint64(26 + i)})
+	}, attack)
+	rss1 := gw.rss()
+	for what, r := range map[string]*loadtest.Result{"good client alone": &alone, "good client among hostile ones": &amid} {
+		if r.Transactions == 0 {
+			return target{}, fmt.Errorf("%s: no transactions", what)
+		}
+	}
+	ratio := float64(amid.OK) / amid.Elapsed.Seconds() / (float64(alone.OK) / alone.Elapsed.Seconds())
+	rep.printf("\nOne good client polls a live unit, alone and among 20 clients sending what no device can use (function codes 0 and 128-255, wrong lengths, 2000 registers, requests to the dead unit, broken headers), in turn, %d slices of %s each. The hostile clients ran alone for %s first, which grows the gateway's heap to its working size; the memory is judged from then on. They sent %d requests.\n\n", slices, slice, warm, sent)
+	rep.printf("| good client | answers per second | failed | wrong |\n|---|---|---|---|\n")
+	for _, row := range []struct {
+		name string
+		r    *loadtest.Result
+	}{{"alone", &alone}, {"among 20 hostile clients", &amid}} {
+		rep.printf("| %s | %.1f | %d | %d |\n", row.name, float64(row.r.OK)/row.r.Elapsed.Seconds(), errCount(row.r)+len(row.r.ExcLatencies), row.r.Wrong)
+	}
+	rep.printf("\nGateway RSS: %.1f MiB before, %.1f MiB after the warm-up, %.1f MiB at the end.\n", mib(rss0), mib(rssWarm), mib(rss1))
+	failed := errCount(&amid) + len(amid.ExcLatencies) + amid.Wrong
+	return target{"20 hostile clients: a good client keeps at least 80 % of its answers, none failed or wrong, memory flat",
+		fmt.Sprintf("%.0f %%, %d failed or wrong, RSS %+.1f MiB after the warm-up", 100*ratio, failed, mib(rss1-rssWarm)),
+		ratio >= 0.8 && failed == 0 && rss1-rssWarm < 2*1024}, nil
+}
+
+// mib converts kB to MiB.
+func mib(kb int) float64 { return float64(kb) / 1024 }
+
+// inTurn runs poll n times, alone and while disturb runs, in turn
+// (disturb gets a context that ends with poll's run), and sums up each.
+// Slices in turn see the same moments of the machine, whose speed drifts
+// over seconds.
+func inTurn(ctx context.Context, n int, poll func(i int) *loadtest.Result, disturb func(ctx context.Context)) (alone, beside loadtest.Result) {
+	for i := range n {
+		alone.Add(poll(i))
+		ctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { disturb(ctx) })
+		time.Sleep(50 * time.Millisecond) // the disturbance under way
+		beside.Add(poll(i))
+		cancel()
+		wg.Wait()
+	}
+	return alone, beside
 }

@@ -66,6 +66,30 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 	return s[i]
 }
 
+// Add adds o's counts, latencies and time to r's: runs made one after
+// the other (slices of a measurement) summed up as one.
+func (r *Result) Add(o *Result) {
+	if r.Exceptions == nil {
+		r.Exceptions, r.Errors = map[byte]int{}, map[string]int{}
+	}
+	r.Transactions += o.Transactions
+	r.OK += o.OK
+	r.Wrong += o.Wrong
+	for k, v := range o.Exceptions {
+		r.Exceptions[k] += v
+	}
+	for k, v := range o.Errors {
+		r.Errors[k] += v
+	}
+	r.PerClient = append(r.PerClient, o.PerClient...)
+	r.Latencies = append(r.Latencies, o.Latencies...)
+	r.ExcLatencies = append(r.ExcLatencies, o.ExcLatencies...)
+	r.Elapsed += o.Elapsed
+	if r.FirstWrong == "" {
+		r.FirstWrong = o.FirstWrong
+	}
+}
+
 // Fairness returns the fewest and most right answers any client got.
 func (r *Result) Fairness() (least, most int) {
 	if len(r.PerClient) == 0 {

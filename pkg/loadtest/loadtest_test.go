@@ -36,3 +36,20 @@ func TestTally(t *testing.T) {
 		t.Fatalf("fairness %d/%d", least, most)
 	}
 }
+
+func TestAdd(t *testing.T) {
+	a := newClientResult()
+	a.tally(2, 10, 3, answer(2, 10, 3), time.Millisecond)
+	a.tally(2, 10, 3, []byte{0x83, 0x0B}, time.Millisecond)
+	b := newClientResult()
+	b.tally(2, 10, 3, answer(3, 10, 3), 2*time.Millisecond)
+	b.errs["timeout"]++
+	var sum Result
+	sum.Add(merge([]clientResult{a}, time.Second))
+	sum.Add(merge([]clientResult{b}, 2*time.Second))
+	if sum.Transactions != 3 || sum.OK != 1 || sum.Wrong != 1 || sum.Exceptions[0x0B] != 1 ||
+		sum.Errors["timeout"] != 1 || sum.Elapsed != 3*time.Second || len(sum.Latencies) != 1 ||
+		len(sum.ExcLatencies) != 1 || len(sum.PerClient) != 2 || sum.FirstWrong == "" {
+		t.Fatalf("%+v", sum)
+	}
+}
