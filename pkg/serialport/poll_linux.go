@@ -50,11 +50,15 @@ func (s Settings) charTime() time.Duration {
 // pollPort is a configured serial port whose reads wait in the runtime's
 // poller. The terminal is not in that poller itself: registered there, it
 // would wake the poller's thread with every byte that arrives, whether
-// anyone waits or not. It is put in an epoll set of its own (ep) only
-// while a read waits for it; the set, which also holds a timer for
-// precise deadlines (the runtime's own timers there wake up to a
-// millisecond late, more than t3.5 at 19200 baud), is what the runtime
-// polls.
+// anyone waits or not. It is in an epoll set of its own (ep), armed only
+// while a read waits for it, for one event; the set, which also holds a
+// timer for precise deadlines (the runtime's own timers there wake up to
+// a millisecond late, more than t3.5 at 19200 baud), is what the runtime
+// polls. (Arming and disarming the terminal with EPOLL_CTL_MOD is
+// cheaper than adding it and taking it out for each wait, which
+// allocates and frees the set's entry and hooks it into the terminal's
+// wait queue each time: measured side by side on a paced 19200 line, 4
+// to 7 % of the CPU per transaction.)
 type pollPort struct {
 	fd      int         // the terminal, non-blocking
 	cfg     serial.Port // holds the settings and the exclusive use
@@ -85,7 +89,12 @@ func (p *pollPort) initWaiter() error {
 	if p.tfd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
 		return err
 	}
-	return unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, p.tfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p.tfd)})
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, p.tfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p.tfd)}); err != nil {
+		return err
+	}
+	// The terminal is in the set from the start, disarmed (no events,
+	// so bytes that arrive wake no one): a wait arms it for one event.
+	return unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, p.fd, &unix.EpollEvent{Fd: int32(p.fd)})
 }
 
 func (p *pollPort) SetReadTimeout(t time.Duration) error { p.timeout = t; return nil }
@@ -212,32 +221,41 @@ func (p *pollPort) wait(deadline time.Time, tty bool) error {
 		spec.Value = unix.NsecToTimespec(d.Nanoseconds())
 	}
 	epfd := p.epfd
-	if err := rawTimerfdSettime(p.tfd, &spec); err != nil {
-		return err
-	}
-	if tty {
-		if err := rawEpollCtl(epfd, unix.EPOLL_CTL_ADD, p.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p.fd)}); err != nil {
-			return err
-		}
-		defer rawEpollCtl(epfd, unix.EPOLL_CTL_DEL, p.fd, &unix.EpollEvent{})
-	}
 	rc, err := p.ep.SyscallConn()
 	if err != nil {
 		return err
 	}
+	if err := rawTimerfdSettime(p.tfd, &spec); err != nil {
+		return err
+	}
+	if tty {
+		if err := rawEpollCtl(epfd, unix.EPOLL_CTL_MOD, p.fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(p.fd)}); err != nil {
+			return err
+		}
+	}
+	ttyFired := false
 	var werr error
 	if err := rc.Read(func(uintptr) bool {
 		n, err := rawEpollPoll(epfd, p.events[:])
 		if err == unix.EINTR {
 			return false
 		}
+		for _, ev := range p.events[:max(n, 0)] {
+			if ev.Fd == int32(p.fd) {
+				ttyFired = true
+			}
+		}
 		werr = err
 		return n > 0 || err != nil
 	}); err != nil {
 		return err
 	}
-	// Disarm the timer and take its expiry, if it came, so the set is
+	// Disarm the timer and take its expiry, if it came, and the terminal
+	// if it did not fire (a one-shot event disarms itself), so the set is
 	// quiet for the next wait.
+	if tty && !ttyFired {
+		rawEpollCtl(epfd, unix.EPOLL_CTL_MOD, p.fd, &unix.EpollEvent{Fd: int32(p.fd)})
+	}
 	rawTimerfdSettime(p.tfd, &unix.ItimerSpec{})
 	var exp [8]byte
 	rawRead(p.tfd, exp[:])

@@ -85,3 +85,47 @@ func TestReadMinKeepsVMINForTheLastBytes(t *testing.T) {
 		t.Fatalf("VMIN %d for five missing, want 10", got)
 	}
 }
+
+// TestWaitLeavesTheTerminalDisarmed: a read arms the terminal in the
+// port's epoll set only while it waits, whether the wait ends on a byte
+// or on its timeout; bytes that arrive while no read waits leave the set
+// quiet (they would wake the runtime's poller), and the next read still
+// waits for its byte.
+func TestWaitLeavesTheTerminalDisarmed(t *testing.T) {
+	line, gw := openPty(t, Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 1})
+	p := gw.(*pollPort)
+	quiet := func(when string) {
+		t.Helper()
+		time.Sleep(20 * time.Millisecond) // the pty has handed on what was written
+		var ev [2]unix.EpollEvent
+		if n, err := rawEpollPoll(p.epfd, ev[:]); n != 0 || err != nil {
+			t.Fatalf("%s: the set is readable (%d events: %+v, %v)", when, n, ev[:max(n, 0)], err)
+		}
+	}
+	buf := make([]byte, 16)
+	p.SetReadMin(1, time.Time{})
+	gw.SetReadTimeout(30 * time.Millisecond)
+	// A wait that times out.
+	if n, err := gw.Read(buf); n != 0 || err != nil {
+		t.Fatalf("nothing sent: %d, %v", n, err)
+	}
+	line.Device.Write([]byte{1})
+	quiet("a byte after a wait that timed out")
+	gw.SetReadTimeout(time.Second)
+	if n, err := gw.Read(buf); n != 1 || err != nil || buf[0] != 1 {
+		t.Fatalf("the byte: % X, %v", buf[:n], err)
+	}
+	// A wait that ends on its byte.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		line.Device.Write([]byte{2})
+	}()
+	if n, err := gw.Read(buf); n != 1 || err != nil || buf[0] != 2 {
+		t.Fatalf("a byte waited for: % X, %v", buf[:n], err)
+	}
+	line.Device.Write([]byte{3})
+	quiet("a byte after a wait that ended on one")
+	if n, err := gw.Read(buf); n != 1 || err != nil || buf[0] != 3 {
+		t.Fatalf("the next byte: % X, %v", buf[:n], err)
+	}
+}
