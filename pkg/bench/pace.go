@@ -99,8 +99,10 @@ func benchPace(ctx context.Context, rep *report, gw *gatewayProcess, addr string
 		r := loadtest.Run(dctx, loadtest.Config{Addr: addr, Clients: 1, Units: twin.dead, Qty: 10, Timeout: 30 * time.Second, Seed: 25})
 		dead += r.Exceptions[0x0B]
 	})
-	if err := sane("live unit beside a dead one, in turn", &besideOn); err != nil {
-		return nil, err
+	for what, r := range map[string]*loadtest.Result{"live unit alone": alone, "live unit alone, in turn": &aloneOn, "live unit beside a dead one, in turn": &besideOn} {
+		if err := sane(what, r); err != nil {
+			return nil, err
+		}
 	}
 	ratio := float64(besideOn.OK) / besideOn.Elapsed.Seconds() / (float64(aloneOn.OK) / aloneOn.Elapsed.Seconds())
 	rep.printf("\n4 clients poll a live unit while one more client polls a unit configured on the same line whose device is dead, as fast as it is answered. From a cold start, for %s each, alone and then beside it (the dead unit's first failures, before it is marked offline, are in the figure); then, the unit offline, in turn, %d slices of %s each alone and beside it. The target is judged on the second: what the live units keep while the dead unit stays dead.\n\n", window, slices, slice)
@@ -160,10 +162,11 @@ func benchHostile(ctx context.Context, rep *report, gw *gatewayProcess, addr str
 		return loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: 1, Duration: slice, Units: twin.units, Qty: 10, Timeout: 30 * time.Second, Seed: uint64(26 + i)})
 	}, attack)
 	rss1 := gw.rss()
-	for what, r := range map[string]*loadtest.Result{"good client alone": &alone, "good client among hostile ones": &amid} {
-		if r.Transactions == 0 {
-			return target{}, fmt.Errorf("%s: no transactions", what)
-		}
+	if err := sane("good client alone", &alone); err != nil {
+		return target{}, err
+	}
+	if amid.Transactions == 0 {
+		return target{}, fmt.Errorf("good client among hostile ones: no answers; errors %v", amid.Errors)
 	}
 	ratio := float64(amid.OK) / amid.Elapsed.Seconds() / (float64(alone.OK) / alone.Elapsed.Seconds())
 	rep.printf("\nOne good client polls a live unit, alone and among 20 clients sending what no device can use (function codes 0 and 128-255, wrong lengths, 2000 registers, requests to the dead unit, broken headers), in turn, %d slices of %s each. The hostile clients ran alone for %s first, which grows the gateway's heap to its working size; the memory is judged from then on. They sent %d requests.\n\n", slices, slice, warm, sent)
