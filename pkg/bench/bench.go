@@ -400,12 +400,12 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	// Many clients on one line.
 	unp := lines[0]
 	rep.printf("\n## %d clients at once on one line (unpaced)\n\n", opts.Many)
-	rep.printf("Every client connects first; then all start together and read back to back for %s. Fewest / most is the spread of right answers between clients: the queue's fairness.\n\n", d(20*time.Second))
+	rep.printf("Every client connects first; then all start together and read back to back for %s, each at starting addresses of its own (no two clients ever send the same read, which shared reads would answer with one transaction: the clients whose reads were shared would get more answers than the line gave them turns). Fewest / most is the spread of right answers between clients: the queue's fairness. Each client gets one turn a round, so at best it is the window's last round, which some clients finished and others did not.\n\n", d(20*time.Second))
 	cpu0, rss0 := gw.cpu(), gw.rss()
 	peak := rss0
 	done := make(chan *loadtest.Result)
 	go func() {
-		done <- loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: opts.Many, Duration: d(20 * time.Second), Units: unp.units, Qty: 10, Timeout: 60 * time.Second, Seed: 5})
+		done <- loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: opts.Many, Duration: d(20 * time.Second), Units: unp.units, Qty: 10, Timeout: 60 * time.Second, Seed: 5, Distinct: true})
 	}()
 	var many1 *loadtest.Result
 	for many1 == nil {
@@ -751,9 +751,8 @@ func busesFor(lines []*benchLine) string {
 }
 
 // benchPaceAlone runs issue 9's rows (benchPace) on their own lines and
-// gateway: -only pace. Its gateway is fresh, so the hostile row's memory
-// grows with its first connections where the whole bench's, warm from the
-// 1000 clients, stays flat: there, judge that row by the whole bench.
+// gateway: -only pace. Its gateway is fresh: the hostile row's warm-up
+// (see benchHostile) is where its heap grows to its working size.
 func benchPaceAlone(ctx context.Context, rep *report, d func(time.Duration) time.Duration, stderr io.Writer) ([]target, error) {
 	all := benchLines()
 	lines := []*benchLine{all[1], all[3], all[4]}

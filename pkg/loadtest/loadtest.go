@@ -35,6 +35,12 @@ type Config struct {
 	Timeout  time.Duration
 	Think    time.Duration // pause after each answer, as a polling client makes
 	Seed     uint64
+	// Distinct gives each client starting addresses of its own, so that
+	// no two clients ever send the same read and the gateway's shared
+	// reads never answer one client with another's transaction: a run
+	// that measures how the line's queue shares the line between clients
+	// wants that. (Clients beyond the addresses there are share them.)
+	Distinct bool
 }
 
 // Result counts what happened.
@@ -183,6 +189,7 @@ func (cr *clientResult) tally(unit byte, addr, qty int, p []byte, lat time.Durat
 }
 
 func runClient(ctx context.Context, cfg Config, k int, c *Client) clientResult {
+	cfg = cfg.forClient(k)
 	cr := newClientResult()
 	rnd := rand.New(rand.NewPCG(cfg.Seed, uint64(k)))
 	c.tid = uint16(rnd.Uint32())
@@ -191,6 +198,19 @@ func runClient(ctx context.Context, cfg Config, k int, c *Client) clientResult {
 		return c.Read(ctx, unit, addr, qty)
 	})
 	return cr
+}
+
+// forClient returns client k's share of cfg: with Distinct, a window of
+// starting addresses of its own.
+func (cfg Config) forClient(k int) Config {
+	span := cfg.MaxAddr - cfg.Qty + 1 - cfg.MinAddr // starting addresses
+	if !cfg.Distinct || cfg.Clients < 2 || span < cfg.Clients {
+		return cfg
+	}
+	w := span / cfg.Clients
+	cfg.MinAddr += k * w
+	cfg.MaxAddr = cfg.MinAddr + w + cfg.Qty - 1
+	return cfg
 }
 
 // poll makes cfg's requests one at a time with read, tallying each answer

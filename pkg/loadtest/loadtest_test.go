@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -51,5 +52,33 @@ func TestAdd(t *testing.T) {
 		sum.Errors["timeout"] != 1 || sum.Elapsed != 3*time.Second || len(sum.Latencies) != 1 ||
 		len(sum.ExcLatencies) != 1 || len(sum.PerClient) != 2 || sum.FirstWrong == "" {
 		t.Fatalf("%+v", sum)
+	}
+}
+
+// TestDistinct: with Distinct, no two clients ever pick the same starting
+// address; without it, they share the whole range.
+func TestDistinct(t *testing.T) {
+	cfg := Config{Clients: 7, Units: []byte{1}, Qty: 10, MinAddr: 100, MaxAddr: 200, Distinct: true}
+	owner := map[int]int{}
+	for k := range cfg.Clients {
+		c := cfg.forClient(k)
+		rnd := rand.New(rand.NewPCG(1, uint64(k)))
+		for range 200 {
+			_, addr := c.pick(rnd)
+			if addr < 100 || addr+10 > 200 {
+				t.Fatalf("client %d read %d..%d, outside 100..199", k, addr, addr+9)
+			}
+			if o, ok := owner[addr]; ok && o != k {
+				t.Fatalf("clients %d and %d both start at %d", o, k, addr)
+			}
+			owner[addr] = k
+		}
+	}
+	if len(owner) < 7*13 {
+		t.Fatalf("%d starting addresses used: the windows are too narrow", len(owner))
+	}
+	cfg.Distinct = false
+	if c := cfg.forClient(3); c.MinAddr != 100 || c.MaxAddr != 200 {
+		t.Fatalf("without Distinct: %d..%d", c.MinAddr, c.MaxAddr)
 	}
 }
