@@ -92,8 +92,9 @@ func (g *Gateway) prioritized(tr *tcp.Request) bool {
 // ServeModbus answers one request (tcp.Handler). The answer is the
 // device's own response, normal or exception, or one of the gateway's
 // exceptions: 0x0A when no line serves the unit or the line is down,
-// 0x0B when the device did not answer in time, 0x06 when the line's queue
-// is full. Broadcasts get no answer.
+// 0x0B when the device did not answer in time (or the request's Skip
+// said, when its turn came, that it need not go out), 0x06 when the
+// line's queue is full. Broadcasts get no answer.
 func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
 	fc := tr.PDU[0]
 	if tr.Unit == pdu.Broadcast {
@@ -112,7 +113,7 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	if route.Unit != 0 {
 		r.Unit = route.Unit // the answer goes back under the client's id: the server's
 	}
-	r.Priority, r.Background = g.prioritized(tr), tr.Background
+	r.Priority, r.Background, r.Skip = g.prioritized(tr), tr.Background, tr.Skip
 	route.Line.Do(ctx, r)
 	tr.Line, tr.Attempts = route.Line.Name(), r.Attempts
 
@@ -120,7 +121,7 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	switch r.Outcome {
 	case rtu.OK:
 		return append(dst, r.Resp...)
-	case rtu.Timeout, rtu.Expired:
+	case rtu.Timeout, rtu.Expired, rtu.Skipped:
 		exc = pdu.GatewayTargetNoResponse
 	case rtu.QueueFull:
 		exc = pdu.ServerDeviceBusy
@@ -144,7 +145,7 @@ func (g *Gateway) doBroadcast(ctx context.Context, tr *tcp.Request, lines []Line
 	names := make([]string, 0, len(lines))
 	tr.Outcome = rtu.Sent.String()
 	for _, line := range lines {
-		r.Unit, r.PDU, r.Timeout, r.Retries, r.Priority, r.Trace = pdu.Broadcast, tr.PDU, 0, 0, true, tr.Trace
+		r.Unit, r.PDU, r.Timeout, r.Retries, r.Priority, r.Trace, r.Skip = pdu.Broadcast, tr.PDU, 0, 0, true, tr.Trace, nil
 		line.Do(ctx, r)
 		names = append(names, line.Name())
 		tr.Attempts += r.Attempts

@@ -165,6 +165,45 @@ func TestDeadUnitIsolated(t *testing.T) {
 	}
 }
 
+// TestQueuedForADeadUnit: clients whose requests to a unit wait in the
+// line's queue when the unit dies do not hold the line for a timeout
+// each: once the unit is offline, the requests still queued for it are
+// answered 0x0B when their turn comes, without a frame.
+func TestQueuedForADeadUnit(t *testing.T) {
+	r := startRig(t, sim.Faults{}, "offline_after = 2\nprobe_interval = \"10s\"\n")
+	const n = 10
+	clients := make([]modbus.Client, n)
+	for i := range clients {
+		clients[i] = client(t, r.addr, 5) // configured, no device: dead from the start
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, c := range clients {
+		wg.Go(func() {
+			<-start
+			_, err := c.ReadHoldingRegisters(uint16(100*i), 1) // none the same: shared reads do not join them
+			wantException(t, err, 0x0B)
+		})
+	}
+	close(start)
+	wg.Wait()
+	// The first transaction's two attempts, the second's one (the unit
+	// heard nothing the last time), and then nothing: the unit is offline.
+	if seen := r.dev.Seen(5); seen != 3 {
+		t.Fatalf("%d frames to the dead unit for %d queued requests, want 3", seen, n)
+	}
+	outcomes := map[string]int{}
+	for _, l := range transactions(t, r.log.String()) {
+		outcomes[l["outcome"].(string)]++
+	}
+	if outcomes["timeout"] != 2 || outcomes["offline"] != n-2 {
+		t.Fatalf("outcomes %v, want 2 timeouts and %d offline", outcomes, n-2)
+	}
+	if s := r.svc.Offline.Stats(); s.WentOffline != 1 || s.Answered != n-2 {
+		t.Fatalf("offline counters %+v", s)
+	}
+}
+
 // TestBrokenAnswerRetriesAtOnce: an answer that arrives whole with a bad
 // CRC means the device has finished talking: the retry goes out after
 // t3.5 of silence, not after the timeout. With a 3 s timeout and 30 %

@@ -43,6 +43,7 @@ type Handler struct {
 	byLine map[string]*counters       // each line's share of stats, made by SetRules; guarded by mu
 	mu     sync.Mutex
 	units  [256]unit
+	skips  [256]func() bool // unit u offline: a request's Skip (tcp.Request), made once
 	stats  counters
 	now    func() time.Time // for tests
 }
@@ -77,6 +78,9 @@ func New(next tcp.Handler, log *slog.Logger) *Handler {
 	}
 	h := &Handler{Next: next, Log: log, now: time.Now, byLine: make(map[string]*counters)}
 	h.rules.Store(&[256]*rule{})
+	for u := range h.skips {
+		h.skips[u] = func() bool { return h.Offline(byte(u)) }
+	}
 	return h
 }
 
@@ -137,6 +141,14 @@ func (h *Handler) Stats() Stats {
 	return Stats{h.stats.offline.Load(), h.stats.online.Load(), h.stats.answered.Load()}
 }
 
+// answerOffline answers tr as an offline unit's request: 0x0B, without
+// touching the line.
+func (h *Handler) answerOffline(rule *rule, tr *tcp.Request, dst []byte) []byte {
+	h.bump(rule, func(c *counters) *atomic.Uint64 { return &c.answered })
+	tr.Line, tr.Outcome = rule.Line, "offline"
+	return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
+}
+
 // Offline reports whether unit u is offline now.
 func (h *Handler) Offline(u byte) bool {
 	h.mu.Lock()
@@ -148,6 +160,7 @@ func (h *Handler) Offline(u byte) bool {
 func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
 	rule := h.rules.Load()[tr.Unit]
 	if rule == nil || rule.After <= 0 || tr.Unit == pdu.Broadcast {
+		tr.Skip = nil
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}
 	u := &h.units[tr.Unit]
@@ -156,15 +169,25 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	if u.offline {
 		if u.probing || h.now().Before(u.nextProbe) {
 			h.mu.Unlock()
-			h.bump(rule, func(c *counters) *atomic.Uint64 { return &c.answered })
-			tr.Line, tr.Outcome = rule.Line, "offline"
-			return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
+			return h.answerOffline(rule, tr, dst)
 		}
 		u.probing, probe = true, true
 	}
 	h.mu.Unlock()
+	// A request that waits in the line's queue while its unit goes
+	// offline is answered as the offline unit's are when its turn comes,
+	// not sent: clients with requests queued for a unit that has just
+	// died would otherwise hold the line for a timeout each. The probe
+	// goes out whatever the unit's state.
+	tr.Skip = h.skips[tr.Unit]
+	if probe {
+		tr.Skip = nil
+	}
 
 	out := h.Next.ServeModbus(ctx, tr, dst)
+	if tr.Outcome == "skipped" { // it waited while the unit went offline
+		return h.answerOffline(rule, tr, dst)
+	}
 
 	answered := tr.Outcome == "" || tcp.ByDevice(tr.Outcome)
 	failed := strings.HasPrefix(tr.Outcome, "timeout")

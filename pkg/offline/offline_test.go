@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,5 +132,72 @@ func TestSetRulesKeepsState(t *testing.T) {
 	}
 	if s := h.LineStats("l1"); s.WentOffline != 3 || h.LineStats("l2").WentOffline != 0 {
 		t.Fatalf("line counters %+v", s)
+	}
+}
+
+// queued is the line behind the rule, with a dead device: a request
+// waits for its turn until hold lets it go (if it reads address 99), and
+// its Skip is asked then, as the serial line does.
+type queued struct {
+	hold  chan struct{}
+	calls atomic.Int32
+}
+
+func (q *queued) ServeModbus(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+	q.calls.Add(1)
+	if tr.PDU[2] == 99 {
+		<-q.hold
+	}
+	if tr.Skip != nil && tr.Skip() {
+		tr.Outcome = "skipped"
+	} else {
+		tr.Outcome = "timeout"
+	}
+	return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
+}
+
+// TestQueuedWhileGoingOffline: a request that was admitted while its unit
+// was online, and whose turn on the line comes once the unit is offline,
+// is not sent: the line skips it, and the rule answers it as the offline
+// unit's, counted so, without counting it as a failure. The probe is
+// never skipped.
+func TestQueuedWhileGoingOffline(t *testing.T) {
+	line := &queued{hold: make(chan struct{})}
+	h := New(line, nil)
+	clock := time.Unix(1000, 0)
+	h.now = func() time.Time { return clock }
+	h.SetRule(2, Rule{Line: "l1", After: 2, Probe: 5 * time.Second})
+	ask := func(addr byte) *tcp.Request {
+		tr := &tcp.Request{Unit: 2, PDU: []byte{3, 0, addr, 0, 1}}
+		if out := h.ServeModbus(context.Background(), tr, nil); !bytes.Equal(out, []byte{0x83, 0x0B}) {
+			t.Errorf("answer % X, want 83 0B", out)
+		}
+		return tr
+	}
+	// One request waits in the queue while two others fail.
+	waited := make(chan *tcp.Request)
+	go func() { waited <- ask(99) }()
+	for line.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ask(1)
+	ask(2)
+	if !h.Offline(2) {
+		t.Fatal("not offline after two failures")
+	}
+	close(line.hold)
+	tr := <-waited
+	if tr.Outcome != "offline" || tr.Line != "l1" || h.Stats().Answered != 1 || h.Stats().WentOffline != 1 {
+		t.Fatalf("the request that waited: %q on %q; stats %+v", tr.Outcome, tr.Line, h.Stats())
+	}
+	// The probe, after 5 s, goes out unskippable.
+	clock = clock.Add(5 * time.Second)
+	if probe := ask(3); probe.Skip != nil || probe.Outcome != "timeout" {
+		t.Fatalf("the probe: Skip set %v, outcome %q", probe.Skip != nil, probe.Outcome)
+	}
+	// Online, a request's Skip says no.
+	h.units[2] = unit{}
+	if tr := ask(4); tr.Skip == nil || tr.Outcome != "timeout" {
+		t.Fatalf("online: Skip set %v, outcome %q", tr.Skip != nil, tr.Outcome)
 	}
 }

@@ -47,9 +47,10 @@ const (
 	LineDown                 // the port is closed or failed
 	QueueFull                // the line's queue is full
 	Expired                  // waited in the queue longer than QueueTimeout
+	Skipped                  // Skip said, when its turn came, that it need not go out
 )
 
-var outcomeNames = [...]string{"ok", "broadcast", "timeout", "line down", "queue full", "expired"}
+var outcomeNames = [...]string{"ok", "broadcast", "timeout", "line down", "queue full", "expired", "skipped"}
 
 func (o Outcome) String() string { return outcomeNames[o] }
 
@@ -70,6 +71,11 @@ type Request struct {
 	// Trace is the transaction's id in the logs; the line's log lines
 	// about it carry it.
 	Trace trace.ID
+	// Skip, if set, is asked when the request's turn on the line comes,
+	// once the line is quiet for it: true ends it there, Skipped, without
+	// a frame. What decided it should go out may have changed while it
+	// waited (its unit went offline, see package offline).
+	Skip func() bool
 
 	// Results.
 	Resp     []byte  // the answer's PDU when Outcome is OK; owned by the Request

@@ -426,3 +426,35 @@ func TestBusLateAnswerTrickle(t *testing.T) {
 		t.Fatalf("log lacks %q:\n%s", want, log)
 	}
 }
+
+// TestBusSkip: a request's Skip is asked when its turn on the line comes,
+// not when it is queued; true ends it without a frame.
+func TestBusSkip(t *testing.T) {
+	bus, _ := line(t, rtu.Config{Name: "t", Timeout: 200 * time.Millisecond}, sim.Faults{}, 1)
+	ctx := context.Background()
+	// Unit 9 is silent: its request holds the line for its timeout while
+	// the next one waits in the queue.
+	busy := &rtu.Request{Unit: 9, PDU: readHolding(0, 1), Retries: 0}
+	var wg sync.WaitGroup
+	wg.Go(func() { bus.Do(ctx, busy) })
+	for bus.Stats().Frames == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	var offline atomic.Bool
+	asked := 0
+	r := &rtu.Request{Unit: 1, PDU: readHolding(10, 2), Retries: -1, Skip: func() bool { asked++; return offline.Load() }}
+	wg.Go(func() { bus.Do(ctx, r) })
+	time.Sleep(50 * time.Millisecond) // r is queued behind busy
+	offline.Store(true)
+	wg.Wait()
+	frames := bus.Stats().Frames
+	if r.Outcome != rtu.Skipped || r.Attempts != 0 || asked != 1 || frames != 1 {
+		t.Fatalf("skipped at its turn: %v, %d attempts, Skip asked %d times, %d frames on the line", r.Outcome, r.Attempts, asked, frames)
+	}
+	// Skip says no: it goes out as usual.
+	offline.Store(false)
+	bus.Do(ctx, r)
+	if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, wantHolding(1, 10, 2)) || asked != 2 {
+		t.Fatalf("not skipped: %v % X, Skip asked %d times", r.Outcome, r.Resp, asked)
+	}
+}

@@ -101,6 +101,13 @@ func (b *Bus) serve(r *Request) bool {
 	if errors.Is(err, errDeferred) {
 		return false
 	}
+	if err == nil && r.Skip != nil && r.Skip() {
+		// Asked now, after the wait for the line: a transaction that
+		// failed just before has its guard, and the handler that set
+		// Skip has had that time to learn of the failure.
+		r.Outcome = Skipped
+		return true
+	}
 	if b.silent[r.Unit] {
 		// Its last transaction heard nothing at all, and nothing it owed
 		// has come since (see settle): until it answers again, one

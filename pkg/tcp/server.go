@@ -35,6 +35,11 @@ type Request struct {
 	// Background marks the gateway's own requests (agent mode's polls),
 	// which no client sent: they go after every client's on the line.
 	Background bool
+	// Skip, if set by a handler, is asked by the serial line when the
+	// request's turn comes: true ends it there without a frame (outcome
+	// "skipped", exception 0x0B). The offline rule sets it: a request
+	// that waited in the queue while its unit went offline is not sent.
+	Skip func() bool
 
 	// What the handlers that served the request report of it, for the
 	// transaction log; the server clears them before each request. The
@@ -488,7 +493,7 @@ func (c *conn) serve() {
 			return
 		}
 		req.TID, req.Unit, req.PDU = tid, unit, body
-		req.Line, req.Outcome, req.Attempts = "", "", 0
+		req.Line, req.Outcome, req.Attempts, req.Skip = "", "", 0, nil
 		req.Trace = trace.Next()
 		c.requests.Add(1)
 		frame := s.Handler.ServeModbus(s.ctx, &req, out[:hlen])
