@@ -728,7 +728,9 @@ func benchLines() []*benchLine {
 		// configured beside a live one; timeout 300 ms, one retry.
 		{name: "faulty pty", baud: 115200, units: []byte{41}, timeout: 300 * time.Millisecond,
 			faults: sim.Faults{Drop: 1.0 / 29, Corrupt: 1.0 / 11, CRCOnly: true, Late: 1.0 / 37, LateBy: 450 * time.Millisecond, Seed: 9}},
-		{name: "healthy pty, a dead unit", baud: 115200, units: []byte{51}, dead: []byte{52}, timeout: 300 * time.Millisecond},
+		// Dead units: 52 for the dead-unit row, 53 for the hostile one
+		// (dead, and not yet offline, when that row starts).
+		{name: "healthy pty, a dead unit", baud: 115200, units: []byte{51}, dead: []byte{52, 53}, timeout: 300 * time.Millisecond},
 	}
 }
 

@@ -81,7 +81,7 @@ func benchPace(ctx context.Context, rep *report, gw *gatewayProcess, addr string
 	var wg sync.WaitGroup
 	wg.Go(func() { beside = run(twin, 4, 24) })
 	wg.Go(func() {
-		deadRun = loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: 1, Duration: window, Units: twin.dead, Qty: 10, Timeout: 30 * time.Second, Seed: 25})
+		deadRun = loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: 1, Duration: window, Units: twin.dead[:1], Qty: 10, Timeout: 30 * time.Second, Seed: 25})
 	})
 	wg.Wait()
 	if err := sane("live unit beside a dead one", beside); err != nil {
@@ -96,7 +96,7 @@ func benchPace(ctx context.Context, rep *report, gw *gatewayProcess, addr string
 	aloneOn, besideOn := inTurn(ctx, slices, func(i int) *loadtest.Result {
 		return loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: 4, Duration: slice, Units: twin.units, Qty: 10, Timeout: 30 * time.Second, Seed: uint64(30 + i)})
 	}, func(dctx context.Context) {
-		r := loadtest.Run(dctx, loadtest.Config{Addr: addr, Clients: 1, Units: twin.dead, Qty: 10, Timeout: 30 * time.Second, Seed: 25})
+		r := loadtest.Run(dctx, loadtest.Config{Addr: addr, Clients: 1, Units: twin.dead[:1], Qty: 10, Timeout: 30 * time.Second, Seed: 25})
 		dead += r.Exceptions[0x0B]
 	})
 	for what, r := range map[string]*loadtest.Result{"live unit alone": alone, "live unit alone, in turn": &aloneOn, "live unit beside a dead one, in turn": &besideOn} {
@@ -141,46 +141,59 @@ func benchPace(ctx context.Context, rep *report, gw *gatewayProcess, addr string
 }
 
 // benchHostile measures a good client among 20 hostile ones on twin's
-// live unit (its dead unit is offline by now). The hostile clients first
-// run alone for a while: under their load the gateway's heap grows to
-// its working size (about 8 MiB more here, over some seconds), which is
-// not a leak. Then the good client polls in short slices, alone and
-// among them in turn, so that the machine's drift over seconds (the good
-// client alone moves by a fifth within minutes here) falls on both alike.
-// The memory is judged from the end of the warm-up to the end.
+// live unit. The hostile clients' dead unit (twin's second) has not been
+// polled yet: for the first seconds the good client polls among them
+// from that cold start, while the unit fails its way to offline (with
+// the clients' requests to it waiting in the line's queue). Under their
+// load the gateway's heap also grows to its working size then and for a
+// while after (about 8 MiB more here, over some seconds of their load),
+// which is not a leak: the memory is judged from then on.
+// Then the good client polls in short slices, alone and among them in
+// turn, so that the machine's drift over seconds (the good client alone
+// moves by a fifth within minutes here) falls on both alike: the target's
+// measure.
 func benchHostile(ctx context.Context, rep *report, gw *gatewayProcess, addr string, twin *benchLine, d func(time.Duration) time.Duration) (target, error) {
 	const slices = 5
 	slice, warm := d(time.Second), d(5*time.Second)
+	dead := twin.dead[len(twin.dead)-1]
 	sent := 0
-	attack := func(hctx context.Context) { sent += loadtest.Hostile(hctx, addr, 20, twin.dead[0], 27) }
+	attack := func(hctx context.Context) { sent += loadtest.Hostile(hctx, addr, 20, dead, 27) }
+	poll := func(d time.Duration, seed uint64) *loadtest.Result {
+		return loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: 1, Duration: d, Units: twin.units, Qty: 10, Timeout: 30 * time.Second, Seed: seed})
+	}
 	rss0 := gw.rss()
-	wctx, cancel := context.WithTimeout(ctx, warm)
-	attack(wctx)
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { attack(wctx) })
+	cold := poll(warm, 25)
+	time.Sleep(warm / 2) // the hostile clients alone: the heap's warm-up goes on
 	cancel()
+	wg.Wait()
 	rssWarm := gw.rss()
-	alone, amid := inTurn(ctx, slices, func(i int) *loadtest.Result {
-		return loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: 1, Duration: slice, Units: twin.units, Qty: 10, Timeout: 30 * time.Second, Seed: uint64(26 + i)})
-	}, attack)
+	alone, amid := inTurn(ctx, slices, func(i int) *loadtest.Result { return poll(slice, uint64(26+i)) }, attack)
 	rss1 := gw.rss()
-	if err := sane("good client alone", &alone); err != nil {
-		return target{}, err
+	for what, r := range map[string]*loadtest.Result{"good client alone": &alone, "good client among hostile ones from a cold start": cold} {
+		if err := sane(what, r); err != nil {
+			return target{}, err
+		}
 	}
 	if amid.Transactions == 0 {
 		return target{}, fmt.Errorf("good client among hostile ones: no answers; errors %v", amid.Errors)
 	}
-	ratio := float64(amid.OK) / amid.Elapsed.Seconds() / (float64(alone.OK) / alone.Elapsed.Seconds())
-	rep.printf("\nOne good client polls a live unit, alone and among 20 clients sending what no device can use (function codes 0 and 128-255, wrong lengths, 2000 registers, requests to the dead unit, broken headers), in turn, %d slices of %s each. The hostile clients ran alone for %s first, which grows the gateway's heap to its working size; the memory is judged from then on. They sent %d requests.\n\n", slices, slice, warm, sent)
+	rate := func(r *loadtest.Result) float64 { return float64(r.OK) / r.Elapsed.Seconds() }
+	ratio, coldRatio := rate(&amid)/rate(&alone), rate(cold)/rate(&alone)
+	rep.printf("\nOne good client polls a live unit among 20 clients sending what no device can use (function codes 0 and 128-255, wrong lengths, 2000 registers, requests at random addresses to a dead unit, broken headers): first for %s from a cold start (the dead unit not yet offline: its first failures, with the hostile clients' requests to it waiting in the queue, are in the figure); then, after %s more of the hostile clients alone (the gateway's heap grows to its working size under their load: the memory is judged from then on), alone and among them in turn, %d slices of %s each, the target's measure. They sent %d requests.\n\n", warm, warm/2, slices, slice, sent)
 	rep.printf("| good client | answers per second | failed | wrong |\n|---|---|---|---|\n")
 	for _, row := range []struct {
 		name string
 		r    *loadtest.Result
-	}{{"alone", &alone}, {"among 20 hostile clients", &amid}} {
-		rep.printf("| %s | %.1f | %d | %d |\n", row.name, float64(row.r.OK)/row.r.Elapsed.Seconds(), errCount(row.r)+len(row.r.ExcLatencies), row.r.Wrong)
+	}{{"among 20 hostile clients, from a cold start", cold}, {"alone, in turn", &alone}, {"among 20 hostile clients, in turn", &amid}} {
+		rep.printf("| %s | %.1f | %d | %d |\n", row.name, rate(row.r), errCount(row.r)+len(row.r.ExcLatencies), row.r.Wrong)
 	}
 	rep.printf("\nGateway RSS: %.1f MiB before, %.1f MiB after the warm-up, %.1f MiB at the end.\n", mib(rss0), mib(rssWarm), mib(rss1))
-	failed := errCount(&amid) + len(amid.ExcLatencies) + amid.Wrong
+	failed := errCount(&amid) + len(amid.ExcLatencies) + amid.Wrong + errCount(cold) + len(cold.ExcLatencies) + cold.Wrong
 	return target{"20 hostile clients: a good client keeps at least 80 % of its answers, none failed or wrong, memory flat",
-		fmt.Sprintf("%.0f %%, %d failed or wrong, RSS %+.1f MiB after the warm-up", 100*ratio, failed, mib(rss1-rssWarm)),
+		fmt.Sprintf("%.0f %% (from a cold start %.0f %%), %d failed or wrong, RSS %+.1f MiB after the warm-up", 100*ratio, 100*coldRatio, failed, mib(rss1-rssWarm)),
 		ratio >= 0.8 && failed == 0 && rss1-rssWarm < 2*1024}, nil
 }
 

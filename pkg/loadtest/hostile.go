@@ -17,9 +17,10 @@ import (
 // gateway answers them, until ctx ends: function code 0 and 128-255,
 // known function codes with bodies of the wrong length or quantities
 // beyond the spec, requests to dead (a configured unit that never
-// answers), and malformed MBAP headers (after which the gateway closes
-// the connection and the client dials again). It returns how many
-// requests were sent.
+// answers; at random addresses, so that the gateway's shared reads do
+// not answer them together), and malformed MBAP headers (after which the
+// gateway closes the connection and the client dials again). It returns
+// how many requests were sent.
 func Hostile(ctx context.Context, addr string, clients int, dead byte, seed uint64) int {
 	var sent atomic.Int64
 	var wg sync.WaitGroup
@@ -52,8 +53,8 @@ func Hostile(ctx context.Context, addr string, clients int, dead byte, seed uint
 					p = []byte{0x03, 0, 0, 0, 1, 0xFF} // a byte too many
 				case 3:
 					p = []byte{0x03, 0, 0, 0x07, 0xD0} // 2000 registers
-				case 4:
-					unit, p = dead, []byte{0x03, 0, 0, 0, 1}
+				case 4: // each at an address of its own: shared reads do not join them
+					unit, p = dead, []byte{0x03, byte(rnd.IntN(256)), byte(rnd.IntN(256)), 0, 1}
 				case 5:
 					conn.Write([]byte{0, 1, 0xAB, 0xCD, 0, 6, 1, 3}) // protocol id not 0
 					io.Copy(io.Discard, conn)                        // until the gateway closes it
