@@ -400,7 +400,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	// Many clients on one line.
 	unp := lines[0]
 	rep.printf("\n## %d clients at once on one line (unpaced)\n\n", opts.Many)
-	rep.printf("Every client connects first; then all start together and read back to back for %s, each at starting addresses of its own (no two clients ever send the same read, which shared reads would answer with one transaction: the clients whose reads were shared would get more answers than the line gave them turns). Fewest / most is the spread of right answers between clients: the queue's fairness. Each client gets one turn a round, so at best it is the window's last round, which some clients finished and others did not.\n\n", d(20*time.Second))
+	rep.printf("Every client connects first; then all start together and read back to back for %s, each at starting addresses of its own (no two clients ever send the same read, which shared reads would answer with one transaction: the clients whose reads were shared would get more answers than the line gave them turns). Fewest / most is the spread of right answers between clients: the queue's fairness. Each client gets one turn a round, so the spread is at least the window's last round, which some clients finished and others did not.\n\n", d(20*time.Second))
 	cpu0, rss0 := gw.cpu(), gw.rss()
 	peak := rss0
 	done := make(chan *loadtest.Result)

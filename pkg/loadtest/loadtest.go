@@ -39,7 +39,8 @@ type Config struct {
 	// no two clients ever send the same read and the gateway's shared
 	// reads never answer one client with another's transaction: a run
 	// that measures how the line's queue shares the line between clients
-	// wants that. (Clients beyond the addresses there are share them.)
+	// wants that. With more clients than starting addresses it does
+	// nothing.
 	Distinct bool
 }
 
