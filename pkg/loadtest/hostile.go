@@ -53,7 +53,7 @@ func Hostile(ctx context.Context, addr string, clients int, dead byte, seed uint
 					p = []byte{0x03, 0, 0, 0, 1, 0xFF} // a byte too many
 				case 3:
 					p = []byte{0x03, 0, 0, 0x07, 0xD0} // 2000 registers
-				case 4: // each at an address of its own: shared reads do not join them
+				case 4: // at a random address: shared reads do not join them
 					unit, p = dead, []byte{0x03, byte(rnd.IntN(256)), byte(rnd.IntN(256)), 0, 1}
 				case 5:
 					conn.Write([]byte{0, 1, 0xAB, 0xCD, 0, 6, 1, 3}) // protocol id not 0
