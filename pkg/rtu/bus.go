@@ -207,8 +207,9 @@ type Bus struct {
 	// were the first thing an attempt heard while it was alone (see
 	// othersQuiet).
 	brokenHeard int
-	guardOther  bool // settle's guard was against another unit's answers
-	unheard     bool // an earlier attempt of the transaction in flight heard nothing
+	sends       []time.Time // in the transaction in flight: when each attempt went out
+	guardOther  bool        // settle's guard was against another unit's answers
+	unheard     bool        // an earlier attempt of the transaction in flight heard nothing
 	// The last attempt ended at its hard stop, while bytes still came: the
 	// next byte may be in the middle of a frame, where broken frames are
 	// not counted as answers (see countAnswers).

@@ -28,12 +28,59 @@ type prevTx struct {
 // a later frame means they came or never will.
 type owedAnswers struct {
 	n       int           // answers that may still come
+	sends   []time.Time   // the frames that may still be answered, in order: when each went out
+	free    time.Time     // when the device was free to start on the first of them
+	late    time.Duration // the unit's lateness (see lateness)
 	until   time.Time     // none can come after this
-	from    time.Time     // when the device was free to start on the first of those frames
 	timeout time.Duration // the unit's timeout for them
 	any     bool          // they answer more than one request: every request to the unit is confusable
 	pdu     [pdu.MaxSize]byte
 	pn      int
+}
+
+// due returns when the last answer owed can end at the latest: the
+// device starts on the first frame when it is free, on each later one
+// once that frame has gone out and the answer before it is due, and
+// answers each within its lateness.
+func (o *owedAnswers) due() time.Time {
+	d := o.free.Add(o.late)
+	for _, s := range o.sends[1:] {
+		d = maxTime(d, s).Add(o.late)
+	}
+	return d
+}
+
+// heard books an owed answer that ended at t, and returns how late it
+// was: from when the device could have started on the frame it answered.
+//
+// The answer is the earliest frame's whose answer could still end at t:
+// a frame whose answer was due more than a sixteenth of the lateness
+// before t (the time the line may take to notice an answer) was never
+// answered, and the device, answering in order, has moved on. So after
+// a retry that heard nothing, an answer that ends long after the first
+// attempt's was due is the retry's: nothing more is owed, where counting
+// it as the first attempt's would keep the line waiting another lateness
+// for an answer the device will never send.
+func (o *owedAnswers) heard(t time.Time) time.Duration {
+	slack := o.late / 16
+	d, j := o.free.Add(o.late), 0
+	for j < len(o.sends)-1 && t.After(d.Add(slack)) {
+		j++
+		d = maxTime(d, o.sends[j]).Add(o.late)
+	}
+	// The device got to frame j no earlier than it went out and than the
+	// answer before it ended: from then, the sample is never less than
+	// its lateness. (From the first frame, it would add the time the
+	// device spent on the answers before, and one device late twice in a
+	// row would set the unit's lateness to both.)
+	lateBy := t.Sub(maxTime(o.free, o.sends[j]))
+	o.sends = o.sends[:copy(o.sends, o.sends[j+1:])]
+	o.n = min(o.n-1, len(o.sends))
+	o.free = t
+	if o.n > 0 {
+		o.until = o.due()
+	}
+	return lateBy
 }
 
 // confusable reports whether an owed answer could pass for r's answer.
@@ -129,9 +176,11 @@ func (b *Bus) serve(r *Request) bool {
 	unheard := 0               // attempts that ended with nothing from the device: their answers may still come
 	var firstUnheard time.Time // when the first attempt that heard nothing went out
 	unheardFrom := 0           // its number (r.Attempts then)
+	b.sends = b.sends[:0]
 	for range 1 + retries {
 		b.unheard = unheard > 0
 		sent, err = b.attempt(r, timeout)
+		b.sends = append(b.sends, sent)
 		if first.IsZero() {
 			first = sent
 		}
@@ -171,7 +220,7 @@ func (b *Bus) serve(r *Request) bool {
 			// out. From then on, any frame may still be answered, one
 			// after the other (a broken answer may have been an earlier
 			// frame's).
-			b.owe(r, firstUnheard, sent, timeout, unheard, r.Attempts-unheardFrom+1)
+			b.owe(r, firstUnheard, b.sends[unheardFrom-1:], timeout, unheard)
 		}
 	}
 	return true
@@ -245,38 +294,29 @@ func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration,
 	}
 	// The device has just finished an answer: the frames it owes answers
 	// to come after it.
-	b.owe(r, b.lastIO, sent, timeout, n, n)
+	b.owe(r, b.lastIO, b.sends[len(b.sends)-n:], timeout, n)
 }
 
 // owe records that unit r.Unit may still send n answers to r's frames
-// (the last sent at last). None can come once
-// the device has had time to answer every frame that may still be
-// answered, frames of them, one after the other, the first from from
-// (when it was free to start on them): each takes it at most its
-// lateness, and it starts on each when it has been sent and the one
-// before it answered. Answers still owed for an earlier request come
-// before these; they are kept: the unit then owes answers to two
-// requests, and every request to it is confusable.
-func (b *Bus) owe(r *Request, from, last time.Time, timeout time.Duration, n, frames int) {
+// that went out at sends, the device free to start on the first of them
+// at free. None can come once the device has had time to answer each
+// frame (see due). Answers still owed for an earlier request come before
+// these; they are kept: the unit then owes answers to two requests, and
+// every request to it is confusable.
+func (b *Bus) owe(r *Request, free time.Time, sends []time.Time, timeout time.Duration, n int) {
 	o := &b.owed[r.Unit]
-	now := time.Now()
-	pending := o.n > 0 && now.Before(o.until)
-	if pending {
-		from = maxTime(from, o.until)
-	}
 	late := b.lateness(r.Unit, timeout)
-	until := from.Add(late)
-	for range frames - 1 {
-		until = maxTime(until, last).Add(late)
-	}
-	if pending {
+	if o.n > 0 && time.Now().Before(o.until) {
 		o.any = o.any || !Confusable(o.pdu[:o.pn], r.PDU)
 		o.n += n
-		o.until = until
+		o.sends = append(o.sends, sends...)
+		o.late = max(o.late, late)
+		o.until = o.due()
 		return
 	}
-	*o = owedAnswers{n: n, until: until, from: from, timeout: timeout}
+	*o = owedAnswers{n: n, sends: append(o.sends[:0], sends...), free: free, late: late, timeout: timeout}
 	o.pn = copy(o.pdu[:], r.PDU)
+	o.until = o.due()
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -383,31 +423,26 @@ func (b *Bus) settle(r *Request) error {
 	// with the last answer, or come now. A broken one counts while r's
 	// unit is the only one that may be talking.
 	alone := !until.IsZero() && !b.babbled && b.othersQuiet(r.Unit)
-	k := 0
+	booked := 0 // the answers counted so far, booked with o.heard
 	count := func() {
 		if until.IsZero() || o.any {
 			return
 		}
-		k = countAnswers(b.scan, r.Unit, o.pdu[:o.pn], alone)
-		if k > 0 {
+		k := countAnswers(b.scan, r.Unit, o.pdu[:o.pn], alone)
+		if k > booked {
 			b.silent[r.Unit] = false // it answers, late
 		}
-		if k > 0 && len(b.scan) > drained {
-			// The device got to the frame it answered no earlier than
-			// it was free to start on the first owed one: counted from
-			// then, the sample is never less than its lateness. (From
-			// the transaction's first frame, it would add the time the
-			// device spent on the answers before, and one device late
-			// twice in a row would set the unit's lateness to both.)
-			b.latest[r.Unit] = max(b.latest[r.Unit], b.lastIO.Sub(o.from))
+		for ; booked < k && o.n > 0; booked++ {
+			b.latest[r.Unit] = max(b.latest[r.Unit], o.heard(b.lastIO))
 		}
-		if k >= o.n {
+		until = o.until
+		if o.n == 0 {
 			// Every answer owed has come: what remains is the guard
 			// against a collision. If the last transaction's guard was
 			// against this unit's answers, they are the ones that came,
 			// and nothing else from it is on its way: the guard is its
 			// prompt time after them, not its slowest answer.
-			o.n, until = 0, time.Time{}
+			until = time.Time{}
 			if guardedFrom == int(r.Unit) {
 				quiet = b.cfg.FrameGap
 			}
@@ -422,7 +457,6 @@ func (b *Bus) settle(r *Request) error {
 			// Only the owed answers hold r now. A request that need not
 			// wait for them goes first; r keeps its place.
 			if b.queue.any(func(q *Request) bool { return !b.mustWait(q, now) }) {
-				o.n -= k // these have come
 				return errDeferred
 			}
 			wait = min(wait, deferCheck)

@@ -710,6 +710,40 @@ func TestLatenessCountsFromWhenTheDeviceWasFree(t *testing.T) {
 	})
 }
 
+// TestLateRetryAnswerSettlesWhatWasOwed: the first attempt heard
+// nothing (dropped) and the retry's answer comes late, after the
+// transaction failed, while the next read waits for what the unit owes.
+// That answer ends long after the first attempt's answer was due: it is
+// the retry's, and the device, answering in order, will never answer the
+// first. The next read goes once it has come, not a lateness later, and
+// the unit's lateness is measured from the retry (scriptLate), not from
+// the first attempt: a later owed answer that never comes holds a
+// confusable read for twice the timeout from its frame, as in
+// TestOwedAnswersCountFromTheirFrame.
+func TestLateRetryAnswerSettlesWhatWasOwed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		do := scripted(t, "dl"+"o"+"cd")
+		ended(t, do(10), rtu.Timeout, 2, "dropped, then late")
+		start := time.Now()
+		r := do(11)
+		if r.Outcome != rtu.OK || !bytes.Equal(r.Resp, readAnswer(11, 4)) {
+			t.Fatalf("read after the late answer: %v % X", r.Outcome, r.Resp)
+		}
+		// The late answer ends about half a timeout after start.
+		if d := time.Since(start); d > scriptTimeout*3/4 {
+			t.Fatalf("the next read took %v: it waited for the dropped attempt's answer after the retry's came", d)
+		}
+		ended(t, do(12), rtu.Timeout, 2, "broken, then dropped")
+		start = time.Now()
+		if r := do(13); r.Outcome != rtu.OK {
+			t.Fatalf("next read: %v", r.Outcome)
+		}
+		if d := time.Since(start); d > scriptTimeout*11/10 {
+			t.Fatalf("the next read took %v, want about %v: the late answer was measured from the dropped attempt", d, scriptTimeout)
+		}
+	})
+}
+
 // TestBrokenOwedAnswerCountsWhenAlone: the first attempt's answer comes
 // late, during the retry, and is taken; the retry's answer, owed, follows
 // at once with a bad CRC. No other unit is talking, and the frame has the
