@@ -172,10 +172,9 @@ func (b *Bus) serve(r *Request) bool {
 	// its response time measured.
 	clean := b.owed[r.Unit].n == 0
 	b.brokenHeard = 0
-	var first, sent time.Time  // when the first and the last attempt went out
-	unheard := 0               // attempts that ended with nothing from the device: their answers may still come
-	var firstUnheard time.Time // when the first attempt that heard nothing went out
-	unheardFrom := 0           // its number (r.Attempts then)
+	var first, sent time.Time // when the first and the last attempt went out
+	unheard := 0              // attempts that ended with nothing from the device: their answers may still come
+	unheardFrom := 0          // the number of the first attempt that heard nothing (r.Attempts then)
 	b.sends = b.sends[:0]
 	for range 1 + retries {
 		b.unheard = unheard > 0
@@ -191,7 +190,7 @@ func (b *Bus) serve(r *Request) bool {
 		if !b.finished {
 			unheard++
 			if unheardFrom == 0 {
-				firstUnheard, unheardFrom = sent, r.Attempts
+				unheardFrom = r.Attempts
 			}
 		}
 		r.Err = err
@@ -220,7 +219,8 @@ func (b *Bus) serve(r *Request) bool {
 			// out. From then on, any frame may still be answered, one
 			// after the other (a broken answer may have been an earlier
 			// frame's).
-			b.owe(r, firstUnheard, b.sends[unheardFrom-1:], timeout, unheard)
+			owed := b.sends[unheardFrom-1:]
+			b.owe(r, owed[0], owed, timeout, unheard)
 		}
 	}
 	return true
