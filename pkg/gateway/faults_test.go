@@ -85,10 +85,11 @@ func TestFaultsNeverGiveWrongAnswers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel() // each case has its own virtual line and gateway
-			// The offline rule off: three failures in a row by chance
-			// (about one run in twenty at these rates) would answer the
-			// rest of a unit's reads 0x0B at once, which is right but
-			// not what this test counts. The rule has tests of its own.
+			// The offline rule off: a unit's three failures in a row by
+			// chance (at these rates a few runs in a hundred) would
+			// answer the rest of its reads 0x0B at once, which is right
+			// but not what this test counts. The rule has tests of its
+			// own.
 			r := startRig(t, tt.faults, "offline_after = 0\n"+tt.extra)
 			clients, n := tt.clients, tt.n
 			ok, timeouts := hammer(t, r.addr, clients, n, tt.faults.Seed)
