@@ -100,9 +100,18 @@ func startPeer(t *testing.T, name string, args ...string) {
 
 var (
 	slaveOnce sync.Once
+	slaveDir  string // holds slaveBin; removed by TestMain
 	slaveBin  string
 	slaveErr  error
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if slaveDir != "" {
+		os.RemoveAll(slaveDir)
+	}
+	os.Exit(code)
+}
 
 // libmodbusSlave compiles testdata/interop/rtu_slave.c once.
 func libmodbusSlave(t *testing.T) string {
@@ -114,8 +123,12 @@ func libmodbusSlave(t *testing.T) string {
 			slaveErr = fmt.Errorf("pkg-config libmodbus: %v (apt-get install libmodbus-dev)", err)
 			return
 		}
-		dir, _ := os.MkdirTemp("", "mcpgw-interop")
-		slaveBin = filepath.Join(dir, "rtu_slave")
+		dir, err := os.MkdirTemp("", "mcpgw-interop")
+		if err != nil {
+			slaveErr = err
+			return
+		}
+		slaveDir, slaveBin = dir, filepath.Join(dir, "rtu_slave")
 		args := append([]string{"-o", slaveBin, "../../testdata/interop/rtu_slave.c"}, strings.Fields(string(flags))...)
 		if out, err := exec.Command("cc", args...).CombinedOutput(); err != nil {
 			slaveErr = fmt.Errorf("compile rtu_slave.c: %v\n%s", err, out)
