@@ -125,7 +125,7 @@ func libmodbusSlave(t *testing.T) string {
 		}
 		dir, err := os.MkdirTemp("", "mcpgw-interop")
 		if err != nil {
-			slaveErr = err
+			slaveErr = fmt.Errorf("a directory for rtu_slave: %w", err)
 			return
 		}
 		slaveDir, slaveBin = dir, filepath.Join(dir, "rtu_slave")
