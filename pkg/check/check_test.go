@@ -60,7 +60,13 @@ func TestRequest(t *testing.T) {
 		{"device id, code 5", "2B 0E 05 00", pdu.IllegalDataValue},
 		{"device id, short", "2B 0E 01", pdu.IllegalDataValue},
 		{"another MEI type passes", "2B 0D 01 02 03", 0},
-		{"diagnostics, odd data passes", "08 0001 FF00 00", 0},
+		{"diagnostics, restart communications", "08 0001 FF00", 0},
+		{"diagnostics, a byte too many", "08 0001 FF00 00", pdu.IllegalDataValue},
+		{"diagnostics, listen only with a frame behind it", "08 0004 0000 0106 0001 0003 980B", pdu.IllegalDataValue},
+		{"diagnostics, a byte too few", "08 000A 00", pdu.IllegalDataValue},
+		{"diagnostics, no sub-function", "08 00", pdu.IllegalDataValue},
+		{"diagnostics, return query data of any length", "08 0000 0102 0304 0506 0708 09", 0},
+		{"diagnostics, return query data without data", "08 0000", 0},
 		{"user-defined 65 passes", "41 DEAD", 0},
 		{"user-defined 100 passes", "64", 0},
 		{"unassigned 9 passes", "09 0102", 0},
@@ -99,8 +105,17 @@ func TestHandler(t *testing.T) {
 	if out := h.ServeModbus(ctx, bcast, nil); out != nil {
 		t.Fatalf("a broadcast got an answer: % X", out)
 	}
-	if len(next.got) != 1 || h.Rejected() != 3 {
-		t.Fatalf("next saw %d requests, %d rejected; want 1 and 3", len(next.got), h.Rejected())
+	for _, p := range []string{"03 0000 0001", "2B 0E 01 00", "08 0000 A537"} {
+		r := &tcp.Request{Unit: 0, PDU: specframes.MustHex(p)}
+		if out := h.ServeModbus(ctx, r, nil); out != nil || r.Outcome != "rejected" {
+			t.Fatalf("a broadcast read %s: % X, %q", p, out, r.Outcome)
+		}
+	}
+	if w := (&tcp.Request{Unit: 0, PDU: specframes.MustHex("06 0001 0003")}); h.ServeModbus(ctx, w, nil) == nil && w.Outcome == "rejected" {
+		t.Fatal("a broadcast write was dropped")
+	}
+	if len(next.got) != 2 || h.Rejected() != 6 {
+		t.Fatalf("next saw %d requests, %d rejected; want 2 and 6", len(next.got), h.Rejected())
 	}
 }
 
@@ -120,8 +135,8 @@ func FuzzRequest(f *testing.F) {
 		}
 		adu := crc.Append(append([]byte{1}, p...), 0)
 		n, err := rtu.RequestLen(adu)
-		if errors.Is(err, rtu.ErrUnpredictable) || p[0] == pdu.Diagnostics {
-			return // the device ends it at silence; FC 08's data depends on the sub-function
+		if errors.Is(err, rtu.ErrUnpredictable) {
+			return // the device ends it at silence
 		}
 		if err != nil || n != len(adu) {
 			t.Fatalf("% X passes, but the RTU codec expects %d bytes (%v), not %d", p, n, err, len(adu))

@@ -121,14 +121,26 @@ func ParseRead(p []byte) (fc byte, addr, qty uint16, ok bool) {
 	return p[0], uint16(p[1])<<8 | uint16(p[2]), uint16(p[3])<<8 | uint16(p[4]), true
 }
 
-// ReadOnly reports whether a function code only reads: a device's data
-// is the same after it as before. Every other code may change it.
-func ReadOnly(fc byte) bool {
-	switch fc {
+// ReadOnly reports whether request PDU p only reads: a device's data and
+// its behaviour are the same after it as before. It is a closed list of
+// public function codes: 1, 2, 3, 4, 7, 11, 12, 17, 20, 24, and 43 with
+// MEI type 14 (read device identification). Everything else may change
+// a device: writes; diagnostics (FC 08), whose sub-functions restart a
+// device's communications, clear its counters or force it into
+// listen-only mode; FC 43 with another MEI type (CANopen general
+// reference, 13, can write); user-defined and unassigned codes, which
+// only their device understands.
+func ReadOnly(p []byte) bool {
+	if len(p) == 0 {
+		return false
+	}
+	switch p[0] {
 	case ReadCoils, ReadDiscreteInputs, ReadHoldingRegisters, ReadInputRegisters,
 		ReadExceptionStatus, GetCommEventCounter, GetCommEventLog, ReportServerID,
-		ReadFileRecord, ReadFIFOQueue, EncapsulatedInterface:
+		ReadFileRecord, ReadFIFOQueue:
 		return true
+	case EncapsulatedInterface:
+		return len(p) >= 2 && p[1] == MEIReadDeviceID
 	}
 	return false
 }
@@ -139,7 +151,7 @@ func ReadOnly(fc byte) bool {
 // that is not ReadOnly (its effect is unknown: assume everything).
 // A read-only request writes nothing (qty 0).
 func Written(p []byte) (addr, qty uint16, all bool) {
-	if len(p) == 0 || ReadOnly(p[0]) {
+	if len(p) == 0 || ReadOnly(p) {
 		return 0, 0, false
 	}
 	u16 := func(i int) uint16 { return uint16(p[i])<<8 | uint16(p[i+1]) }

@@ -70,6 +70,7 @@ func TestParseReadAndWritten(t *testing.T) {
 		{[]byte{0x17, 0x00, 0x03, 0x00, 0x06, 0x00, 0x0E, 0x00, 0x03, 0x06, 0, 0xFF, 0, 0xFF, 0, 0xFF}, 0x0E, 3, false}, // spec 6.17
 		{[]byte{0x08, 0x00, 0x01, 0x00, 0x00}, 0, 0, true},
 		{[]byte{0x41, 1, 2}, 0, 0, true},
+		{[]byte{0x2B, 0x0D, 0, 1, 2}, 0, 0, true}, // CANopen general reference can write
 	} {
 		addr, qty, all := Written(tc.p)
 		if addr != tc.addr || qty != tc.qty || all != tc.all {
@@ -90,7 +91,7 @@ func FuzzWritten(f *testing.F) {
 			t.Fatalf("% X: a range and all", p)
 		}
 		_, _, _, read := ParseRead(p)
-		if (read || len(p) > 0 && ReadOnly(p[0])) && (qty != 0 || all) {
+		if (read || ReadOnly(p)) && (qty != 0 || all) {
 			t.Fatalf("% X: a read that writes", p)
 		}
 	})

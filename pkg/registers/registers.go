@@ -244,6 +244,14 @@ func (m *Model) handle(req, dst []byte) ([]byte, pdu.Exception) {
 		if len(req) >= 2 && req[1] == pdu.MEIReadDeviceID {
 			return m.deviceID(req, dst)
 		}
+
+	case pdu.Diagnostics:
+		// Return query data only: the request looped back, whatever
+		// its length. The model keeps no counters and has no
+		// listen-only mode, so the other sub-functions are refused.
+		if pdu.IsReturnQueryData(req) {
+			return append(dst, req...), 0
+		}
 	}
 	return nil, pdu.IllegalFunction
 }

@@ -52,6 +52,9 @@ func TestHandleSpecExamples(t *testing.T) {
 		{"exception 01: MEI other than 0E", "2B 0D 00", "AB 01"},
 		{"exception 03: read coils truncated", "01 0000", "81 03"},
 		{"exception 02: write single register past the table", "06 00C8 0001", "86 02"},
+		{"08 return query data", "08 0000 A537", "08 0000 A537"},
+		{"08 return query data, longer", "08 0000 0102 0304 0506 0708", "08 0000 0102 0304 0506 0708"},
+		{"exception 01: force listen only", "08 0004 0000", "88 01"},
 	}
 	m := specModel(t)
 	for _, tt := range tests {

@@ -54,7 +54,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 		b.quietTill = time.Now().Add(b.cfg.BroadcastDelay)
 		return start, nil
 	}
-	b.expect = Expect{Unit: r.Unit, FC: r.PDU[0]}
+	b.expect = ExpectAnswer(r.Unit, r.PDU)
 	var lastErr error = ErrNoAnswer
 	silent := false
 	b.finished = false // a broken answer came: the device has finished talking

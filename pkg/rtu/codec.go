@@ -56,39 +56,23 @@ func byteCount(b []byte, fixed, k int) (int, error) {
 	return n, nil
 }
 
-// RequestLen predicts the length of the RTU request ADU at the start of b,
-// from its function code and, where there is one, its byte count.
+// RequestLen predicts the length of the RTU request ADU at the start of
+// b, from its function code and, where there is one, its byte count
+// (pdu.RequestLen: the table every reader of requests shares).
 func RequestLen(b []byte) (int, error) {
 	if len(b) < 2 {
 		return 2, ErrNeedMore
 	}
-	switch b[1] {
-	case pdu.ReadCoils, pdu.ReadDiscreteInputs, pdu.ReadHoldingRegisters,
-		pdu.ReadInputRegisters, pdu.WriteSingleCoil, pdu.WriteSingleRegister,
-		pdu.Diagnostics:
-		return 8, nil
-	case pdu.ReadExceptionStatus, pdu.GetCommEventCounter, pdu.GetCommEventLog,
-		pdu.ReportServerID:
-		return 4, nil
-	case pdu.WriteMultipleCoils, pdu.WriteMultipleRegisters:
-		return byteCount(b, 9, 6)
-	case pdu.ReadFileRecord, pdu.WriteFileRecord:
-		return byteCount(b, 5, 2)
-	case pdu.MaskWriteRegister:
-		return 10, nil
-	case pdu.ReadWriteMultipleRegisters:
-		return byteCount(b, 13, 10)
-	case pdu.ReadFIFOQueue:
-		return 6, nil
-	case pdu.EncapsulatedInterface:
-		if len(b) < 3 {
-			return 3, ErrNeedMore
-		}
-		if b[2] == pdu.MEIReadDeviceID {
-			return 7, nil
-		}
+	n, err := pdu.RequestLen(b[1:])
+	switch {
+	case err == nil:
+		return 1 + n + crc.Size, nil
+	case errors.Is(err, pdu.ErrNeedMore):
+		return 1 + n, ErrNeedMore
+	case errors.Is(err, pdu.ErrUnknownLength):
+		return 0, ErrUnpredictable
 	}
-	return 0, ErrUnpredictable
+	return 0, ErrBadLength
 }
 
 // ResponseLen predicts the length of the RTU response ADU at the start of
@@ -106,8 +90,18 @@ func ResponseLen(b []byte) (int, error) {
 		pdu.ReadInputRegisters, pdu.GetCommEventLog, pdu.ReportServerID,
 		pdu.ReadFileRecord, pdu.WriteFileRecord, pdu.ReadWriteMultipleRegisters:
 		return byteCount(b, 5, 2)
-	case pdu.WriteSingleCoil, pdu.WriteSingleRegister, pdu.Diagnostics,
+	case pdu.WriteSingleCoil, pdu.WriteSingleRegister,
 		pdu.GetCommEventCounter, pdu.WriteMultipleCoils, pdu.WriteMultipleRegisters:
+		return 8, nil
+	case pdu.Diagnostics:
+		// The echo of the request: 8 bytes, but for return query data,
+		// as long as its request (see Expect).
+		if len(b) < 4 {
+			return 4, ErrNeedMore
+		}
+		if pdu.IsReturnQueryData(b[1:]) {
+			return 0, ErrUnpredictable
+		}
 		return 8, nil
 	case pdu.ReadExceptionStatus:
 		return 5, nil
@@ -159,6 +153,20 @@ func deviceIDLen(b []byte) (int, error) {
 // bytes are reported as ErrUnexpected, so that Scan drops them as noise.
 type Expect struct {
 	Unit, FC byte
+	// Echo, if not 0, is the length of a normal answer whose length only
+	// its request tells: the echo of a diagnostics return query data
+	// request (FC 08, sub-function 0), as long as the request's ADU.
+	Echo int
+}
+
+// ExpectAnswer returns the Expect for the answer of unit to request PDU
+// req.
+func ExpectAnswer(unit byte, req []byte) Expect {
+	e := Expect{Unit: unit, FC: req[0]}
+	if pdu.IsReturnQueryData(req) {
+		e.Echo = 1 + len(req) + crc.Size
+	}
+	return e
 }
 
 // Len is a LenFunc.
@@ -168,6 +176,9 @@ func (e *Expect) Len(b []byte) (int, error) {
 	}
 	if len(b) >= 2 && !pdu.Answers(e.FC, b[1]) {
 		return 0, ErrUnexpected
+	}
+	if e.Echo > 0 && len(b) >= 2 && b[1] == e.FC {
+		return e.Echo, nil
 	}
 	return ResponseLen(b)
 }
@@ -249,6 +260,14 @@ func Matches(req, resp []byte) bool {
 		return string(resp) == string(req)
 	case pdu.WriteMultipleCoils, pdu.WriteMultipleRegisters:
 		return len(req) >= 5 && string(resp) == string(req[:5])
+	case pdu.Diagnostics:
+		// Return query data echoes the whole request; the other
+		// sub-functions answer under the same sub-function with two
+		// bytes of data.
+		if pdu.IsReturnQueryData(req) {
+			return string(resp) == string(req)
+		}
+		return len(req) >= 3 && len(resp) == 5 && string(resp[:3]) == string(req[:3])
 	}
 	return true
 }

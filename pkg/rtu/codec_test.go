@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/goburrow/modbus"
+	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/specframes"
 )
 
@@ -21,9 +22,65 @@ func TestLengthsOfSpecFrames(t *testing.T) {
 		t.Run(tt.Name, func(t *testing.T) {
 			req := AppendADU(nil, 0x11, tt.Req)
 			resp := AppendADU(nil, 0x11, tt.Resp)
-			checkLen(t, "request", RequestLen, req)
-			checkLen(t, "response", ResponseLen, resp)
+			if pdu.IsReturnQueryData(tt.Req) {
+				// Data of any length: the frame ends at silence, and
+				// the answer is as long as the request.
+				checkSilence(t, "request", RequestLen, req)
+				checkSilence(t, "response", ResponseLen, resp)
+			} else {
+				checkLen(t, "request", RequestLen, req)
+				checkLen(t, "response", ResponseLen, resp)
+			}
+			e := ExpectAnswer(0x11, tt.Req)
+			checkLen(t, "the answer expected", e.Len, resp)
 		})
+	}
+}
+
+// checkSilence checks that adu's length is not predicted, and that Scan
+// ends it only at silence.
+func checkSilence(t *testing.T, what string, fn LenFunc, adu []byte) {
+	t.Helper()
+	if _, err := fn(adu); !errors.Is(err, ErrUnpredictable) {
+		t.Fatalf("%s % X: %v, want ErrUnpredictable", what, adu, err)
+	}
+	if _, used, err := Scan(adu, fn, false); !errors.Is(err, ErrNeedMore) || used != 0 {
+		t.Fatalf("%s % X ended before silence: %d, %v", what, adu, used, err)
+	}
+	if frame, used, err := Scan(adu, fn, true); err != nil || used != len(adu) || !bytes.Equal(frame, adu) {
+		t.Fatalf("%s % X at silence: % X, %d, %v", what, adu, frame, used, err)
+	}
+}
+
+// TestDiagnosticsLengths: FC 08's requests are 8 bytes for every
+// sub-function but return query data, whose request and echo may be of
+// any length; an echo longer than 8 bytes is one whole answer.
+func TestDiagnosticsLengths(t *testing.T) {
+	long := specframes.MustHex("08 0000 0102 0304 0506 0708")
+	req := AppendADU(nil, 1, long)
+	checkSilence(t, "long return query data", RequestLen, req)
+	e := ExpectAnswer(1, long)
+	checkLen(t, "its echo", e.Len, req) // the answer is the request
+	if !Matches(long, long) || Matches(long, long[:5]) {
+		t.Fatal("return query data: the echo must be the whole request")
+	}
+	exc := AppendADU(nil, 1, []byte{0x88, 0x01})
+	checkLen(t, "an exception to it", e.Len, exc)
+	for _, sub := range []string{"0001 0000", "0004 0000", "000A 0000", "000B 0000"} {
+		p := specframes.MustHex("08 " + sub)
+		checkLen(t, "sub-function "+sub, RequestLen, AppendADU(nil, 1, p))
+		e := ExpectAnswer(1, p)
+		answer := specframes.MustHex("08 " + sub[:4] + " 1234")
+		checkLen(t, "the answer to "+sub, e.Len, AppendADU(nil, 1, answer))
+		if !Matches(p, answer) || Matches(p, specframes.MustHex("08 000C 1234")) {
+			t.Errorf("sub-function %s: Matches", sub)
+		}
+	}
+	// A sub-function other than 0 with more data is an 8-byte request
+	// followed by other bytes, never one frame.
+	hidden := append(AppendADU(nil, 1, specframes.MustHex("08 0004 0000")), AppendADU(nil, 1, specframes.MustHex("06 0001 0003"))...)
+	if n, err := RequestLen(hidden); err != nil || n != 8 {
+		t.Fatalf("FC 08 sub-function 4 with a frame behind it: %d, %v", n, err)
 	}
 }
 
@@ -113,8 +170,8 @@ func TestScanErrors(t *testing.T) {
 		{"byte count past 256", specframes.MustHex("01 03 FF"), ResponseLen, false, 1, ErrBadLength},
 		{"FIFO count past 256", specframes.MustHex("01 18 01 00"), ResponseLen, false, 1, ErrBadLength},
 		{"unpredictable too short", specframes.MustHex("01 41 00"), RequestLen, true, 1, ErrShortFrame},
-		{"answer from another unit", AppendADU(nil, 0x02, specframes.MustHex("03 02 1234")), (&Expect{1, 3}).Len, false, 1, ErrUnexpected},
-		{"answer to another function", AppendADU(nil, 0x01, specframes.MustHex("04 02 1234")), (&Expect{1, 3}).Len, false, 1, ErrUnexpected},
+		{"answer from another unit", AppendADU(nil, 0x02, specframes.MustHex("03 02 1234")), (&Expect{Unit: 1, FC: 3}).Len, false, 1, ErrUnexpected},
+		{"answer to another function", AppendADU(nil, 0x01, specframes.MustHex("04 02 1234")), (&Expect{Unit: 1, FC: 3}).Len, false, 1, ErrUnexpected},
 		{"unpredictable bad CRC", specframes.MustHex("01 41 00 00 00"), RequestLen, true, 1, ErrBadCRC},
 	}
 	for _, tt := range tests {

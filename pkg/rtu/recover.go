@@ -504,7 +504,7 @@ const deferCheck = 5 * time.Millisecond
 // that fit no frame, where the next frame starts is unknown, and only
 // frames with a good CRC count.
 func countAnswers(buf []byte, unit byte, req []byte, broken bool) int {
-	e := Expect{Unit: unit, FC: req[0]}
+	e := ExpectAnswer(unit, req)
 	k := 0
 	aligned := true // buf starts where a frame starts
 	for len(buf) > 0 {
