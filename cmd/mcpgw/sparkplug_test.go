@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/goburrow/modbus"
 	"io"
 	"math"
 	"net"
@@ -230,9 +231,11 @@ func TestSparkplugEdgeNode(t *testing.T) {
 	u1.Holding[5] = 1 << 3
 	u2.Holding[10], u2.Holding[11] = uint16(123456>>16), uint16(123456&0xFFFF)
 
+	addr := freeAddr(t)
 	cfg := writeConfig(t, fmt.Sprintf(`
 [server]
-listen = "127.0.0.1:0"
+listen = %q
+rate_limit = 1
 [mqtt]
 broker = "tcp://127.0.0.1:%d"
 group = "plant1"
@@ -284,7 +287,7 @@ interval = "200ms"
 name = "counter"
 offset = 0
 type = "uint32"
-`, b.port, pty.Path))
+`, addr, b.port, pty.Path))
 	stderr := logOf(t)
 	gw := exec.Command(bin, "run", "-config", cfg)
 	gw.Stderr = stderr.f
@@ -344,7 +347,23 @@ type = "uint32"
 		t.Fatalf("DDATA: %+v, want the temperature alone, by alias", dd)
 	}
 
-	// A write from the spHost reaches the device, and comes back as data.
+	// A write from the spHost reaches the device, and comes back as data,
+	// though a local Modbus client has just spent 127.0.0.1's rate: the
+	// node's writes have a bucket of their own.
+	mh := modbus.NewTCPClientHandler(addr)
+	mh.SlaveId, mh.Timeout = 1, 2*time.Second
+	limited := false
+	for range 5 {
+		if _, err := modbus.NewClient(mh).ReadHoldingRegisters(0, 1); err != nil {
+			if me, ok := err.(*modbus.ModbusError); ok && me.ExceptionCode == 0x06 {
+				limited = true
+			}
+		}
+	}
+	mh.Close()
+	if !limited {
+		t.Fatal("five reads at once from 127.0.0.1 were not rate-limited (rate_limit = 1)")
+	}
 	h.send(t, topic("DCMD", "boiler1"), map[string]any{"name": "setpoint", "datatype": 6, "value": 1234})
 	h.expect(t, "DDATA with the setpoint written", func(m hostMsg) bool {
 		v := m.byAlias(alias("setpoint"))

@@ -4,6 +4,12 @@
 // units, and what they may do (read, read-write or nothing). Handler
 // answers a denied request with exception 01 before it reaches a line, as
 // the Modbus/TCP Security specification asks.
+//
+// "read" is a closed list of function codes that cannot change a device
+// (pdu.ReadOnly): 1, 2, 3, 4, 7, 11, 12, 17, 20, 24, and 43 with MEI type
+// 14. Diagnostics (FC 08) is not a read: its sub-functions restart a
+// device's communications, clear its counters and force it into
+// listen-only mode, silent for every master until it is restarted.
 package access
 
 import (
@@ -22,7 +28,7 @@ type Allow uint8
 
 const (
 	None      Allow = iota // nothing
-	Read                   // read function codes only (see IsRead)
+	Read                   // read function codes only (pdu.ReadOnly)
 	ReadWrite              // every function code
 )
 
@@ -36,19 +42,6 @@ func ParseAllow(s string) (Allow, error) {
 		return Allow(i), nil
 	}
 	return None, fmt.Errorf("%q: must be \"read\", \"read-write\" or \"none\"", s)
-}
-
-// IsRead reports whether function code fc only reads: 1, 2, 3, 4, 7, 8,
-// 11, 12, 17, 20, 24 and 43. Everything else, FC 23 (which also writes)
-// and codes the gateway does not know included, needs ReadWrite.
-func IsRead(fc byte) bool {
-	switch fc {
-	case pdu.ReadCoils, pdu.ReadDiscreteInputs, pdu.ReadHoldingRegisters, pdu.ReadInputRegisters,
-		pdu.ReadExceptionStatus, pdu.Diagnostics, pdu.GetCommEventCounter, pdu.GetCommEventLog,
-		pdu.ReportServerID, pdu.ReadFileRecord, pdu.ReadFIFOQueue, pdu.EncapsulatedInterface:
-		return true
-	}
-	return false
 }
 
 // Rule is one [[access]] table. An empty field matches any client or
@@ -77,10 +70,10 @@ type Policy struct {
 	Rules []Rule
 }
 
-// Allows reports whether a client with role (empty: none) at src may send
-// function code fc to unit. The first rule that matches the client and
-// the unit decides.
-func (p *Policy) Allows(role string, src netip.Addr, unit, fc byte) bool {
+// Allows reports whether a client with role (empty: none) at src may
+// send request PDU req to unit. The first rule that matches the client
+// and the unit decides.
+func (p *Policy) Allows(role string, src netip.Addr, unit byte, req []byte) bool {
 	if p == nil || len(p.Rules) == 0 {
 		return true
 	}
@@ -93,18 +86,38 @@ func (p *Policy) Allows(role string, src netip.Addr, unit, fc byte) bool {
 		case ReadWrite:
 			return true
 		case Read:
-			return IsRead(fc)
+			return pdu.ReadOnly(req)
 		}
 		return false
 	}
 	return false
 }
 
+// AllowsBroadcast reports whether a client may send request PDU req as a
+// broadcast that reaches the units in reach: the broadcast itself must
+// be allowed (by a rule without units, as unit 0 matches no other), and
+// so must req to every unit it reaches, since each of them acts on it.
+func (p *Policy) AllowsBroadcast(role string, src netip.Addr, req, reach []byte) bool {
+	if !p.Allows(role, src, pdu.Broadcast, req) {
+		return false
+	}
+	for _, u := range reach {
+		if !p.Allows(role, src, u, req) {
+			return false
+		}
+	}
+	return true
+}
+
 // Handler hands the requests its policy allows to Next and answers the
 // others with exception 01 (illegal function), with outcome "denied"; a
 // denied broadcast is dropped, as a broadcast is never answered.
 type Handler struct {
-	Next   tcp.Handler
+	Next tcp.Handler
+	// Reach, if set, returns the unit ids (as clients address them) that
+	// a broadcast request would reach: the units of every line it would
+	// go out on. Without it a broadcast is judged as unit 0 alone.
+	Reach  func(tr *tcp.Request) []byte
 	policy atomic.Pointer[Policy]
 	denied atomic.Uint64
 }
@@ -125,17 +138,24 @@ func (h *Handler) Denied() uint64 { return h.denied.Load() }
 
 // ServeModbus implements tcp.Handler.
 func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
-	var fc byte
-	if len(tr.PDU) > 0 {
-		fc = tr.PDU[0]
+	p, src := h.policy.Load(), tr.Addr.Addr()
+	var ok bool
+	if tr.Unit == pdu.Broadcast {
+		var reach []byte
+		if h.Reach != nil {
+			reach = h.Reach(tr)
+		}
+		ok = p.AllowsBroadcast(tr.Role, src, tr.PDU, reach)
+	} else {
+		ok = p.Allows(tr.Role, src, tr.Unit, tr.PDU)
 	}
-	if h.policy.Load().Allows(tr.Role, tr.Addr.Addr(), tr.Unit, fc) {
+	if ok {
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}
 	h.denied.Add(1)
 	tr.Outcome = "denied"
-	if tr.Unit == pdu.Broadcast {
+	if tr.Unit == pdu.Broadcast || len(tr.PDU) == 0 {
 		return nil
 	}
-	return pdu.AppendException(dst, fc, pdu.IllegalFunction)
+	return pdu.AppendException(dst, tr.PDU[0], pdu.IllegalFunction)
 }

@@ -789,7 +789,8 @@ func startGatewayWith(server, buses string, maxConns int, level string, stderr i
 	if err != nil {
 		return nil, "", err
 	}
-	cfg := fmt.Sprintf("[server]\nlisten = %q\nmax_conns = %d\n%s[log]\nlevel = %q\n%s", addr, maxConns, server, level, buses)
+	// Every client of the bench comes from loopback: no cap per address.
+	cfg := fmt.Sprintf("[server]\nlisten = %q\nmax_conns = %d\nmax_conns_per_ip = 0\n%s[log]\nlevel = %q\n%s", addr, maxConns, server, level, buses)
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		os.RemoveAll(dir)

@@ -66,12 +66,21 @@ type Config struct {
 	SlaveLine []SlaveLine `toml:"slave_line"`
 }
 
-// Metrics is the listener for Prometheus (/metrics) and health checks
-// (/healthz, /readyz).
+// Metrics is the listener for Prometheus (/metrics), health checks
+// (/healthz, /readyz) and the status page.
 type Metrics struct {
-	Listen string `toml:"listen"` // host:port, such as "127.0.0.1:9502"; empty: off
-	Pprof  bool   `toml:"pprof"`  // serve net/http/pprof there too
+	Listen          string `toml:"listen"`             // host:port, such as "127.0.0.1:9502"; empty: off
+	Pprof           bool   `toml:"pprof"`              // serve net/http/pprof there too
+	MaxStreams      int    `toml:"max_streams"`        // the status page's live streams (/events) at once: default 64; 0 (written out): no cap
+	MaxStreamsPerIP int    `toml:"max_streams_per_ip"` // of them from one address: default 8; 0 (written out): no cap
 }
+
+// Defaults of the keys whose 0 means something of its own.
+const (
+	DefaultMaxConnsPerIP   = 64 // of max_conns' 1000: room for others
+	DefaultMaxStreams      = 64
+	DefaultMaxStreamsPerIP = 8
+)
 
 // TLS is the Modbus/TCP Security listener: TLS 1.2 or later, a client
 // certificate that chains to ClientCA required.
@@ -104,7 +113,7 @@ type Server struct {
 	IdleTimeout     Duration `toml:"idle_timeout"`     // default 60s
 	PriorityClients []string `toml:"priority_clients"` // networks whose requests go before plain reads
 	Allow           []string `toml:"allow"`            // client networks that may connect; absent: any
-	MaxConnsPerIP   int      `toml:"max_conns_per_ip"` // connections from one address at most; 0: no cap
+	MaxConnsPerIP   int      `toml:"max_conns_per_ip"` // connections from one address at most: default 64; 0 (written out): no cap
 	RateLimit       float64  `toml:"rate_limit"`       // requests per second per client address; 0: no limit
 
 	PriorityNets []netip.Prefix `toml:"-"` // PriorityClients, parsed
@@ -151,6 +160,9 @@ type Bus struct {
 
 	UnitIDs  []byte        `toml:"-"` // Units, parsed
 	LineUnit map[byte]byte `toml:"-"` // UnitMap, parsed: a client's unit id → the line's
+	// Bound makes the line serve only the slave line whose forward it is
+	// (the line a modbus+tcp:// forward makes), not TCP clients.
+	Bound bool `toml:"-"`
 }
 
 // Device overrides a line's timing for one slow unit.
@@ -231,6 +243,15 @@ func Parse(text string) (*Config, error) {
 	if !md.IsDefined("server", "listen") {
 		c.Server.Listen = "127.0.0.1:5020"
 	}
+	if !md.IsDefined("server", "max_conns_per_ip") {
+		c.Server.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if !md.IsDefined("metrics", "max_streams") {
+		c.Metrics.MaxStreams = DefaultMaxStreams
+	}
+	if !md.IsDefined("metrics", "max_streams_per_ip") {
+		c.Metrics.MaxStreamsPerIP = DefaultMaxStreamsPerIP
+	}
 	if err := c.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -293,6 +314,9 @@ func (c *Config) setDefaults() error {
 		}
 		s.AllowNets = append(s.AllowNets, n)
 	}
+	if m := &c.Metrics; m.MaxStreams < 0 || m.MaxStreamsPerIP < 0 {
+		return fmt.Errorf("metrics.max_streams %d, max_streams_per_ip %d: must be 0 or positive", m.MaxStreams, m.MaxStreamsPerIP)
+	}
 	if s.MaxConnsPerIP < 0 {
 		return fmt.Errorf("server.max_conns_per_ip %d: must be 0 (no cap) or positive", s.MaxConnsPerIP)
 	}
@@ -349,7 +373,53 @@ func (c *Config) setDefaults() error {
 	if err := c.checkSlaveLines(); err != nil {
 		return err
 	}
+	if err := c.checkPorts(); err != nil {
+		return err
+	}
 	return c.checkDevices()
+}
+
+// checkPorts refuses two lines on one port: two [[bus]] tables (or a
+// [[bus]] and a [[slave_line]]) whose ports name the same device, after
+// symbolic links (/dev/serial/by-id/...) are resolved, or the same
+// address. Each would frame and route on its own, so a unit the one
+// refuses could be reached through the other, under another id.
+func (c *Config) checkPorts() error {
+	seen := make(map[string]string) // the port, resolved → its table
+	check := func(key, port string) error {
+		id := portID(port)
+		if other, ok := seen[id]; ok {
+			return fmt.Errorf("%s: port %q: already the port of %s; one line per port (put all of its units on one [[bus]])", key, port, other)
+		}
+		seen[id] = key
+		return nil
+	}
+	for _, b := range c.Bus {
+		if b.Bound {
+			continue // a slave line's modbus+tcp:// forward: its own connection
+		}
+		if err := check(fmt.Sprintf("bus %q", b.Name), b.Port); err != nil {
+			return err
+		}
+	}
+	for _, s := range c.SlaveLine {
+		if err := check(fmt.Sprintf("slave_line %q", s.Name), s.Port); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// portID is what two ports that are the same device have in common: a
+// device path with its links resolved, or a URL's scheme and address.
+func portID(port string) string {
+	if strings.Contains(port, "://") {
+		return strings.ToLower(port)
+	}
+	if p, err := filepath.EvalSymlinks(port); err == nil {
+		return p
+	}
+	return filepath.Clean(port)
 }
 
 // checkDevices checks the Sparkplug devices the polls make: one unit
@@ -657,14 +727,28 @@ func (c *Config) Policy() *access.Policy {
 
 // ParseNet parses a client network: a CIDR prefix such as
 // "10.0.0.0/8", or a single address ("10.0.0.5" is "10.0.0.5/32").
+// Clients are matched by their plain address (an IPv4 client reaching an
+// IPv6 socket is its IPv4 address), so an IPv4-mapped network is taken as
+// the IPv4 network it maps: "::ffff:10.0.0.5" is "10.0.0.5/32".
 func ParseNet(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q: want an address or a network such as \"10.0.0.5\" or \"10.1.0.0/16\"", s)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q: clients are matched without a zone; leave out %%%s", s, a.Zone())
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
 	}
-	if a, err := netip.ParseAddr(s); err == nil {
-		return netip.PrefixFrom(a, a.BitLen()), nil
+	if a := p.Addr(); a.Is4In6() {
+		if p.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("%q: an IPv4-mapped network shorter than /96 spans IPv6 addresses too; write the IPv4 network and the IPv6 one apart", s)
+		}
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
-	return netip.Prefix{}, fmt.Errorf("%q: want an address or a network such as \"10.0.0.5\" or \"10.1.0.0/16\"", s)
+	return p.Masked(), nil
 }
 
 func contains(ids []byte, u byte) bool {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -160,8 +161,39 @@ allow = "read"
 	if r := p.Rules[1]; r.Roles != nil || r.Sources != nil || r.Units != nil || r.Allow.String() != "read" {
 		t.Fatalf("rule 2: %+v", r)
 	}
-	if c, err := Parse("[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [\"1\"]\n"); err != nil || len(c.Policy().Rules) != 0 {
+	c, err = Parse("[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [\"1\"]\n")
+	if err != nil || len(c.Policy().Rules) != 0 {
 		t.Fatalf("no [[access]]: %v", err)
+	}
+	// Limits that hold without tuning; 0 written out lifts them.
+	if c.Server.MaxConnsPerIP != DefaultMaxConnsPerIP || c.Metrics.MaxStreams != DefaultMaxStreams || c.Metrics.MaxStreamsPerIP != DefaultMaxStreamsPerIP {
+		t.Fatalf("defaults: max_conns_per_ip %d, max_streams %d, max_streams_per_ip %d", c.Server.MaxConnsPerIP, c.Metrics.MaxStreams, c.Metrics.MaxStreamsPerIP)
+	}
+	c, err = Parse("[server]\nmax_conns_per_ip = 0\n[metrics]\nmax_streams = 0\nmax_streams_per_ip = 0\n[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [\"1\"]\n")
+	if err != nil || c.Server.MaxConnsPerIP != 0 || c.Metrics.MaxStreams != 0 || c.Metrics.MaxStreamsPerIP != 0 {
+		t.Fatalf("limits lifted: %v %+v %+v", err, c.Server, c.Metrics)
+	}
+}
+
+// TestSourcesAsClientsAre: networks are matched as clients' addresses
+// are (IPv4 as IPv4, even on an IPv6 socket), so an IPv4-mapped network
+// is its IPv4 network, and an IPv6 one stays IPv6.
+func TestSourcesAsClientsAre(t *testing.T) {
+	for in, want := range map[string]string{
+		"::ffff:127.0.0.1":       "127.0.0.1/32",
+		"::ffff:10.0.0.0/104":    "10.0.0.0/8",
+		"::ffff:0.0.0.0/96":      "0.0.0.0/0",
+		"10.1.2.3":               "10.1.2.3/32",
+		"10.1.2.3/16":            "10.1.0.0/16",
+		"2001:db8::/32":          "2001:db8::/32",
+		"::1":                    "::1/128",
+		"fe80::1234/64":          "fe80::/64",
+		"::ffff:192.168.7.9/128": "192.168.7.9/32",
+	} {
+		p, err := ParseNet(in)
+		if err != nil || p.String() != want {
+			t.Errorf("ParseNet(%q) = %v, %v; want %s", in, p, err, want)
+		}
 	}
 }
 
@@ -312,6 +344,12 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"poll count", base + "[[bus.poll]]\nunit = 1\nfunction = 3\ncount = 126\ninterval = \"1s\"\n", "poll[0]: count 126: must be 1..125"},
 		{"poll range", base + "[[bus.poll]]\nunit = 1\nfunction = 1\naddress = 65000\ncount = 2000\ninterval = \"1s\"\n", "poll[0]: address 65000 with count 2000"},
 		{"poll interval", base + "[[bus.poll]]\nunit = 1\nfunction = 3\ncount = 1\n", "poll[0]: interval 0s: required"},
+		{"two lines on one port", base + "[[bus]]\nname = \"l2\"\nport = \"/dev/./x\"\nunits = [\"101\"]\nunit_map = [\"101:1\"]\n", `bus "l2": port "/dev/./x": already the port of bus "l1"`},
+		{"two lines on one device server", strings.Replace(base, `"/dev/x"`, `"tcp://gw.plant:4001"`, 1) + "[[bus]]\nname = \"l2\"\nport = \"tcp://GW.plant:4001\"\nunits = [\"9\"]\n", `bus "l2": port "tcp://GW.plant:4001": already the port of bus "l1"`},
+		{"a slave line on a line's port", base + "[[slave_line]]\nname = \"hmi\"\nport = \"/dev/x\"\nunits = [1]\nforward = \"l1\"\n", `slave_line "hmi": port "/dev/x": already the port of bus "l1"`},
+		{"access source mapped, short", base + "[[access]]\nsources = [\"::ffff:10.0.0.0/80\"]\nallow = \"read\"\n", "spans IPv6 addresses too"},
+		{"access source with a zone", base + "[[access]]\nsources = [\"fe80::1%eth0\"]\nallow = \"read\"\n", "without a zone"},
+		{"max_streams", "[metrics]\nmax_streams = -1\n" + base, "metrics.max_streams -1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -337,5 +375,22 @@ func errorsUnwrapAll(err error) error {
 			return err
 		}
 		err = u.Unwrap()
+	}
+}
+
+// TestSamePortThroughALink: /dev/serial/by-id/... and the device it
+// links to are one port.
+func TestSamePortThroughALink(t *testing.T) {
+	dir := t.TempDir()
+	dev, link := filepath.Join(dir, "ttyUSB0"), filepath.Join(dir, "usb-FTDI_FT232R-if00-port0")
+	if err := os.WriteFile(dev, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dev, link); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Parse(fmt.Sprintf("[[bus]]\nname = \"a\"\nport = %q\nunits = [\"1\"]\n[[bus]]\nname = \"b\"\nport = %q\nunits = [\"2\"]\n", dev, link))
+	if err == nil || !strings.Contains(err.Error(), `bus "b": port`) || !strings.Contains(err.Error(), `already the port of bus "a"`) {
+		t.Fatalf("error %v", err)
 	}
 }

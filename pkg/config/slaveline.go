@@ -47,6 +47,16 @@ func (s *SlaveLine) check() error {
 	return nil
 }
 
+// ForwardLine is the name of the line the slave line's requests go to:
+// the [[bus]] forward names, or for a modbus+tcp:// forward the line
+// made for it, "<name>-forward", which serves this slave line only.
+func (s *SlaveLine) ForwardLine() string {
+	if isModbusTCP(s.Forward) {
+		return s.Name + "-forward"
+	}
+	return s.Forward
+}
+
 // Settings returns the slave line's character format.
 func (s *SlaveLine) Settings() serialport.Settings {
 	return serialport.Settings{Baud: s.Baud, DataBits: s.DataBits, Parity: s.Parity[0], StopBits: s.StopBits}
@@ -72,8 +82,8 @@ func (c *Config) checkSlaveLines() error {
 		names[s.Name] = true
 		if isModbusTCP(s.Forward) {
 			one, zero := 1, 0
-			b := Bus{Name: s.Name + "-forward", Port: s.Forward, Units: s.Units, Retries: &zero, OfflineAfter: &one,
-				Timeout: Duration{s.Timeout.Duration * 3 / 4}}
+			b := Bus{Name: s.ForwardLine(), Port: s.Forward, Units: s.Units, Retries: &zero, OfflineAfter: &one,
+				Timeout: Duration{s.Timeout.Duration * 3 / 4}, Bound: true}
 			if err := b.setDefaults(); err != nil {
 				return fmt.Errorf("%s: forward: %w", key, err)
 			}

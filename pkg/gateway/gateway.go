@@ -7,6 +7,7 @@ package gateway
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,22 +30,76 @@ type Route struct {
 	Unit    byte          // the unit id on the line (unit_map); 0: the client's
 	Timeout time.Duration // per attempt; 0: the line's default
 	Retries int           // <0: the line's default
+	// Bound makes the route serve only requests bound to its line (a
+	// slave line's, whose forward is the line), not every client's.
+	Bound bool
 }
 
 // Routes is a routing table: where each unit id goes, and the lines
-// that take broadcasts. Fill one with Add and AddBroadcast, then hand it
-// to SetRoutes; it is not changed after that.
+// that take broadcasts; and, per line, the same for requests bound to
+// that line (tcp.Request.Via: a slave line's forward). Fill one with Add and AddBroadcast, then hand it to
+// SetRoutes; it is not changed after that.
 type Routes struct {
 	unit      [256]*Route
 	broadcast []Line
+	reach     []byte             // the unit ids a broadcast reaches: those routed to broadcast lines
+	bound     map[string]*Routes // by line name
 }
 
 // Add sends requests for unit to r. A later route for the same unit
 // replaces an earlier one.
-func (t *Routes) Add(unit byte, r Route) { t.unit[unit] = &r }
+func (t *Routes) Add(unit byte, r Route) {
+	t.of(r.Line).unit[unit] = &r
+	if !r.Bound {
+		t.unit[unit] = &r
+	}
+}
 
-// AddBroadcast sends unit 0 requests on line too.
-func (t *Routes) AddBroadcast(line Line) { t.broadcast = append(t.broadcast, line) }
+// AddBroadcast sends unit 0 requests bound to line there too, and
+// unless bound is set, every client's.
+func (t *Routes) AddBroadcast(line Line, bound bool) {
+	t.of(line).broadcast = []Line{line}
+	if !bound {
+		t.broadcast = append(t.broadcast, line)
+	}
+}
+
+// of returns the table of requests bound to line.
+func (t *Routes) of(line Line) *Routes {
+	if t.bound == nil {
+		t.bound = make(map[string]*Routes)
+	}
+	b := t.bound[line.Name()]
+	if b == nil {
+		b = &Routes{}
+		t.bound[line.Name()] = b
+	}
+	return b
+}
+
+// seal works out what each table's broadcasts reach.
+func (t *Routes) seal() {
+	t.reach = t.reach[:0]
+	for u := 1; u <= pdu.MaxUnit; u++ {
+		if r := t.unit[u]; r != nil && slices.Contains(t.broadcast, r.Line) {
+			t.reach = append(t.reach, byte(u))
+		}
+	}
+	for _, b := range t.bound {
+		b.seal()
+	}
+}
+
+// table returns the routes for tr: its line's if it is bound to one.
+func (t *Routes) table(tr *tcp.Request) *Routes {
+	if tr.Via == "" {
+		return t
+	}
+	if b := t.bound[tr.Via]; b != nil {
+		return b
+	}
+	return &Routes{} // a line that is gone: no route
+}
 
 // Gateway implements tcp.Handler: the router, last in the chain of
 // handlers (see Service). It reports each transaction's line, outcome
@@ -65,7 +120,17 @@ func New() *Gateway {
 
 // SetRoutes replaces the routing table; safe while serving (a reload). A
 // request already routed finishes on its line.
-func (g *Gateway) SetRoutes(t *Routes) { g.routes.Store(t) }
+func (g *Gateway) SetRoutes(t *Routes) {
+	t.seal()
+	g.routes.Store(t)
+}
+
+// BroadcastReach returns the unit ids, as clients address them, that a
+// broadcast request tr would reach: those routed to the lines it would
+// go out on. The access rules judge a broadcast by them.
+func (g *Gateway) BroadcastReach(tr *tcp.Request) []byte {
+	return g.routes.Load().table(tr).reach
+}
 
 // SetPriorityClients puts the requests of clients in these networks in
 // their line's priority class, with writes.
@@ -97,11 +162,11 @@ func (g *Gateway) prioritized(tr *tcp.Request) bool {
 // line's queue is full. Broadcasts get no answer.
 func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
 	fc := tr.PDU[0]
+	routes := g.routes.Load().table(tr)
 	if tr.Unit == pdu.Broadcast {
-		g.doBroadcast(ctx, tr, g.routes.Load().broadcast)
+		g.doBroadcast(ctx, tr, routes.broadcast)
 		return nil
 	}
-	routes := g.routes.Load()
 	route := routes.unit[tr.Unit]
 	if route == nil {
 		tr.Outcome = "no route"

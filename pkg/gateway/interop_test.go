@@ -30,6 +30,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
+	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/sim"
 )
 
@@ -683,10 +684,16 @@ units = [1, 2, 3]
 // line of simulated devices (forward = a [[bus]]'s name) and to
 // pymodbus's TCP server (forward = "modbus+tcp://..."). Values are the
 // devices'; a unit the gateway cannot reach (0x0B) and a unit it does
-// not serve get silence, as from an RTU slave.
+// not serve get silence, as from an RTU slave. The Modbus TCP device is
+// the slave line's alone: TCP clients get no route to it. A slave
+// line's broadcast goes to its forward only, not to the gateway's other
+// lines.
 func TestSlaveLine(t *testing.T) {
 	need(t, "mbpoll", "/usr/bin/python3")
-	path := onPty(t, &sim.Line{Units: sim.NewUnits([]byte{1, 2}, 1000)})
+	l1 := &sim.Line{Units: sim.NewUnits([]byte{1, 2}, 1000)}
+	path := onPty(t, l1)
+	other := &sim.Line{Units: sim.NewUnits([]byte{7}, 100)}
+	otherPath := onPty(t, other)
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	devAddr := l.Addr().String()
 	l.Close()
@@ -694,7 +701,7 @@ func TestSlaveLine(t *testing.T) {
 	startPeer(t, "/usr/bin/python3", "../../testdata/interop/pymodbus_tcp_server.py", host, port, "20")
 	masterEnd, slaveEnd := socatLine(t)
 	master2End, slave2End := socatLine(t)
-	startService(t, fmt.Sprintf(`
+	_, addr := startService(t, fmt.Sprintf(`
 [server]
 listen = "127.0.0.1:0"
 [[bus]]
@@ -704,6 +711,13 @@ parity = "N"
 timeout = "200ms"
 retries = 0
 units = [1, 2, 4]
+broadcast_delay = "5ms"
+[[bus]]
+name = "l2"
+port = %q
+parity = "N"
+timeout = "200ms"
+units = [7]
 [[slave_line]]
 name = "hmi"
 port = %q
@@ -720,7 +734,7 @@ stop_bits = 2
 units = [20]
 forward = "modbus+tcp://%s"
 timeout = "1s"
-`, path, slaveEnd, slave2End, devAddr), slog.New(slog.DiscardHandler))
+`, path, otherPath, slaveEnd, slave2End, devAddr), slog.New(slog.DiscardHandler))
 	pollOn := func(end, unit string) ([]byte, error) {
 		return exec.Command("mbpoll", "-m", "rtu", "-b", "19200", "-P", "none", "-a", unit, "-0", "-r", "10", "-c", "5", "-1", "-o", "1", end).CombinedOutput()
 	}
@@ -750,5 +764,31 @@ timeout = "1s"
 		if want := fmt.Sprintf("[%d]: \t%d", 10+i, 20*100+(10+i)*11); !strings.Contains(string(out), want) {
 			t.Fatalf("unit 20: want %q in\n%s", want, out)
 		}
+	}
+	// The device behind the second slave line's forward is that line's
+	// alone.
+	_, err = client(t, addr, 20).ReadHoldingRegisters(10, 5)
+	wantException(t, err, 0x0A)
+	// A broadcast from the first slave line's master reaches its
+	// forward's devices, and no other line.
+	master, err := serialport.Open(masterEnd, serialport.Settings{Baud: 19200, DataBits: 8, Parity: 'N', StopBits: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	if _, err := master.Write(rtu.AppendADU(nil, 0, []byte{0x06, 0, 11, 0x12, 0x34})); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(3 * time.Second); l1.Stats().Broadcasts == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the slave line's broadcast did not reach its forward")
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := other.Stats().Broadcasts; n != 0 {
+		t.Fatalf("the slave line's broadcast reached another line (%d)", n)
+	}
+	if got, err := client(t, addr, 1).ReadHoldingRegisters(11, 1); err != nil || binary.BigEndian.Uint16(got) != 0x1234 {
+		t.Fatalf("unit 1 after the broadcast: % X %v", got, err)
 	}
 }

@@ -264,13 +264,13 @@ func planOf(lines []*line) plan {
 	p := plan{routes: &Routes{}, offline: make(map[byte]offline.Rule), cache: make(map[byte]cache.Rule)}
 	for _, l := range lines {
 		b := &l.conf
-		rule := offline.Rule{Line: b.Name, After: *b.OfflineAfter, Probe: b.ProbeInterval.Duration}
+		rule := offline.Rule{Line: b.Name, After: *b.OfflineAfter, Probe: b.ProbeInterval.Duration, Bound: b.Bound}
 		for _, u := range b.UnitIDs {
-			p.routes.Add(u, Route{Line: l.bus, Unit: b.LineUnit[u], Retries: -1})
+			p.routes.Add(u, Route{Line: l.bus, Unit: b.LineUnit[u], Retries: -1, Bound: b.Bound})
 			p.offline[u] = rule
 		}
 		for _, d := range b.Device {
-			r := Route{Line: l.bus, Unit: b.LineUnit[byte(d.Unit)], Timeout: d.Timeout.Duration, Retries: -1}
+			r := Route{Line: l.bus, Unit: b.LineUnit[byte(d.Unit)], Timeout: d.Timeout.Duration, Retries: -1, Bound: b.Bound}
 			if d.Retries != nil {
 				r.Retries = *d.Retries
 			}
@@ -285,7 +285,7 @@ func planOf(lines []*line) plan {
 			p.offline[byte(d.Unit)] = dr
 		}
 		if *b.Broadcast {
-			p.routes.AddBroadcast(l.bus)
+			p.routes.AddBroadcast(l.bus, b.Bound)
 		}
 		// A polled value answers reads for an interval after its answer
 		// came back. A poll starts early by the time the last one took
@@ -308,7 +308,7 @@ func planOf(lines []*line) plan {
 			if age, stale := b.Cache(u); age > 0 || stale || polled[u] {
 				p.cache[u] = cache.Rule{Line: b.Name, MaxAge: age, ServeStale: stale}
 			}
-			if !*b.SharedReads {
+			if !*b.SharedReads || b.Bound {
 				p.unshared = append(p.unshared, u)
 			}
 		}
@@ -325,6 +325,7 @@ func newSlaveLine(sl config.SlaveLine, handler tcp.Handler, log *slog.Logger) *s
 		Open:     opener(sl.Port, settings),
 		FrameGap: rtu.FrameGap(rtu.CharTime(settings.Baud, settings.CharBits())),
 		Units:    sl.UnitIDs,
+		Forward:  sl.ForwardLine(),
 		Timeout:  sl.Timeout.Duration,
 		Handler:  handler,
 		Log:      log,

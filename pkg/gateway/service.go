@@ -88,13 +88,14 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	// to the first; a handler that answers does not call the next one.
 	// The lines fill in the router's routes and the rules of the handlers
 	// in front of it (setLines).
-	s.Router = New()                                         // routes by unit id to the lines
-	s.Offline = offline.New(s.Router, log)                   // dead units: 0x0B at once, one probe at a time
-	s.Shared = shared.New(s.Offline)                         // identical reads share one transaction
-	s.Cache = cache.New(s.Shared)                            // reads answered from values the line returned lately
-	s.Checks = &check.Handler{Next: s.Cache}                 // requests no device can use: answered at once
-	s.Limits = ratelimit.New(cfg.Server.RateLimit, s.Checks) // requests beyond a client's rate: 0x06 at once
-	s.Access = access.NewHandler(cfg.Policy(), s.Limits)     // [[access]]: denied requests get 0x01 at once
+	s.Router = New()                                        // routes by unit id to the lines
+	s.Offline = offline.New(s.Router, log)                  // dead units: 0x0B at once, one probe at a time
+	s.Shared = shared.New(s.Offline)                        // identical reads share one transaction
+	s.Cache = cache.New(s.Shared)                           // reads answered from values the line returned lately
+	s.Limits = ratelimit.New(cfg.Server.RateLimit, s.Cache) // requests beyond a client's rate: 0x06 at once
+	s.Access = access.NewHandler(cfg.Policy(), s.Limits)    // [[access]]: denied requests get 0x01 at once
+	s.Checks = &check.Handler{Next: s.Access}               // requests no device can use: answered at once
+	s.Access.Reach = s.Router.BroadcastReach                // a broadcast is a write to every unit it reaches
 	// In front of them, below: the transaction log, the metrics and the
 	// status page's feed. Beside them, agent mode's polls, which enter
 	// the chain at the cache.
@@ -114,11 +115,12 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			"denied": s.Access.Denied, "rate-limited": s.Limits.Limited, "rejected": s.Checks.Rejected,
 		},
 	}, s.listening)
-	s.Status = status.New(status.Sources{Lines: s.statusLines, Offline: s.Offline, Listeners: map[string]*tcp.Server{}})
+	s.Status = status.New(status.Sources{Lines: s.statusLines, Offline: s.Offline, Listeners: map[string]*tcp.Server{},
+		MaxStreams: cfg.Metrics.MaxStreams, MaxStreamsPerIP: cfg.Metrics.MaxStreamsPerIP})
 	// Then, first of all, the transaction log and, where something serves
 	// them (metrics.listen), the metrics and the status page's feed: each
 	// sees every transaction, whoever answered it.
-	var watched tcp.Handler = s.Access
+	var watched tcp.Handler = s.Checks
 	if cfg.Metrics.Listen != "" {
 		watched = s.Metrics.Handler(s.Status.Handler(watched))
 	}
@@ -271,9 +273,15 @@ func (s *Service) Start() (net.Addr, error) {
 		if s.OnReload != nil {
 			mux.HandleFunc("POST "+ReloadPath, s.serveReload)
 		}
-		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		// Idle connections are closed, so a client that opens many and
+		// leaves them cannot hold the listener's memory.
+		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 		go s.http.Serve(metricsL)
 		s.log.Info("metrics and health checks listening", "addr", s.MetricsAddr.String(), "paths", "/metrics /healthz /readyz")
+		if s.cfg.Metrics.Pprof && !localHost(s.cfg.Metrics.Listen) {
+			s.log.Warn("pprof is served to every client that reaches metrics.listen: it shows the process's internals; keep metrics.listen on loopback while metrics.pprof is on",
+				"addr", s.MetricsAddr.String())
+		}
 	}
 	s.started.Store(true)
 	return addr, nil

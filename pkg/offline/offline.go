@@ -24,6 +24,9 @@ type Rule struct {
 	Line  string        // the unit's line, for the log
 	After int           // failed transactions in a row that make the unit offline; 0: never
 	Probe time.Duration // the first wait between probes, doubling while the unit stays dead
+	// Bound: the unit's line serves only requests bound to it
+	// (tcp.Request.Via); others pass untouched, to be refused a route.
+	Bound bool
 }
 
 // MaxProbeInterval is how far the wait between probes backs off (unless
@@ -159,7 +162,7 @@ func (h *Handler) Offline(u byte) bool {
 // ServeModbus implements tcp.Handler.
 func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
 	rule := h.rules.Load()[tr.Unit]
-	if rule == nil || rule.After <= 0 || tr.Unit == pdu.Broadcast {
+	if rule == nil || rule.After <= 0 || tr.Unit == pdu.Broadcast || rule.Bound && tr.Via == "" {
 		tr.Skip = nil
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}

@@ -1,6 +1,8 @@
 // Package ratelimit caps how many requests a client address may send per
 // second: a token bucket per address, its burst the same size as its rate
-// per second. A request beyond it is answered at once with exception 06
+// per second. The gateway's own requesters that have no address (a
+// Sparkplug node's writes, a slave line's master) each have a bucket of
+// their own, by name (tcp.Request.Client), never a network client's. A request beyond it is answered at once with exception 06
 // (server device busy), without touching a line, so one chatty client
 // cannot take a line's time from the others.
 package ratelimit
@@ -24,8 +26,15 @@ type Handler struct {
 	rate    atomic.Uint64 // math.Float64bits of the tokens per second, and the bucket's size
 	now     func() time.Time
 	mu      sync.Mutex
-	buckets map[netip.Addr]*bucket
+	buckets map[who]*bucket
 	limited atomic.Uint64
+}
+
+// who is whose bucket: a client address, or for a requester without
+// one, its name.
+type who struct {
+	addr netip.Addr
+	name string
 }
 
 type bucket struct {
@@ -36,7 +45,7 @@ type bucket struct {
 // New returns a Handler allowing rate requests per second per client
 // address in front of next; rate <= 0 allows everything.
 func New(rate float64, next tcp.Handler) *Handler {
-	h := &Handler{Next: next, now: time.Now, buckets: make(map[netip.Addr]*bucket)}
+	h := &Handler{Next: next, now: time.Now, buckets: make(map[who]*bucket)}
 	h.SetRate(rate)
 	return h
 }
@@ -53,7 +62,7 @@ const sweepAt = 1024
 
 // allow takes a token from a's bucket, if it has one; with no rate,
 // every request may go.
-func (h *Handler) allow(a netip.Addr) bool {
+func (h *Handler) allow(a who) bool {
 	rate := math.Float64frombits(h.rate.Load())
 	if rate <= 0 {
 		return true
@@ -85,7 +94,11 @@ func (h *Handler) allow(a netip.Addr) bool {
 
 // ServeModbus implements tcp.Handler.
 func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
-	if h.allow(tr.Addr.Addr()) {
+	a := who{addr: tr.Addr.Addr()}
+	if !a.addr.IsValid() {
+		a.name = tr.Client
+	}
+	if h.allow(a) {
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}
 	h.limited.Add(1)

@@ -58,3 +58,32 @@ func TestBucket(t *testing.T) {
 		t.Fatalf("%d buckets kept", n)
 	}
 }
+
+// TestOwnRequesters: the gateway's own requesters without an address (a
+// Sparkplug node's writes, a slave line's master) each have a bucket of
+// their own, never a local client's.
+func TestOwnRequesters(t *testing.T) {
+	next := tcp.HandlerFunc(func(_ context.Context, r *tcp.Request, dst []byte) []byte { return append(dst, r.PDU...) })
+	h := New(1, next)
+	now := time.Unix(1000, 0)
+	h.now = func() time.Time { return now }
+	serve := func(r *tcp.Request) []byte {
+		r.Unit, r.PDU = 1, []byte{6, 0, 1, 0, 3}
+		return h.ServeModbus(context.Background(), r, nil)
+	}
+	local := netip.MustParseAddrPort("127.0.0.1:4000")
+	if out := serve(&tcp.Request{Addr: local}); out[0] != 6 {
+		t.Fatalf("local client: % X", out)
+	}
+	if out := serve(&tcp.Request{Addr: local}); out[0] != 0x86 {
+		t.Fatalf("local client, past its rate: % X", out)
+	}
+	for _, who := range []string{"sparkplug", "slave_line hmi"} {
+		if out := serve(&tcp.Request{Client: who}); out[0] != 6 {
+			t.Fatalf("%s, with 127.0.0.1's bucket empty: % X", who, out)
+		}
+		if out := serve(&tcp.Request{Client: who}); out[0] != 0x86 {
+			t.Fatalf("%s has no limit of its own: % X", who, out)
+		}
+	}
+}

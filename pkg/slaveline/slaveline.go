@@ -29,12 +29,18 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/trace"
 )
 
+// Role is the role a slave line's requests carry, for the access rules:
+// they come from no network address, so only rules without sources, or
+// with roles = ["slave_line"], match them.
+const Role = "slave_line"
+
 // Config is one slave line.
 type Config struct {
 	Name     string
 	Open     func() (rtu.Port, error)
 	FrameGap time.Duration // t3.5: silence that ends a request
 	Units    []byte        // the units the gateway answers for here
+	Forward  string        // the line its requests go to, whatever their unit (tcp.Request.Via)
 	Timeout  time.Duration // the master's: answers later than this are not sent
 	Handler  tcp.Handler   // where requests go: the gateway's chain
 	Log      *slog.Logger
@@ -123,7 +129,7 @@ func (l *Line) answer(ctx context.Context, p rtu.Port, frame []byte, end time.Ti
 		return nil // another slave's
 	}
 	l.requests.Add(1)
-	tr := &tcp.Request{Unit: unit, PDU: req, Client: "slave_line " + l.cfg.Name, Trace: trace.Next()}
+	tr := &tcp.Request{Unit: unit, PDU: req, Client: "slave_line " + l.cfg.Name, Role: Role, Via: l.cfg.Forward, Trace: trace.Next()}
 	answer := l.cfg.Handler.ServeModbus(ctx, tr, out[:1])
 	if answer == nil { // a broadcast
 		return nil

@@ -22,7 +22,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -522,9 +521,9 @@ func (n *Node) command(_ mqtt.Client, msg mqtt.Message) {
 }
 
 // write makes a DCMD metric a Modbus write (FC 6 or 16) through the
-// gateway's chain, as client "sparkplug" with role "sparkplug" from
-// 127.0.0.1, so access rules, the queue and the log treat it like a
-// client's.
+// gateway's chain, as client "sparkplug" with role "sparkplug" (Role) and
+// no network address, so access rules, the rate limit, the queue and the
+// log treat it as a client of its own.
 func (n *Node) write(d *Device, m *sproto.Payload_Metric) {
 	var mt *metric
 	for _, x := range d.metrics {
@@ -566,8 +565,10 @@ func (n *Node) writeRegs(d *Device, mt *metric, regs []uint16, fail func(string,
 			req = append(req, byte(r>>8), byte(r))
 		}
 	}
-	tr := &tcp.Request{Unit: d.Unit, PDU: req, Client: "sparkplug", Role: "sparkplug",
-		Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0), Trace: trace.Next()}
+	// The node's own identity, not a network address: the access rules
+	// match it by role (or by rules without sources), and the rate limit
+	// gives it a bucket of its own.
+	tr := &tcp.Request{Unit: d.Unit, PDU: req, Client: Role, Role: Role, Trace: trace.Next()}
 	answer := n.chain.ServeModbus(context.Background(), tr, nil)
 	if outcome, exc := tr.Result(answer); outcome != "ok" {
 		fail("the write was not done", "outcome", outcome, "exception", exc, "trace", tr.Trace)
@@ -576,6 +577,9 @@ func (n *Node) writeRegs(d *Device, mt *metric, regs []uint16, fail func(string,
 	n.Stats.WritesOK.Add(1)
 	n.log.Info("Sparkplug write done", "device", d.ID, "metric", mt.conf.Name, "unit", d.Unit, "address", addr, "trace", tr.Trace)
 }
+
+// Role is the role of the node's writes (DCMD) for the access rules.
+const Role = "sparkplug"
 
 // address is the register a metric starts at.
 func (n *Node) address(d *Device, mt *metric) uint16 {

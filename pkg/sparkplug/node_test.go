@@ -1,12 +1,15 @@
 package sparkplug
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/agent"
 	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/sparkplug/sproto"
+	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
 // node is an edge node for one unit's poll of two registers, never
@@ -26,6 +29,7 @@ interval = "1s"
 [[bus.poll.value]]
 name = "a"
 type = "uint16"
+writable = true
 [[bus.poll.value]]
 name = "b"
 offset = 1
@@ -103,5 +107,34 @@ func TestChangesDeathsAndBirths(t *testing.T) {
 	}
 	if b := n.queue[3]; len(b.metrics) != 2 || b.metrics[0].GetName() != "a" || b.metrics[0].GetDatatype() == 0 {
 		t.Fatalf("DBIRTH %+v: want every value by name, with its datatype", b.metrics)
+	}
+}
+
+// TestWritesAreTheirOwn: a DCMD write enters the chain as the node
+// itself (role "sparkplug", no network address), not as a local client,
+// so the access rules and the rate limit see it as itself.
+func TestWritesAreTheirOwn(t *testing.T) {
+	off := false
+	n := node(t, 10, &off)
+	var got *tcp.Request
+	n.chain = tcp.HandlerFunc(func(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+		got = tr
+		return append(dst, tr.PDU...)
+	})
+	d := n.byID["l1-unit1"]
+	if d == nil {
+		t.Fatalf("devices: %v", n.byID)
+	}
+	name := "a"
+	v, dt := uint32(77), uint32(6) // UInt16
+	n.write(d, &sproto.Payload_Metric{Name: &name, Datatype: &dt, Value: &sproto.Payload_Metric_IntValue{IntValue: v}})
+	if got == nil {
+		t.Fatal("no write reached the chain")
+	}
+	if got.Role != Role || got.Client != Role || got.Addr.IsValid() || got.Addr.Addr().IsValid() {
+		t.Fatalf("the write came as role %q, client %q, from %v", got.Role, got.Client, got.Addr)
+	}
+	if want := []byte{0x06, 0, 0, 0, 77}; string(got.PDU) != string(want) {
+		t.Fatalf("PDU % X, want % X", got.PDU, want)
 	}
 }

@@ -40,6 +40,10 @@ type Request struct {
 	// "skipped", exception 0x0B). The offline rule sets it: a request
 	// that waited in the queue while its unit went offline is not sent.
 	Skip func() bool
+	// Via binds the request to one line, by name, whatever its unit id:
+	// a slave line's requests go only to its forward. Empty: routed by
+	// unit id, as every TCP client's.
+	Via string
 
 	// What the handlers that served the request report of it, for the
 	// transaction log; the server clears them before each request. The
@@ -298,7 +302,7 @@ func (s *Server) Serve(l net.Listener) error {
 		backoff = 0
 		c := &conn{srv: s, nc: quiet(nc), id: s.nextID.Add(1), since: time.Now()}
 		if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-			c.ip = ta.AddrPort().Addr().Unmap()
+			c.ip = clientAddr(ta.AddrPort()).Addr()
 		}
 		if len(s.Allow) > 0 && !slices.ContainsFunc(s.Allow, func(p netip.Prefix) bool { return p.Contains(c.ip) }) {
 			s.refuse(nc, NotAllowed, 0)
@@ -466,8 +470,7 @@ func (c *conn) serve() {
 		req = Request{Client: client, ConnID: c.id}
 	)
 	if a, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
-		ap := a.AddrPort()
-		req.Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		req.Addr = clientAddr(a.AddrPort())
 	}
 	if !c.secure(&req) {
 		return
@@ -513,4 +516,12 @@ func (c *conn) serve() {
 			return
 		}
 	}
+}
+
+// clientAddr is a client's address as networks are matched against it:
+// an IPv4 client on an IPv6 socket is its IPv4 address, and a link-local
+// IPv6 client's zone is dropped (a prefix never contains an address with
+// a zone).
+func clientAddr(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
 }
