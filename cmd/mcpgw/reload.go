@@ -40,7 +40,12 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s: metrics.listen: %w", *path, err)
 	}
 	client := &http.Client{Timeout: *timeout}
-	resp, err := client.Post("http://"+addr+gateway.ReloadPath, "", nil)
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+gateway.ReloadPath, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set(gateway.ReloadHeader, "1")
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("no gateway answered on %s (metrics.listen): %w", addr, err)
 	}

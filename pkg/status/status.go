@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"io"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -38,7 +40,18 @@ type Sources struct {
 	Lines     func() []Line // the lines now (a reload changes them)
 	Offline   *offline.Handler
 	Listeners map[string]*tcp.Server
+	// Live streams (/events) at once, in all and from one client
+	// address; beyond them a page is refused (429). 0: no cap.
+	MaxStreams, MaxStreamsPerIP int
 }
+
+// A live stream ends when its client has not taken an event for
+// writeWait (it stopped reading), or when there was none to send for
+// StreamIdle; the page's EventSource opens a new one by itself.
+const (
+	writeWait  = 10 * time.Second
+	StreamIdle = 2 * time.Minute
+)
 
 // Tx is one transaction as the page shows it.
 type Tx struct {
@@ -90,6 +103,8 @@ type Status struct {
 	units   map[byte]*unitSeen
 	lineTx  map[string]*rate
 	subs    map[chan record]struct{} // the pages listening for events
+	perIP   map[netip.Addr]int       // of them, from each address
+	idle    time.Duration            // StreamIdle; shorter in tests
 }
 
 // rate counts a line's transactions and failures in each of the last 60
@@ -126,7 +141,8 @@ const keepRecent = 50
 
 // New makes a Status over src.
 func New(src Sources) *Status {
-	return &Status{src: src, start: time.Now(), units: map[byte]*unitSeen{}, lineTx: map[string]*rate{}, subs: map[chan record]struct{}{}}
+	return &Status{src: src, start: time.Now(), units: map[byte]*unitSeen{}, lineTx: map[string]*rate{},
+		subs: map[chan record]struct{}{}, perIP: map[netip.Addr]int{}, idle: StreamIdle}
 }
 
 // AddListener adds a listener whose clients the page lists; call it
@@ -272,34 +288,73 @@ func (s *Status) HTTP() http.Handler {
 }
 
 // events streams each transaction as it ends, as JSON, until the page
-// goes away.
+// goes away, stops reading, or has had nothing for StreamIdle; at most
+// MaxStreams at once, MaxStreamsPerIP from one address.
 func (s *Status) events(w http.ResponseWriter, r *http.Request) {
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
-		return
+	var ip netip.Addr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		ip = ap.Addr().Unmap()
 	}
 	ch := make(chan record, 64)
 	s.mu.Lock()
-	s.subs[ch] = struct{}{}
+	full := s.src.MaxStreams > 0 && len(s.subs) >= s.src.MaxStreams ||
+		s.src.MaxStreamsPerIP > 0 && s.perIP[ip] >= s.src.MaxStreamsPerIP
+	if !full {
+		s.subs[ch] = struct{}{}
+		s.perIP[ip]++
+	}
 	s.mu.Unlock()
+	if full {
+		// Closed after the answer, so that a refused client holds no
+		// connection either.
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, fmt.Sprintf("too many live streams (metrics.max_streams %d, max_streams_per_ip %d): close another page, or raise them",
+			s.src.MaxStreams, s.src.MaxStreamsPerIP), http.StatusTooManyRequests)
+		return
+	}
 	defer func() {
 		s.mu.Lock()
 		delete(s.subs, ch)
+		if s.perIP[ip]--; s.perIP[ip] <= 0 {
+			delete(s.perIP, ip)
+		}
 		s.mu.Unlock()
 	}()
+	rc := http.NewResponseController(w)
+	send := func(text string) bool {
+		rc.SetWriteDeadline(time.Now().Add(writeWait))
+		if _, err := io.WriteString(w, text); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
-	fmt.Fprint(w, ": mcpgw transactions\n\n")
-	flusher.Flush()
+	if !send(": mcpgw transactions\n\n") {
+		return
+	}
+	idle := time.NewTimer(s.idle)
+	defer idle.Stop()
 	for {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-idle.C:
+			return
 		case rec := <-ch:
 			b, _ := json.Marshal(rec.tx())
-			fmt.Fprintf(w, "data: %s\n\n", b)
-			flusher.Flush()
+			if !send("data: " + string(b) + "\n\n") {
+				return
+			}
+			idle.Reset(s.idle)
 		}
 	}
+}
+
+// Streams returns the number of live streams now.
+func (s *Status) Streams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
 }

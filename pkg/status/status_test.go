@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -67,4 +69,63 @@ func TestPageAndEvents(t *testing.T) {
 			return
 		}
 	}
+}
+
+// TestStreamLimits: live streams are capped from one address and in all;
+// a refused page gets 429 and its connection closed; a stream with
+// nothing to send ends, and its place is free again.
+func TestStreamLimits(t *testing.T) {
+	s := New(Sources{Listeners: map[string]*tcp.Server{}, MaxStreams: 3, MaxStreamsPerIP: 2})
+	s.idle = 300 * time.Millisecond
+	srv := httptest.NewServer(s.HTTP())
+	defer srv.Close()
+	open := func(from string) (*http.Response, error) {
+		c := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext}}
+		return c.Get(srv.URL + "/events")
+	}
+	expect := func(from string, code int) *http.Response {
+		t.Helper()
+		resp, err := open(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != code {
+			t.Fatalf("stream from %s: %s, want %d", from, resp.Status, code)
+		}
+		if code == http.StatusTooManyRequests {
+			if !resp.Close || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("refused, but the connection stays (%v) or no Retry-After", resp.Close)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if !strings.Contains(string(b), "max_streams_per_ip") {
+				t.Fatalf("refusal does not name the key: %s", b)
+			}
+			resp.Body.Close()
+		}
+		return resp
+	}
+	a1, a2 := expect("127.0.0.1", 200), expect("127.0.0.1", 200)
+	expect("127.0.0.1", http.StatusTooManyRequests) // per address
+	b1 := expect("127.0.0.2", 200)
+	expect("127.0.0.3", http.StatusTooManyRequests) // in all
+	if n := s.Streams(); n != 3 {
+		t.Fatalf("%d streams open, want 3", n)
+	}
+	// Idle streams end: the server closes them.
+	for _, r := range []*http.Response{a1, a2, b1} {
+		done := make(chan error, 1)
+		go func() { _, err := io.ReadAll(r.Body); done <- err }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("an idle stream was not ended")
+		}
+		r.Body.Close()
+	}
+	for end := time.Now().Add(2 * time.Second); s.Streams() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d streams still counted", s.Streams())
+		}
+	}
+	expect("127.0.0.1", 200).Body.Close()
 }
