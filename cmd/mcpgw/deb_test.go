@@ -84,4 +84,16 @@ func TestDebianPackage(t *testing.T) {
 	if b, err := exec.Command("systemd-analyze", "verify", check).CombinedOutput(); err != nil || len(b) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, b)
 	}
+	// The sandbox: exposure 3.5 or lower ("OK"); what it lets the
+	// gateway do is TestSystemCallsWithinTheUnit's to check.
+	for _, want := range []string{"UMask=0027", "DevicePolicy=closed", "DeviceAllow=char-ttyUSB rw", "SystemCallFilter=@system-service",
+		"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK", "ProtectKernelTunables=yes"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("unit lacks %s", want)
+		}
+	}
+	if b, err := exec.Command("systemd-analyze", "security", "--offline=yes", "--threshold=35", check).CombinedOutput(); err != nil {
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		t.Errorf("systemd-analyze security: %v: %s", err, lines[len(lines)-1])
+	}
 }

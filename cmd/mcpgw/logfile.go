@@ -28,7 +28,9 @@ func (l *logFile) Write(p []byte) (int, error) {
 
 // reopen opens the path again; on failure the old file stays in use.
 func (l *logFile) reopen() error {
-	f, err := os.OpenFile(l.path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	// The log names every client and transaction: the gateway's user and
+	// group only.
+	f, err := os.OpenFile(l.path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o640)
 	if err != nil {
 		return err
 	}

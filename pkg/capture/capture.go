@@ -93,9 +93,21 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// FileMode is the mode of capture files: they hold every register value
+// on the line.
+const FileMode = 0o640
+
 func (r *rotating) start() error {
-	f, err := os.Create(r.path)
+	// A capture holds every value on the line: readable by the
+	// gateway's user and group only, whatever the umask.
+	f, err := os.OpenFile(r.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, FileMode)
+	if err == nil {
+		err = f.Chmod(FileMode) // a file that was there keeps its mode otherwise
+	}
 	if err != nil {
+		if f != nil {
+			f.Close()
+		}
 		return fmt.Errorf("capture: %w", err)
 	}
 	r.f, r.cw = f, &countWriter{w: bufio.NewWriterSize(f, 64<<10)}
