@@ -50,7 +50,7 @@ bench:
 
 # Each target alone: go test -fuzz takes one target per run.
 FUZZ_TARGETS := pkg/crc:FuzzChecksum pkg/rtu:FuzzScan pkg/tcp:FuzzMBAP pkg/registers:FuzzHandle pkg/check:FuzzRequest \
-                pkg/capture:FuzzRead pkg/replay:FuzzAnalyze pkg/mbsec:FuzzParseRole pkg/pdu:FuzzWritten pkg/cache:FuzzValues \
+                pkg/capture:FuzzRead pkg/replay:FuzzAnalyze pkg/mbsec:FuzzParseRole pkg/pdu:FuzzWritten pkg/pdu:FuzzRequestLen pkg/cache:FuzzValues \
                 pkg/sparkplug:FuzzDecode pkg/rtuovertcp:FuzzRead pkg/ascii:FuzzParse
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
