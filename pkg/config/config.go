@@ -149,8 +149,10 @@ type Bus struct {
 	QueueTimeout   Duration `toml:"queue_timeout"`
 	Capture        string   `toml:"capture"`        // record the line to this .pcap or .txt file
 	CaptureMaxMB   int      `toml:"capture_max_mb"` // rotate the capture past this size; 0: never
-	OfflineAfter   *int     `toml:"offline_after"`  // failed transactions in a row that make a unit offline: default 3; 0: never
-	ProbeInterval  Duration `toml:"probe_interval"` // first wait between probes of an offline unit: default 5s
+	OfflineAfter   *int     `toml:"offline_after"`  // failed transactions in a row that make a unit that answered offline: default 3; 0: the offline rule is off
+	ProbeInterval  Duration `toml:"probe_interval"` // between probes of an offline unit: default 5s
+	ProbeShare     *float64 `toml:"probe_share"`    // of the line's time in any minute that silence may take while others use it: default 0.05
+	Discover       *bool    `toml:"discover"`       // probe each configured unit once at start and when a reload adds it: default true
 	// Faster than the wire: shared reads, the read cache, agent mode.
 	SharedReads     *bool    `toml:"shared_reads"`      // identical reads share one transaction: default true
 	CacheMaxAge     Duration `toml:"cache_max_age"`     // answer reads from values the line returned at most this long ago; 0: off
@@ -558,6 +560,17 @@ func (b *Bus) setDefaults() error {
 	}
 	if b.ProbeInterval.Duration < 0 {
 		return fmt.Errorf("probe_interval %v: must be positive", b.ProbeInterval)
+	}
+	if b.ProbeShare == nil {
+		share := 0.05
+		b.ProbeShare = &share
+	}
+	if x := *b.ProbeShare; x < 0 || x > 1 {
+		return fmt.Errorf("probe_share %v: must be between 0 (silence only while no one else uses the line) and 1 (a share of the line's time, such as 0.05)", x)
+	}
+	if b.Discover == nil {
+		yes := true
+		b.Discover = &yes
 	}
 	if len(b.Units) == 0 {
 		return errors.New("units: required, the unit ids on this line, such as [\"1-247\"] or [\"1\", \"5-8\"]")

@@ -85,6 +85,7 @@ retries = 0
 units = [1, 2]
 offline_after = 2
 probe_interval = "200ms"
+probe_share = 0.5 # a probe every probe_interval while other units are polled, in this short test
 [[bus.device]]
 unit = 1
 cache_max_age = "200ms"

@@ -106,15 +106,23 @@ func TestFaultsNeverGiveWrongAnswers(t *testing.T) {
 }
 
 // TestSlowDeviceAnswerAfterTimeout: a device slower than the timeout
-// (150 ms against 100 ms). With no retry its answer comes after the
-// transaction gave up: 0x0B. With a retry, the answer to the first
-// attempt arrives while the retry waits for its own, and the line still
-// belongs to that request: it is the answer.
+// (150 ms against 100 ms). Its first request is found: a unit not heard
+// yet gets one attempt that listens for twice the timeout. After that,
+// with no retry its answer comes after the transaction gave up: 0x0B.
+// With a retry, the answer to the first attempt arrives while the retry
+// waits for its own, and the line still belongs to that request: it is
+// the answer.
 func TestSlowDeviceAnswerAfterTimeout(t *testing.T) {
 	r := startRig(t, sim.Faults{Slow: 150 * time.Millisecond}, "[[bus.device]]\nunit = 1\nretries = 0\n")
-	_, err := client(t, r.addr, 1).ReadHoldingRegisters(0, 1)
+	one, two := client(t, r.addr, 1), client(t, r.addr, 2)
+	for _, c := range []modbus.Client{one, two} {
+		if _, err := c.ReadHoldingRegisters(0, 1); err != nil {
+			t.Fatalf("a slow device's first request: %v", err)
+		}
+	}
+	_, err := one.ReadHoldingRegisters(0, 1)
 	wantException(t, err, 0x0B)
-	got, err := client(t, r.addr, 2).ReadHoldingRegisters(7, 1)
+	got, err := two.ReadHoldingRegisters(7, 1)
 	if err != nil || binary.BigEndian.Uint16(got) != registers.PatternHolding(2, 7) {
 		t.Fatalf("unit 2, with a retry: % X, %v; want its register 7", got, err)
 	}

@@ -179,6 +179,7 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 		r.Unit = route.Unit // the answer goes back under the client's id: the server's
 	}
 	r.Priority, r.Background, r.Skip = g.prioritized(tr), tr.Background, tr.Skip
+	r.Flow, r.Unknown, r.Probe = flowOf(tr), tr.Unknown, tr.Probe
 	route.Line.Do(ctx, r)
 	tr.Line, tr.Attempts = route.Line.Name(), r.Attempts
 
@@ -186,7 +187,7 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	switch r.Outcome {
 	case rtu.OK:
 		return append(dst, r.Resp...)
-	case rtu.Timeout, rtu.Expired, rtu.Skipped:
+	case rtu.Timeout, rtu.Expired, rtu.Skipped, rtu.OverBudget:
 		exc = pdu.GatewayTargetNoResponse
 	case rtu.QueueFull:
 		exc = pdu.ServerDeviceBusy
@@ -200,6 +201,21 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	return pdu.AppendException(dst, fc, exc)
 }
 
+// flowOf is whose share of the line's time a request is: its
+// connection's, or for the gateway's own requesters (which have none),
+// one per requester. Flows 1 and up are connections (tcp.Server numbers
+// them from 1); the others count down from the top.
+func flowOf(tr *tcp.Request) uint64 {
+	if tr.ConnID != 0 {
+		return tr.ConnID
+	}
+	h := uint64(14695981039346656037) // FNV-1a of the requester's name
+	for i := 0; i < len(tr.Client); i++ {
+		h = (h ^ uint64(tr.Client[i])) * 1099511628211
+	}
+	return h | 1<<63
+}
+
 func (g *Gateway) doBroadcast(ctx context.Context, tr *tcp.Request, lines []Line) {
 	if len(lines) == 0 {
 		tr.Outcome = "broadcast disabled on every line"
@@ -211,6 +227,7 @@ func (g *Gateway) doBroadcast(ctx context.Context, tr *tcp.Request, lines []Line
 	tr.Outcome = rtu.Sent.String()
 	for _, line := range lines {
 		r.Unit, r.PDU, r.Timeout, r.Retries, r.Priority, r.Trace, r.Skip = pdu.Broadcast, tr.PDU, 0, 0, true, tr.Trace, nil
+		r.Flow, r.Unknown, r.Probe, r.Background = flowOf(tr), false, false, false
 		line.Do(ctx, r)
 		names = append(names, line.Name())
 		tr.Attempts += r.Attempts

@@ -83,6 +83,8 @@ func startService(t *testing.T, cfgText string, log *slog.Logger) (*gateway.Serv
 
 // lineConfig is a gateway on any free port with one line, "l1", on path
 // (8N2, 100 ms timeout) serving units 1-9, plus extra keys for the bus.
+// Discovery is off, so that the line carries only the tests' requests
+// (discovery's own tests turn it on).
 func lineConfig(path, extra string) string {
 	return fmt.Sprintf(`
 [server]
@@ -94,6 +96,7 @@ parity = "N"
 stop_bits = 2
 timeout = "100ms"
 units = ["1-9"]
+discover = false
 %s`, path, extra)
 }
 
@@ -460,6 +463,7 @@ parity = "N"
 timeout = "200ms"
 units = ["101-103", 7]
 unit_map = ["101-103:1"]
+discover = false
 `, slog.New(slog.DiscardHandler))
 	c := dial(t, addr)
 	for u := range byte(3) {

@@ -31,11 +31,11 @@ type line struct {
 
 // portConf is what of a [[bus]] its bus is built from: a change to it
 // reopens the line. The rest (units and their map, devices, broadcast, the offline
-// rule, shared reads, the cache and the polls) only changes the routes
-// and the rules.
+// rule and the silence budget, discovery, shared reads, the cache and the
+// polls) only changes the routes and the rules.
 func portConf(b config.Bus) config.Bus {
 	b.Units, b.UnitIDs, b.Device, b.Broadcast, b.UnitMap, b.LineUnit = nil, nil, nil, nil, nil, nil
-	b.OfflineAfter, b.ProbeInterval = nil, config.Duration{}
+	b.OfflineAfter, b.ProbeInterval, b.ProbeShare, b.Discover = nil, config.Duration{}, nil, nil
 	b.SharedReads, b.CacheMaxAge, b.CacheServeStale, b.Poll = nil, config.Duration{}, false, nil
 	return b
 }
@@ -56,6 +56,19 @@ func (s *Service) current() []*line {
 		return *p
 	}
 	return nil
+}
+
+// unitStates are the configured units, line by line, and what the
+// offline rule knows of each.
+func (s *Service) unitStates() []offline.Unit {
+	var us []offline.Unit
+	for _, l := range s.current() {
+		for _, u := range l.conf.UnitIDs {
+			st, since := s.Offline.State(u)
+			us = append(us, offline.Unit{Line: l.conf.Name, Unit: u, State: st, Since: since})
+		}
+	}
+	return us
 }
 
 // statusLines are the lines as the status page shows them.
@@ -93,6 +106,7 @@ func (s *Service) setLines(cfg *config.Config) (changes []string, err error) {
 			if !reflect.DeepEqual(prev.conf, b) {
 				changes = append(changes, fmt.Sprintf("bus %q: units, devices, offline rule, cache or polls", b.Name))
 			}
+			prev.bus.SetProbeShare(*b.ProbeShare)
 			next = append(next, &line{bus: prev.bus, conf: b, rec: prev.rec})
 			continue
 		}
@@ -229,6 +243,7 @@ func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus)
 		Echo:           b.Echo,
 		QueueSize:      b.QueueSize,
 		QueueTimeout:   b.QueueTimeout.Duration,
+		ProbeShare:     *b.ProbeShare,
 		Capture:        rec,
 		Log:            s.log,
 		Replaces:       replaces,

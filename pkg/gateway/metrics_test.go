@@ -89,7 +89,7 @@ func TestMetrics(t *testing.T) {
 		`mcpgw_exceptions_total{code="11",source="gateway"}`:                      1,
 		`mcpgw_requests_answered_at_once_total{by="rejected"}`:                    1,
 		`mcpgw_line_up{line="l1"}`:                                                1,
-		`mcpgw_line_retries_total{line="l1"}`:                                     1, // unit 4's second attempt
+		`mcpgw_line_retries_total{line="l1"}`:                                     0, // unit 4, never heard: one attempt
 		`mcpgw_tcp_connections_open{listener="plain"}`:                            1,
 		`mcpgw_transaction_duration_seconds_count{line="l1"}`:                     7,
 	} {

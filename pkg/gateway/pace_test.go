@@ -168,38 +168,65 @@ func TestDeadUnitIsolated(t *testing.T) {
 // TestQueuedForADeadUnit: clients whose requests to a unit wait in the
 // line's queue when the unit dies do not hold the line for a timeout
 // each: once the unit is offline, the requests still queued for it are
-// answered 0x0B when their turn comes, without a frame.
+// answered 0x0B when their turn comes, without a frame. A unit that was
+// never heard is found absent by one attempt, and the requests that came
+// meanwhile wait for what it found: one frame in all.
 func TestQueuedForADeadUnit(t *testing.T) {
 	r := startRig(t, sim.Faults{}, "offline_after = 2\nprobe_interval = \"10s\"\n")
 	const n = 10
-	clients := make([]modbus.Client, n)
-	for i := range clients {
-		clients[i] = client(t, r.addr, 5) // configured, no device: dead from the start
+	at := func(unit byte) {
+		t.Helper()
+		clients := make([]modbus.Client, n)
+		for i := range clients {
+			clients[i] = client(t, r.addr, unit)
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, c := range clients {
+			wg.Go(func() {
+				<-start
+				_, err := c.ReadHoldingRegisters(uint16(100*i), 1) // none the same: shared reads do not join them
+				wantException(t, err, 0x0B)
+			})
+		}
+		close(start)
+		wg.Wait()
 	}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i, c := range clients {
-		wg.Go(func() {
-			<-start
-			_, err := c.ReadHoldingRegisters(uint16(100*i), 1) // none the same: shared reads do not join them
-			wantException(t, err, 0x0B)
-		})
+	outcomes := func() map[string]int {
+		o := map[string]int{}
+		for _, l := range transactions(t, r.log.String()) {
+			o[l["outcome"].(string)]++
+		}
+		return o
 	}
-	close(start)
-	wg.Wait()
-	// The first transaction's two attempts, the second's one (the unit
-	// heard nothing the last time), and then nothing: the unit is offline.
-	if seen := r.dev.Seen(5); seen != 3 {
+	// Unit 2 answers, then dies with ten requests queued for it: the
+	// first transaction's two attempts, the second's one (the unit heard
+	// nothing the last time), and then nothing: the unit is offline.
+	if _, err := client(t, r.addr, 2).ReadHoldingRegisters(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	r.dev.Mute(2, true)
+	before := r.dev.Seen(2)
+	at(2)
+	if seen := r.dev.Seen(2) - before; seen != 3 {
 		t.Fatalf("%d frames to the dead unit for %d queued requests, want 3", seen, n)
 	}
-	outcomes := map[string]int{}
-	for _, l := range transactions(t, r.log.String()) {
-		outcomes[l["outcome"].(string)]++
-	}
-	if outcomes["timeout"] != 2 || outcomes["offline"] != n-2 {
-		t.Fatalf("outcomes %v, want 2 timeouts and %d offline", outcomes, n-2)
+	if o := outcomes(); o["timeout"] != 2 || o["offline"] != n-2 {
+		t.Fatalf("outcomes %v, want 2 timeouts and %d offline", o, n-2)
 	}
 	if s := r.svc.Offline.Stats(); s.WentOffline != 1 || s.Answered != n-2 {
+		t.Fatalf("offline counters %+v", s)
+	}
+	// Unit 5 has no device: one frame, and every other request waits
+	// for it, then gets 0x0B at once.
+	at(5)
+	if seen := r.dev.Seen(5); seen != 1 {
+		t.Fatalf("%d frames to a unit never heard for %d requests at once, want 1", seen, n)
+	}
+	if o := outcomes(); o["timeout"] != 3 || o["offline"] != 2*n-3 {
+		t.Fatalf("outcomes %v, want 3 timeouts and %d offline", o, 2*n-3)
+	}
+	if s := r.svc.Offline.Stats(); s.WentOffline != 2 {
 		t.Fatalf("offline counters %+v", s)
 	}
 }
@@ -260,10 +287,13 @@ func queueReaders(t *testing.T, addr string) {
 	time.Sleep(300 * time.Millisecond) // the queue fills
 }
 
-// goesFirst times first(i) and then a plain read, three times, with the
-// queue full of plain reads: the plain read waits behind about 40 others
-// (800 ms), first behind the one on the line (20 ms). A factor of 4
-// between them leaves room for a loaded machine.
+// goesFirst times first(i) and then plain reads, three times, with the
+// queue full of plain reads: a plain read of a client that has just had
+// one waits behind about 40 others (800 ms), first behind the one on the
+// line (20 ms). (A client that was idle has had less than its share of
+// the line and goes ahead of the busy ones: plain does two reads, and the
+// second waits its turn.) A factor of 4 between them leaves room for a
+// loaded machine.
 func goesFirst(t *testing.T, what string, first func(i int), plain func(i int)) {
 	t.Helper()
 	for i := range 3 {
@@ -292,8 +322,10 @@ func TestWritesGoFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 	}, func(i int) {
-		if _, err := rd.ReadHoldingRegisters(uint16(100+i), 1); err != nil {
-			t.Fatal(err)
+		for range 2 {
+			if _, err := rd.ReadHoldingRegisters(uint16(100+i), 1); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 }
@@ -316,8 +348,10 @@ func TestPriorityClients(t *testing.T) {
 			t.Fatalf("priority client: % X", got)
 		}
 	}, func(i int) {
-		if _, err := plain.ReadHoldingRegisters(uint16(200+i), 1); err != nil {
-			t.Fatal(err)
+		for range 2 {
+			if _, err := plain.ReadHoldingRegisters(uint16(200+i), 1); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 }

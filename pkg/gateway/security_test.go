@@ -144,7 +144,15 @@ allow = "read-write"
 			t.Errorf("read-only client, %s (%s): % X, want %s", tc.name, tc.req, got, tc.want)
 		}
 	}
-	// What it may do: reads and device identification.
+	// What it may do: reads (every unit is heard once first, so that the
+	// write to absent unit 5 below leaves none of them to the line's
+	// silence budget) and device identification.
+	for u := byte(1); u <= 3; u++ {
+		if got := ask(ro, u, "03 0000 0001"); got[0] != 0x03 {
+			t.Fatalf("unit %d: % X", u, got)
+		}
+		wire = rtu.AppendADU(wire, u, h("03 0000 0001"))
+	}
 	m := dev.Units[1]
 	for _, req := range []string{"03 0000 0002", "04 0001 0001", "2B 0E 01 00", "01 0000 0010"} {
 		if got := ask(ro, 1, req); !bytes.Equal(got, expect(m, h(req))) {

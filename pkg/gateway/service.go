@@ -69,8 +69,10 @@ type Service struct {
 	stopOnce sync.Once               // Shutdown closes the captures once
 	ctx      context.Context         // the lines run until it ends; set by Start
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup // the lines, and captures closing after them
-	serve    chan error
+	// stopDiscovery stops the discovery running (see startDiscovery).
+	stopDiscovery context.CancelFunc
+	wg            sync.WaitGroup // the lines, and captures closing after them
+	serve         chan error
 }
 
 // Version is the running build's version, for the metrics' build info;
@@ -109,13 +111,14 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 		Version:   Version,
 		Lines:     s.Lines,
 		Offline:   s.Offline,
+		Units:     s.unitStates,
 		Polls:     s.Agent.LineStats,
 		Listeners: map[string]*tcp.Server{},
 		Answered: map[string]metrics.Counter{
 			"denied": s.Access.Denied, "rate-limited": s.Limits.Limited, "rejected": s.Checks.Rejected,
 		},
 	}, s.listening)
-	s.Status = status.New(status.Sources{Lines: s.statusLines, Offline: s.Offline, Listeners: map[string]*tcp.Server{},
+	s.Status = status.New(status.Sources{Lines: s.statusLines, Offline: s.Offline, Units: s.unitStates, Listeners: map[string]*tcp.Server{},
 		MaxStreams: cfg.Metrics.MaxStreams, MaxStreamsPerIP: cfg.Metrics.MaxStreamsPerIP})
 	// Then, first of all, the transaction log and, where something serves
 	// them (metrics.listen), the metrics and the status page's feed: each
@@ -251,6 +254,7 @@ func (s *Service) Start() (net.Addr, error) {
 		s.wg.Go(func() { sl.Run(s.ctx) })
 	}
 	s.Agent.Set(s.polls)
+	s.startDiscovery()
 	s.reloadMu.Unlock()
 	s.serve = make(chan error, len(listeners))
 	var addr net.Addr // the plain listener's
@@ -356,6 +360,7 @@ func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err
 	if err != nil {
 		return nil, nil, err
 	}
+	s.startDiscovery() // the units a reload added, or moved to another line
 	applied = append(applied, changes...)
 	s.Access.SetPolicy(cfg.Policy())
 	s.Limits.SetRate(cfg.Server.RateLimit)

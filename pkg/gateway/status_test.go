@@ -147,8 +147,8 @@ func (b *browser) waitFor(expr, want string) string {
 	return got
 }
 
-// TestStatusPageInABrowser: the page renders the line, the units seen and
-// the clients, and a transaction made after it loaded appears in it.
+// TestStatusPageInABrowser: the page renders the line, every configured
+// unit with its state, and the clients, and a transaction made after it loaded appears in it.
 func TestStatusPageInABrowser(t *testing.T) {
 	r := startRig(t, sim.Faults{}, metricsOn)
 	c := dial(t, r.addr)
@@ -164,8 +164,11 @@ func TestStatusPageInABrowser(t *testing.T) {
 	if got := b.eval(`document.querySelector('#lines tr.line td:nth-child(4)').textContent`); got != `"up"` {
 		t.Errorf("line l1's state: %s", got)
 	}
-	if got := b.eval(`[...document.querySelectorAll('#units tr.unit td:first-child')].map(td => td.textContent).join(",")`); got != `"2"` {
-		t.Errorf("units seen: %s", got)
+	if got := b.eval(`[...document.querySelectorAll('#units tr.unit td:first-child')].map(td => td.textContent).join(",")`); got != `"1,2,3,4,5,6,7,8,9"` {
+		t.Errorf("units listed: %s, want every configured one", got)
+	}
+	if got := b.eval(`[...document.querySelectorAll('#units tr.unit td:last-child')].map(td => td.textContent).join(",")`); got != `"unseen,online,unseen,unseen,unseen,unseen,unseen,unseen,unseen"` {
+		t.Errorf("units' states: %s", got)
 	}
 	if got := b.eval(`document.querySelectorAll('#clients tr').length`); got != "2" {
 		t.Errorf("client rows (with the header): %s", got)

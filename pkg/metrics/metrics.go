@@ -39,6 +39,8 @@ type Sources struct {
 	Offline   *offline.Handler
 	Polls     func(line string) (ok, failed uint64) // agent mode's polls
 	Listeners map[string]*tcp.Server                // by name: "plain", "tls"
+	// Units are the configured units and their states.
+	Units func() []offline.Unit
 	// Requests answered at once by a handler, by the handler's name
 	// ("denied", "rate-limited", "rejected"); they are transactions too,
 	// counted with their outcome, and here as totals.
@@ -58,7 +60,7 @@ type Metrics struct {
 
 type descs struct {
 	frames, crc, unexpected, short, noise, late, retries, downs, lineUp, queue,
-	offline, online, offlineAnswered, polls, connsOpen, accepted, refused, handshakes, answered, build *prometheus.Desc
+	offline, online, offlineAnswered, polls, connsOpen, accepted, refused, handshakes, answered, build, unitState *prometheus.Desc
 }
 
 // New makes the registry. up reports whether the gateway listens.
@@ -102,6 +104,7 @@ func New(src Sources, up func() bool) *Metrics {
 		handshakes:      d("mcpgw_tls_handshake_failures_total", "TLS handshakes that failed or presented an unusable certificate.", "listener"),
 		answered:        d("mcpgw_requests_answered_at_once_total", "Requests answered without reaching a line, by the handler that answered.", "by"),
 		build:           d("mcpgw_build_info", "The running build.", "version", "goversion"),
+		unitState:       d("mcpgw_unit_state", "Each configured unit's state, 1 for the one it is in: online (it answers), offline (found absent or dead: answered 0x0B at once, one probe at a time), unseen (not heard yet).", "line", "unit", "state"),
 	}
 	m.reg.MustRegister(m.tx, m.exc, m.dur, m)
 	return m
@@ -198,7 +201,7 @@ func (m *Metrics) Handler(next tcp.Handler) tcp.Handler {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	d := m.desc
 	for _, x := range []*prometheus.Desc{d.frames, d.crc, d.unexpected, d.short, d.noise, d.late, d.retries, d.downs,
-		d.lineUp, d.queue, d.offline, d.online, d.offlineAnswered, d.polls, d.connsOpen, d.accepted, d.refused, d.handshakes, d.answered, d.build} {
+		d.lineUp, d.queue, d.offline, d.online, d.offlineAnswered, d.polls, d.connsOpen, d.accepted, d.refused, d.handshakes, d.answered, d.build, d.unitState} {
 		ch <- x
 	}
 }
@@ -238,6 +241,17 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			ok, failed := m.src.Polls(name)
 			counter(d.polls, ok, name, "ok")
 			counter(d.polls, failed, name, "failed")
+		}
+	}
+	if m.src.Units != nil {
+		for _, u := range m.src.Units() {
+			for _, st := range []offline.State{offline.Online, offline.Offline, offline.Unseen} {
+				v := 0.0
+				if u.State == st {
+					v = 1
+				}
+				gauge(d.unitState, v, u.Line, byteLabel[u.Unit], st.String())
+			}
 		}
 	}
 	for name, s := range m.src.Listeners {

@@ -1,16 +1,28 @@
-// Package offline isolates dead devices: a unit that has failed a number
-// of transactions in a row is marked offline, and its requests are
-// answered 0x0B at once without touching its serial line, except one
-// probe request now and then that goes out as usual. The first answer
-// puts the unit back online. So one device unplugged for maintenance and
-// still polled by a SCADA does not hold its line for every poll, and the
-// other devices on the line keep their pace.
+// Package offline keeps absent and dead devices from costing their line
+// more than the evidence requires. Each unit is in one of three states:
+//
+//   - unseen: it has not answered since the gateway started (or since
+//     its rule was set). Its requests go out one at a time, each marked
+//     Unknown for the line (one attempt, its silence taken from the
+//     line's budget); requests that arrive meanwhile wait for it. One
+//     attempt that hears nothing is the evidence: the unit is offline.
+//   - online: it has answered. It goes offline after After failed
+//     transactions in a row, so that one dropped answer never takes a
+//     live device offline.
+//   - offline: its requests are answered 0x0B at once without touching
+//     the line, except one probe every Probe interval, a single attempt
+//     marked Unknown. Its first answer puts it online again.
+//
+// A request the line's silence budget has no room for is answered 0x0B
+// at once and changes nothing: the next one tries again. So a device
+// unplugged for maintenance, or configured but never installed, and
+// still polled by a SCADA does not hold its line, and the other devices
+// on the line keep their pace.
 package offline
 
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,22 +34,19 @@ import (
 // Rule is the offline rule for one unit.
 type Rule struct {
 	Line  string        // the unit's line, for the log
-	After int           // failed transactions in a row that make the unit offline; 0: never
-	Probe time.Duration // the first wait between probes, doubling while the unit stays dead
+	After int           // failed transactions in a row that make an online unit offline; 0: the rule is off
+	Probe time.Duration // between probes of an offline unit
 	// Bound: the unit's line serves only requests bound to it
 	// (tcp.Request.Via); others pass untouched, to be refused a route.
 	Bound bool
 }
 
-// MaxProbeInterval is how far the wait between probes backs off (unless
-// the rule's own Probe is longer).
-const MaxProbeInterval = 60 * time.Second
-
 // Handler applies the rules to requests on their way to Next, which must
 // report each transaction's outcome on the tcp.Request (the gateway's
 // router does): "ok" or "exception" (or empty) when the device answered,
-// "timeout..." when it did not. Other outcomes (no route, line down, a
-// full queue) say nothing of the device and change nothing.
+// "timeout" when it heard nothing, "timeout: ..." when it heard a broken
+// answer. Other outcomes (no route, line down, a full queue, over
+// budget) say nothing of the device and change nothing.
 type Handler struct {
 	Next tcp.Handler
 	Log  *slog.Logger
@@ -46,18 +55,32 @@ type Handler struct {
 	byLine map[string]*counters       // each line's share of stats, made by SetRules; guarded by mu
 	mu     sync.Mutex
 	units  [256]unit
+	since  [256]time.Time   // when each offline unit went offline
 	skips  [256]func() bool // unit u offline: a request's Skip (tcp.Request), made once
 	stats  counters
 	now    func() time.Time // for tests
 }
 
 type unit struct {
+	seen      bool          // it has answered since its rule was set (or since it went offline)
 	fails     int           // failed transactions in a row
 	offline   bool          // answered 0x0B without touching the line, but for probes
-	probing   bool          // a probe is on the line
-	wait      time.Duration // between probes, doubling while the unit stays dead
+	probing   chan struct{} // a probe (Unknown) is on its way to the line; closed when it ends
 	nextProbe time.Time     // the first request from then on goes out as a probe
 }
+
+// State is what the rule knows of a unit.
+type State uint8
+
+const (
+	Unseen  State = iota // not answered since its rule was set
+	Online               // answered
+	Offline              // found absent or dead: answered 0x0B at once, one probe at a time
+)
+
+var stateNames = [...]string{"unseen", "online", "offline"}
+
+func (s State) String() string { return stateNames[s] }
 
 type counters struct{ offline, online, answered atomic.Uint64 }
 
@@ -159,30 +182,77 @@ func (h *Handler) Offline(u byte) bool {
 	return h.units[u].offline
 }
 
+// Unit is a configured unit and what the rule knows of it, for the
+// status page and the metrics.
+type Unit struct {
+	Line  string
+	Unit  byte
+	State State
+	Since time.Time // when it went offline
+}
+
+// State returns what the rule knows of unit u, and since when it has
+// been offline (zero unless it is).
+func (h *Handler) State(u byte) (State, time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	x := &h.units[u]
+	switch {
+	case x.offline:
+		return Offline, h.since[u]
+	case x.seen:
+		return Online, time.Time{}
+	}
+	return Unseen, time.Time{}
+}
+
 // ServeModbus implements tcp.Handler.
 func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
 	rule := h.rules.Load()[tr.Unit]
 	if rule == nil || rule.After <= 0 || tr.Unit == pdu.Broadcast || rule.Bound && tr.Via == "" {
-		tr.Skip = nil
-		return h.Next.ServeModbus(ctx, tr, dst)
+		tr.Skip, tr.Unknown, tr.Probe = nil, false, false
+		out := h.Next.ServeModbus(ctx, tr, dst)
+		if rule != nil && rule.After <= 0 && (tr.Outcome == "" || tcp.ByDevice(tr.Outcome)) {
+			h.mu.Lock() // the rule is off, but the unit's state is shown
+			h.units[tr.Unit].seen = true
+			h.mu.Unlock()
+		}
+		return out
 	}
 	u := &h.units[tr.Unit]
 	h.mu.Lock()
-	probe := false
+	probe, offlineProbe := false, false
+	for !probe && !u.seen && !u.offline {
+		if u.probing == nil { // an unseen unit: this request finds out
+			u.probing, probe = make(chan struct{}), true
+			break
+		}
+		// Another request is finding out: wait for what it learns.
+		wait := u.probing
+		h.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			tr.Line, tr.Outcome = rule.Line, "expired"
+			return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
+		}
+		h.mu.Lock()
+	}
 	if u.offline {
-		if u.probing || h.now().Before(u.nextProbe) {
+		if u.probing != nil || h.now().Before(u.nextProbe) {
 			h.mu.Unlock()
 			return h.answerOffline(rule, tr, dst)
 		}
-		u.probing, probe = true, true
+		u.probing, probe, offlineProbe = make(chan struct{}), true, true
 	}
+	mine := u.probing
 	h.mu.Unlock()
 	// A request that waits in the line's queue while its unit goes
 	// offline is answered as the offline unit's are when its turn comes,
 	// not sent: clients with requests queued for a unit that has just
 	// died would otherwise hold the line for a timeout each. The probe
 	// goes out whatever the unit's state.
-	tr.Skip = h.skips[tr.Unit]
+	tr.Skip, tr.Unknown, tr.Probe = h.skips[tr.Unit], probe, offlineProbe
 	if probe {
 		tr.Skip = nil
 	}
@@ -193,11 +263,15 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	}
 
 	answered := tr.Outcome == "" || tcp.ByDevice(tr.Outcome)
-	failed := strings.HasPrefix(tr.Outcome, "timeout")
+	silent := tr.Outcome == "timeout" // nothing heard: a broken answer is a device there
+	failed := silent || len(tr.Outcome) > len("timeout") && tr.Outcome[:len("timeout")] == "timeout"
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if probe {
-		u.probing = false
+		close(mine)
+		if u.probing == mine { // (a reload that moved the unit has reset it)
+			u.probing = nil
+		}
 	}
 	switch {
 	case answered:
@@ -206,21 +280,31 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 			h.bump(rule, func(c *counters) *atomic.Uint64 { return &c.online })
 			h.Log.Info("unit back online", "unit", tr.Unit, "line", rule.Line, "trace", tr.Trace)
 		}
-		u.fails = 0
-	case failed && u.offline:
-		if probe {
-			u.wait = min(2*u.wait, max(MaxProbeInterval, rule.Probe))
-			u.nextProbe = h.now().Add(u.wait)
-		}
+		u.seen, u.fails = true, 0
+	case probe && u.offline && failed:
+		u.nextProbe = h.now().Add(rule.Probe)
+	case probe && silent:
+		// Never heard since its rule was set: one attempt that hears
+		// nothing is the evidence.
+		h.goOffline(rule, u, tr, 1, "unit not found: no answer to its first request; its requests are answered 0x0B at once, one probe at a time")
 	case failed:
+		if !silent {
+			u.seen = true // a broken answer: the device is there
+		}
 		u.fails++
-		if u.fails >= rule.After {
-			u.offline, u.wait = true, rule.Probe
-			u.nextProbe = h.now().Add(u.wait)
-			h.bump(rule, func(c *counters) *atomic.Uint64 { return &c.offline })
-			h.Log.Warn("unit offline: its requests are answered 0x0B at once, one probe at a time",
-				"unit", tr.Unit, "line", rule.Line, "trace", tr.Trace, "failed_in_a_row", u.fails, "next_probe_in", u.wait)
+		if u.seen && u.fails >= rule.After {
+			h.goOffline(rule, u, tr, u.fails, "unit offline: its requests are answered 0x0B at once, one probe at a time")
 		}
 	}
 	return out
+}
+
+// goOffline marks u offline; its first probe is Probe from now. h.mu is
+// held.
+func (h *Handler) goOffline(rule *rule, u *unit, tr *tcp.Request, fails int, msg string) {
+	u.offline, u.seen, u.fails = true, false, 0
+	u.nextProbe = h.now().Add(rule.Probe)
+	h.since[tr.Unit] = h.now()
+	h.bump(rule, func(c *counters) *atomic.Uint64 { return &c.offline })
+	h.Log.Warn(msg, "unit", tr.Unit, "line", rule.Line, "trace", tr.Trace, "failed_in_a_row", fails, "next_probe_in", rule.Probe)
 }

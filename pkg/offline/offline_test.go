@@ -3,6 +3,7 @@ package offline
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -13,15 +14,19 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
-// device is the handler behind the rule: it counts what reaches it and
-// answers as the test says.
+// device is the handler behind the rule: it counts what reaches it,
+// how much of it as Unknown, and answers as the test says.
 type device struct {
-	alive bool
-	calls int
+	alive    bool
+	calls    int
+	unknowns int
 }
 
 func (d *device) ServeModbus(_ context.Context, tr *tcp.Request, dst []byte) []byte {
 	d.calls++
+	if tr.Unknown {
+		d.unknowns++
+	}
 	if !d.alive {
 		tr.Outcome = "timeout"
 		return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
@@ -29,6 +34,12 @@ func (d *device) ServeModbus(_ context.Context, tr *tcp.Request, dst []byte) []b
 	return append(dst, tr.PDU[0], 2, 0, 1)
 }
 
+// TestOfflineAndBack: a unit never heard is found absent by one attempt;
+// then it is offline: answered at once, nothing reaches the line but one
+// probe every probe interval (no back-off: the line's silence budget
+// bounds what probes cost), each Unknown. The first answer puts it
+// online, and from then on it takes After failures in a row to go
+// offline again.
 func TestOfflineAndBack(t *testing.T) {
 	dev := &device{}
 	var logs bytes.Buffer
@@ -41,10 +52,14 @@ func TestOfflineAndBack(t *testing.T) {
 		h.ServeModbus(context.Background(), tr, nil)
 		return tr
 	}
-	for i := range 3 {
-		if tr := ask(); tr.Outcome != "timeout" || h.Offline(2) != (i == 2) {
-			t.Fatalf("failure %d: %q, offline %v", i+1, tr.Outcome, h.Offline(2))
-		}
+	if st, _ := h.State(2); st != Unseen {
+		t.Fatalf("state before any request: %v", st)
+	}
+	if tr := ask(); tr.Outcome != "timeout" || !tr.Unknown || !h.Offline(2) {
+		t.Fatalf("first request to a unit never heard: %q, unknown %v, offline %v", tr.Outcome, tr.Unknown, h.Offline(2))
+	}
+	if st, since := h.State(2); st != Offline || !since.Equal(clock) {
+		t.Fatalf("state %v since %v", st, since)
 	}
 	// Offline: answered at once, nothing reaches the line.
 	for range 100 {
@@ -52,33 +67,127 @@ func TestOfflineAndBack(t *testing.T) {
 			t.Fatalf("while offline: %q on %q", tr.Outcome, tr.Line)
 		}
 	}
-	if dev.calls != 3 {
-		t.Fatalf("the line saw %d requests, want 3", dev.calls)
+	if dev.calls != 1 {
+		t.Fatalf("the line saw %d requests, want 1", dev.calls)
 	}
-	// Probes: one after 5 s, then 10 s, 20 s, 40 s, 60 s, 60 s.
-	for _, wait := range []time.Duration{5, 10, 20, 40, 60, 60} {
-		clock = clock.Add(wait*time.Second - time.Millisecond)
+	// Probes: every 5 s, one attempt each (Unknown).
+	for range 4 {
+		clock = clock.Add(5*time.Second - time.Millisecond)
 		if ask().Outcome != "offline" {
-			t.Fatalf("probed before %ds", wait)
+			t.Fatal("probed before the interval")
 		}
 		clock = clock.Add(time.Millisecond)
 		calls := dev.calls
-		if tr := ask(); tr.Outcome != "timeout" || dev.calls != calls+1 {
-			t.Fatalf("no probe after %ds: %q", wait, tr.Outcome)
+		if tr := ask(); tr.Outcome != "timeout" || !tr.Unknown || dev.calls != calls+1 {
+			t.Fatalf("no probe after 5 s: %q", tr.Outcome)
 		}
 	}
 	// The device comes back: the next probe's answer puts it online.
 	dev.alive = true
-	clock = clock.Add(time.Minute)
+	clock = clock.Add(5 * time.Second)
 	if tr := ask(); tr.Outcome != "" || h.Offline(2) {
 		t.Fatalf("probe to a live device: %q, offline %v", tr.Outcome, h.Offline(2))
 	}
-	if s := h.Stats(); s.WentOffline != 1 || s.CameBack != 1 || s.Answered != 106 {
+	if st, _ := h.State(2); st != Online {
+		t.Fatalf("state after an answer: %v", st)
+	}
+	// Online, it keeps offline_after: two failures leave it online, the
+	// third takes it offline; its requests are not Unknown.
+	dev.alive = false
+	for i := range 3 {
+		if tr := ask(); tr.Outcome != "timeout" || tr.Unknown || h.Offline(2) != (i == 2) {
+			t.Fatalf("failure %d of a unit that answered: %q, unknown %v, offline %v", i+1, tr.Outcome, tr.Unknown, h.Offline(2))
+		}
+	}
+	if s := h.Stats(); s.WentOffline != 2 || s.CameBack != 1 || s.Answered != 104 {
 		t.Fatalf("stats %+v", s)
 	}
 	log := logs.String()
-	if strings.Count(log, "unit offline") != 1 || strings.Count(log, "unit back online") != 1 || !strings.Contains(log, "unit=2 line=l1") {
+	if strings.Count(log, "unit not found") != 1 || strings.Count(log, "unit offline") != 1 || strings.Count(log, "unit back online") != 1 || !strings.Contains(log, "unit=2 line=l1") {
 		t.Fatalf("want each transition logged once, with unit and line:\n%s", log)
+	}
+}
+
+// TestOneFindsOutForAll: requests to a unit never heard that arrive while
+// one of them is finding out wait for what it finds, and then go out as
+// any request to a unit that answers, or get 0x0B at once.
+func TestOneFindsOutForAll(t *testing.T) {
+	for _, alive := range []bool{true, false} {
+		release := make(chan struct{})
+		var calls, unknowns atomic.Int32
+		h := New(tcp.HandlerFunc(func(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+			calls.Add(1)
+			if tr.Unknown {
+				unknowns.Add(1)
+				<-release
+			}
+			if !alive {
+				tr.Outcome = "timeout"
+				return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
+			}
+			return append(dst, tr.PDU[0], 2, 0, 1)
+		}), nil)
+		h.SetRule(1, Rule{Line: "l1", After: 3, Probe: time.Hour})
+		outcomes := make(chan string, 5)
+		for range 5 {
+			go func() {
+				tr := &tcp.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}
+				h.ServeModbus(context.Background(), tr, nil)
+				outcomes <- tr.Outcome
+			}()
+		}
+		for unknowns.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // the others arrive, and wait
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("alive %v: %d requests reached the line while one found out", alive, n)
+		}
+		close(release)
+		got := map[string]int{}
+		for range 5 {
+			got[<-outcomes]++
+		}
+		want := map[string]int{"": 5}
+		if !alive {
+			want = map[string]int{"timeout": 1, "offline": 4}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) || unknowns.Load() != 1 {
+			t.Fatalf("alive %v: outcomes %v, want %v; %d Unknown", alive, got, want, unknowns.Load())
+		}
+	}
+}
+
+// TestBudgetAndBrokenAnswers: a request the line's silence budget had no
+// room for changes nothing (the next one finds out again); a broken
+// answer is a device there, not an absent one.
+func TestBudgetAndBrokenAnswers(t *testing.T) {
+	outcome := "over budget"
+	h := New(tcp.HandlerFunc(func(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+		tr.Outcome = outcome
+		return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
+	}), nil)
+	h.SetRule(1, Rule{Line: "l1", After: 2, Probe: time.Hour})
+	ask := func() *tcp.Request {
+		tr := &tcp.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}
+		h.ServeModbus(context.Background(), tr, nil)
+		return tr
+	}
+	for range 3 {
+		if tr := ask(); !tr.Unknown {
+			t.Fatal("a unit never heard: not Unknown")
+		}
+	}
+	if st, _ := h.State(1); st != Unseen {
+		t.Fatalf("after refusals: %v", st)
+	}
+	outcome = "timeout: rtu: bad CRC"
+	ask()
+	if st, _ := h.State(1); st != Online {
+		t.Fatalf("after a broken answer: %v, want online (a device is there)", st)
+	}
+	if tr := ask(); tr.Unknown || !h.Offline(1) {
+		t.Fatalf("second failure of a unit that is there: unknown %v, offline %v", tr.Unknown, h.Offline(1))
 	}
 }
 
@@ -167,6 +276,7 @@ func TestQueuedWhileGoingOffline(t *testing.T) {
 	clock := time.Unix(1000, 0)
 	h.now = func() time.Time { return clock }
 	h.SetRule(2, Rule{Line: "l1", After: 2, Probe: 5 * time.Second})
+	h.units[2].seen = true // it has answered before
 	ask := func(addr byte) *tcp.Request {
 		tr := &tcp.Request{Unit: 2, PDU: []byte{3, 0, addr, 0, 1}}
 		if out := h.ServeModbus(context.Background(), tr, nil); !bytes.Equal(out, []byte{0x83, 0x0B}) {
@@ -196,7 +306,7 @@ func TestQueuedWhileGoingOffline(t *testing.T) {
 		t.Fatalf("the probe: Skip set %v, outcome %q", probe.Skip != nil, probe.Outcome)
 	}
 	// Online, a request's Skip says no.
-	h.units[2] = unit{}
+	h.units[2] = unit{seen: true}
 	if tr := ask(4); tr.Skip == nil || tr.Outcome != "timeout" {
 		t.Fatalf("online: Skip set %v, outcome %q", tr.Skip != nil, tr.Outcome)
 	}

@@ -3,6 +3,7 @@ package rtu
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -41,16 +42,17 @@ type MinReader interface {
 type Outcome uint8
 
 const (
-	OK        Outcome = iota // an answer arrived (normal or the device's exception)
-	Sent                     // a broadcast went out; no answer is expected
-	Timeout                  // no valid answer after every attempt
-	LineDown                 // the port is closed or failed
-	QueueFull                // the line's queue is full
-	Expired                  // waited in the queue longer than QueueTimeout
-	Skipped                  // Skip said, when its turn came, that it need not go out
+	OK         Outcome = iota // an answer arrived (normal or the device's exception)
+	Sent                      // a broadcast went out; no answer is expected
+	Timeout                   // no valid answer after every attempt
+	LineDown                  // the port is closed or failed
+	QueueFull                 // the line's queue is full
+	Expired                   // waited in the queue longer than QueueTimeout
+	Skipped                   // Skip said, when its turn came, that it need not go out
+	OverBudget                // Unknown, and the line's silence budget had no room for it: not sent
 )
 
-var outcomeNames = [...]string{"ok", "broadcast", "timeout", "line down", "queue full", "expired", "skipped"}
+var outcomeNames = [...]string{"ok", "broadcast", "timeout", "line down", "queue full", "expired", "skipped", "over budget"}
 
 func (o Outcome) String() string { return outcomeNames[o] }
 
@@ -76,6 +78,18 @@ type Request struct {
 	// a frame. What decided it should go out may have changed while it
 	// waited (its unit went offline, see package offline).
 	Skip func() bool
+	// Flow is the client the request comes from (a connection): the
+	// line's time is shared fairly between flows (see queue).
+	Flow uint64
+	// Unknown marks a request to a unit not known to answer: the first
+	// to a unit that has never answered, or a probe of an offline one.
+	// It gets one attempt, and the time it may lose to silence is taken
+	// from the line's silence budget (see silence): without room it is
+	// not sent (OverBudget).
+	Unknown bool
+	// Probe marks an Unknown request that probes an offline unit (not
+	// the first request to a unit never heard).
+	Probe bool
 
 	// Results.
 	Resp     []byte  // the answer's PDU when Outcome is OK; owned by the Request
@@ -86,6 +100,8 @@ type Request struct {
 	enqueued time.Time
 	done     chan struct{}
 	adu      []byte
+	tag      int64 // fair queuing: its flow's finish tag when it was queued
+	budgeted bool  // it took the silence budget (see silence)
 }
 
 // ErrNoAnswer means an attempt heard nothing valid before its timeout.
@@ -115,6 +131,7 @@ type Config struct {
 	QueueSize      int                  // pending transactions: default 4096
 	QueueTimeout   time.Duration        // longest wait in the queue: default none
 	Aging          time.Duration        // a plain request that waited this long goes before priority ones: default QueueTimeout/2, or 1s without one
+	ProbeShare     float64              // the silence budget: of the line's time in any minute (see silence); 0: silence only while no one else uses the line
 	Capture        *capture.Recorder    // records every byte sent and received; nil: none
 	Log            *slog.Logger
 	// Replaces is the bus this one takes over from on the same port, when
@@ -214,8 +231,9 @@ type Bus struct {
 	// next byte may be in the middle of a frame, where broken frames are
 	// not counted as answers (see countAnswers).
 	babbled bool
-	tail    []byte // bytes that came right after the last answer taken
-	scan    []byte // in settle: tail, then the bytes drained; owed answers are counted in it
+	tail    []byte    // bytes that came right after the last answer taken
+	scan    []byte    // in settle: tail, then the bytes drained; owed answers are counted in it
+	settled time.Time // when the transaction in flight had the line to itself (settle returned)
 }
 
 // Stats are a line's counters, after the FC 08 diagnostics counters.
@@ -279,7 +297,7 @@ func NewBus(cfg Config) *Bus {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	b := &Bus{cfg: cfg, queue: newQueue(cfg.QueueSize, cfg.Aging), buf: make([]byte, 0, 2*MaxADU),
+	b := &Bus{cfg: cfg, queue: newQueue(cfg.QueueSize, cfg.Aging, cfg.ProbeShare), buf: make([]byte, 0, 2*MaxADU),
 		tail: make([]byte, 0, 2*MaxADU), scan: make([]byte, 0, 4*MaxADU),
 		dropped: make([]byte, 0, 2*MaxADU), stats: &counters{},
 		retire: make(chan struct{}), closed: make(chan struct{})}
@@ -323,6 +341,14 @@ func (b *Bus) Since() time.Time {
 	return time.Time{}
 }
 
+// SetProbeShare changes the silence budget's share of the line's time
+// (a reload).
+func (b *Bus) SetProbeShare(share float64) {
+	b.queue.mu.Lock()
+	b.queue.silence.share = share
+	b.queue.mu.Unlock()
+}
+
 // Queued returns how many requests wait in the line's queue.
 func (b *Bus) Queued() int { return b.queue.len() }
 
@@ -357,11 +383,20 @@ func (b *Bus) enqueue(r *Request) bool {
 			r.Outcome = LineDown
 			return false
 		}
-		switch b.queue.push(r) {
+		timeout := r.Timeout
+		if timeout <= 0 {
+			timeout = b.cfg.Timeout
+		}
+		// What an Unknown request's silence may cost: its attempt, and
+		// at most as long again of guard after it.
+		switch b.queue.push(r, r.enqueued, 2*timeout) {
 		case queued:
 			return true
 		case full:
 			r.Outcome = QueueFull
+			return false
+		case refused:
+			r.Outcome = OverBudget
 			return false
 		}
 		// closed: b retired.
@@ -396,6 +431,8 @@ func (b *Bus) Run(ctx context.Context) {
 		lastLog  time.Time
 		downFrom time.Time
 	)
+	idle := time.NewTimer(idleCheck)
+	defer idle.Stop()
 	for ctx.Err() == nil && !b.retired() {
 		if b.port == nil {
 			p, err := b.cfg.Open()
@@ -439,6 +476,15 @@ func (b *Bus) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-b.retire:
+		case <-idle.C:
+			// Nothing to do: is the port still there? A serial adapter
+			// unplugged, or a pseudo-terminal whose other end closed,
+			// would otherwise go unnoticed until the next request.
+			if err := b.checkPort(); err != nil {
+				b.closePort(err)
+				downFrom = time.Now()
+				b.stats.lineDowns.Add(1)
+			}
 		case <-b.queue.wake:
 			for b.port != nil && !b.retired() {
 				r := b.next(time.Now())
@@ -449,6 +495,16 @@ func (b *Bus) Run(ctx context.Context) {
 					b.queue.unpop(r) // deferred: it keeps its place
 					continue
 				}
+				// What it cost the line: from its first frame to its
+				// last byte (no clock read on the way), and the guard it
+				// leaves after it.
+				var cost, guard time.Duration
+				end := b.lastIO
+				if r.Attempts > 0 {
+					guard = b.guardAfter(r)
+					cost = max(end.Sub(b.settled), 0) + guard
+				}
+				b.queue.done(r, cost, b.settled, end, guard)
 				r.done <- struct{}{}
 				if b.port == nil {
 					downFrom = time.Now()
@@ -456,6 +512,7 @@ func (b *Bus) Run(ctx context.Context) {
 				}
 			}
 		}
+		idle.Reset(idleCheck)
 	}
 	b.closePort(nil)
 	b.opening.Store(false)
@@ -505,6 +562,8 @@ func (b *Bus) retired() bool {
 func (b *Bus) handOver() {
 	next := b.successor.Load()
 	for _, r := range b.queue.close() {
+		now := time.Now()
+		b.queue.done(r, 0, now, now, 0)
 		if next == nil {
 			r.Outcome = LineDown
 		} else if next.enqueue(r) {
@@ -534,6 +593,33 @@ func (b *Bus) waitDown(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// idleCheck is how often an idle line looks whether its port is still
+// there.
+const idleCheck = 500 * time.Millisecond
+
+// Checker is a Port that can tell, without reading, that it is gone: a
+// hang-up, or an error on the device.
+type Checker interface {
+	Check() error
+}
+
+// checkPort reports an error if the port is gone: its device node
+// removed (Config.Path), or, for a Checker, hung up.
+func (b *Bus) checkPort() error {
+	if b.port == nil {
+		return nil
+	}
+	if b.cfg.Path != "" && missing(b.cfg.Path) {
+		return ioError{fmt.Errorf("%s: the device is gone", b.cfg.Path)}
+	}
+	if c, ok := b.port.(Checker); ok {
+		if err := c.Check(); err != nil {
+			return ioError{err}
+		}
+	}
+	return nil
+}
+
 func missing(path string) bool {
 	_, err := os.Stat(path)
 	return errors.Is(err, os.ErrNotExist)
@@ -543,6 +629,8 @@ func missing(path string) bool {
 func (b *Bus) failQueued() {
 	for r := b.queue.pop(time.Now()); r != nil; r = b.queue.pop(time.Now()) {
 		r.Outcome = LineDown
+		now := time.Now()
+		b.queue.done(r, 0, now, now, 0)
 		r.done <- struct{}{}
 	}
 }

@@ -458,3 +458,74 @@ func TestBusSkip(t *testing.T) {
 		t.Fatalf("not skipped: %v % X, Skip asked %d times", r.Outcome, r.Resp, asked)
 	}
 }
+
+// TestBusUnknownUnit: a request to a unit not known to answer gets one
+// attempt, which listens for twice the timeout (the attempt and the
+// guard after it): a dead unit costs one frame, a device slower than its
+// timeout is still heard. A broken answer shows the device is there:
+// the request gets its retries.
+func TestBusUnknownUnit(t *testing.T) {
+	const timeout = 60 * time.Millisecond
+	do := func(bus *rtu.Bus, unit byte) *rtu.Request {
+		r := &rtu.Request{Unit: unit, PDU: readHolding(0, 1), Retries: -1, Unknown: true}
+		bus.Do(context.Background(), r)
+		return r
+	}
+	bus, _ := line(t, rtu.Config{Timeout: timeout, Retries: 2}, sim.Faults{}, 1)
+	start := time.Now()
+	if r := do(bus, 5); r.Outcome != rtu.Timeout || r.Attempts != 1 {
+		t.Fatalf("dead unit: %v after %d attempts, want one", r.Outcome, r.Attempts)
+	}
+	if took := time.Since(start); took < 2*timeout || took > 2*timeout+100*time.Millisecond {
+		t.Fatalf("dead unit: %v, want its one attempt to listen for twice the timeout (%v)", took, 2*timeout)
+	}
+	// Slower than the timeout, within twice it: found.
+	slow, _ := line(t, rtu.Config{Timeout: timeout, Retries: 2}, sim.Faults{Slow: timeout * 3 / 2}, 1)
+	if r := do(slow, 1); r.Outcome != rtu.OK || r.Attempts != 1 || !bytes.Equal(r.Resp, wantHolding(1, 0, 1)) {
+		t.Fatalf("slow unit: %v after %d attempts, % X", r.Outcome, r.Attempts, r.Resp)
+	}
+	// Broken answers: the retries go out.
+	broken, _ := line(t, rtu.Config{Timeout: timeout, Retries: 2}, sim.Faults{Corrupt: 1, CRCOnly: true}, 2)
+	if r := do(broken, 2); r.Attempts != 3 {
+		t.Fatalf("unit answering broken: %d attempts, want 1 + 2 retries", r.Attempts)
+	}
+}
+
+// TestBusOverBudget: with another client using the line, a request to a
+// unit not known to answer takes the silence budget; once one has been
+// silent, the next is refused at once, OverBudget, and never sent, until
+// the silence is timeout/share behind.
+func TestBusOverBudget(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	bus, dev := line(t, rtu.Config{Timeout: timeout, ProbeShare: 0.2}, sim.Faults{}, 1)
+	poll := func() {
+		known := &rtu.Request{Unit: 1, PDU: readHolding(0, 1), Retries: -1, Flow: 1}
+		bus.Do(context.Background(), known)
+		if known.Outcome != rtu.OK {
+			t.Fatalf("known unit: %v", known.Outcome)
+		}
+	}
+	probe := func() *rtu.Request {
+		r := &rtu.Request{Unit: 7, PDU: readHolding(0, 1), Retries: -1, Flow: 2, Unknown: true, Probe: true}
+		bus.Do(context.Background(), r)
+		return r
+	}
+	poll()
+	if r := probe(); r.Outcome != rtu.Timeout || r.Attempts != 1 {
+		t.Fatalf("the first probe: %v, %d attempts", r.Outcome, r.Attempts)
+	}
+	poll()
+	start := time.Now()
+	if r := probe(); r.Outcome != rtu.OverBudget || r.Attempts != 0 || time.Since(start) > 20*time.Millisecond {
+		t.Fatalf("a probe right after a silence: %v, %d attempts, in %v", r.Outcome, r.Attempts, time.Since(start))
+	}
+	if n := dev.Stats().Requests; n != 2 {
+		t.Fatalf("the device saw %d requests, want the two polls", n)
+	}
+	// 100 ms of silence at a share of 0.2: the next after 500 ms.
+	time.Sleep(500 * time.Millisecond)
+	poll()
+	if r := probe(); r.Outcome != rtu.Timeout {
+		t.Fatalf("a probe once the budget is back: %v", r.Outcome)
+	}
+}

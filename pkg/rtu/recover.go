@@ -107,6 +107,10 @@ func (b *Bus) othersQuiet(u byte) bool {
 	return true
 }
 
+// canGo reports whether r may go out now, rather than wait for its unit's
+// owed answers (queue.yields asks).
+func (b *Bus) canGo(r *Request, now time.Time) bool { return !b.mustWait(r, now) }
+
 // mustWait reports whether r's unit owes answers that could pass for r's.
 func (b *Bus) mustWait(r *Request, now time.Time) bool {
 	o := &b.owed[r.Unit]
@@ -148,6 +152,14 @@ func (b *Bus) serve(r *Request) bool {
 	if errors.Is(err, errDeferred) {
 		return false
 	}
+	if err == nil && b.queue.yields(r, b.canGo) {
+		return false // another goes first; r keeps its place
+	}
+	if err == nil && r.Unknown && !b.queue.mayGo(r, b.settled, 2*timeout) {
+		// A silence came while it waited: the budget turns it back.
+		r.Outcome = OverBudget
+		return true
+	}
 	if err == nil && r.Skip != nil && r.Skip() {
 		// Asked now, after the wait for the line: a transaction that
 		// failed just before has its guard, and the handler that set
@@ -155,12 +167,22 @@ func (b *Bus) serve(r *Request) bool {
 		r.Outcome = Skipped
 		return true
 	}
-	if b.silent[r.Unit] {
+	attempts := 1 + retries
+	if b.silent[r.Unit] || r.Unknown {
 		// Its last transaction heard nothing at all, and nothing it owed
-		// has come since (see settle): until it answers again, one
-		// attempt. Retrying a device that missed every attempt costs the
-		// line a timeout for little chance.
-		retries = 0
+		// has come since (see settle), or it is not known to answer at
+		// all (a unit never heard, or offline): one attempt. Retrying a
+		// device that missed every attempt costs the line a timeout for
+		// little chance.
+		attempts = 1
+	}
+	unknownTimeout := timeout
+	if r.Unknown {
+		// The one attempt listens for the timeout and the guard a
+		// failure would leave after it (a unit's pace is not known
+		// before it answers: the timeout): the same silence, and a
+		// device slower than its timeout is still heard, and found.
+		unknownTimeout = 2 * timeout
 	}
 	b.stats.requests.Add(1)
 	if err != nil {
@@ -176,9 +198,13 @@ func (b *Bus) serve(r *Request) bool {
 	unheard := 0              // attempts that ended with nothing from the device: their answers may still come
 	unheardFrom := 0          // the number of the first attempt that heard nothing (r.Attempts then)
 	b.sends = b.sends[:0]
-	for range 1 + retries {
+	for i := 0; i < attempts; i++ {
 		b.unheard = unheard > 0
-		sent, err = b.attempt(r, timeout)
+		t := timeout
+		if r.Unknown && i == 0 {
+			t = unknownTimeout
+		}
+		sent, err = b.attempt(r, t)
 		b.sends = append(b.sends, sent)
 		if first.IsZero() {
 			first = sent
@@ -192,6 +218,10 @@ func (b *Bus) serve(r *Request) bool {
 			if unheardFrom == 0 {
 				unheardFrom = r.Attempts
 			}
+		} else if r.Unknown && i == 0 {
+			// A broken answer: the device is there. It gets its
+			// retries, as any unit that answers.
+			attempts = 1 + retries
 		}
 		r.Err = err
 		if errors.As(err, new(ioError)) {
@@ -222,8 +252,27 @@ func (b *Bus) serve(r *Request) bool {
 			owed := b.sends[unheardFrom-1:]
 			b.owe(r, owed[0], owed, timeout, unheard)
 		}
+		if r.Unknown && !b.finished {
+			// Its attempt listened through the guard already.
+			b.prev.guard = false
+		}
 	}
 	return true
+}
+
+// guardAfter is the guard against a collision that r, just served,
+// leaves the next transaction (see settle), as far as the line knows it
+// now.
+func (b *Bus) guardAfter(r *Request) time.Duration {
+	p := &b.prev
+	if !p.guard || p.unit != r.Unit {
+		return 0
+	}
+	g := b.prompt(p.unit, p.timeout)
+	if p.failed {
+		g = max(g, min(b.slowest[p.unit], p.timeout))
+	}
+	return g
 }
 
 // brokenPromptly reports whether the last attempt, sent at sent, ended on
@@ -475,10 +524,11 @@ func (b *Bus) settle(r *Request) error {
 			count()
 			continue
 		}
-		if time.Since(b.lastIO) >= quiet && !time.Now().Before(until) {
+		if now := time.Now(); now.Sub(b.lastIO) >= quiet && !now.Before(until) {
 			if !until.IsZero() {
 				o.n = 0 // none can come any more
 			}
+			b.settled = now
 			return nil
 		}
 	}

@@ -410,3 +410,21 @@ func rawEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
 	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
 	return int(n), rawErr(e)
 }
+
+// Check reports an error if the terminal has hung up or failed (a USB
+// adapter unplugged, the other end of a pseudo-terminal closed), without
+// reading from it (rtu.Checker).
+func (p *pollPort) Check() error {
+	fds := []unix.PollFd{{Fd: int32(p.fd)}}
+	n, err := unix.Poll(fds, 0)
+	if err != nil {
+		if err == unix.EINTR {
+			return nil
+		}
+		return fmt.Errorf("poll: %w", err)
+	}
+	if n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+		return errors.New("the port hung up")
+	}
+	return nil
+}

@@ -39,6 +39,7 @@ type Line struct {
 type Sources struct {
 	Lines     func() []Line // the lines now (a reload changes them)
 	Offline   *offline.Handler
+	Units     func() []offline.Unit // the configured units and their states
 	Listeners map[string]*tcp.Server
 	// Live streams (/events) at once, in all and from one client
 	// address; beyond them a page is refused (429). 0: no cap.
@@ -214,7 +215,8 @@ type unitView struct {
 	Line, LastAnswer string
 	P50, P99         string
 	Exceptions       uint64
-	State            string
+	State            string // as shown: "offline since 10:42:07"
+	Class            string // online, offline or unseen
 }
 
 type clientView struct {
@@ -248,16 +250,28 @@ func (s *Status) snapshot() view {
 		}
 		v.Lines = append(v.Lines, lv)
 	}
-	for u, seen := range s.units {
-		k := min(seen.n, len(seen.lat))
-		lat := slices.Clone(seen.lat[:k])
-		slices.Sort(lat)
-		uv := unitView{Unit: int(u), Line: seen.line, LastAnswer: now.Sub(seen.lastAnswer).Round(time.Millisecond).String() + " ago",
-			P50: lat[k/2].Round(time.Microsecond).String(), P99: lat[k*99/100].Round(time.Microsecond).String(),
-			Exceptions: seen.exceptions, State: "online"}
-		if s.src.Offline != nil && s.src.Offline.Offline(u) {
-			uv.State = "offline"
+	// Every configured unit, and those seen that are not (any more).
+	listed := map[byte]bool{}
+	if s.src.Units != nil {
+		for _, cu := range s.src.Units() {
+			uv := unitView{Unit: int(cu.Unit), Line: cu.Line, State: cu.State.String(), Class: cu.State.String()}
+			if cu.State == offline.Offline && !cu.Since.IsZero() {
+				uv.State += " since " + cu.Since.UTC().Format(time.TimeOnly)
+			}
+			s.seenView(&uv, s.units[cu.Unit], now)
+			v.Units = append(v.Units, uv)
+			listed[cu.Unit] = true
 		}
+	}
+	for u, seen := range s.units {
+		if listed[u] {
+			continue
+		}
+		uv := unitView{Unit: int(u), Line: seen.line, State: "online", Class: "online"}
+		if s.src.Offline != nil && s.src.Offline.Offline(u) {
+			uv.State, uv.Class = "offline", "offline"
+		}
+		s.seenView(&uv, seen, now)
 		v.Units = append(v.Units, uv)
 	}
 	slices.SortFunc(v.Units, func(a, b unitView) int { return a.Unit - b.Unit })
@@ -271,6 +285,19 @@ func (s *Status) snapshot() view {
 		v.Recent = append(v.Recent, s.recent[i%keepRecent].tx())
 	}
 	return v
+}
+
+// seenView fills in what the transactions showed of a unit, if any.
+func (s *Status) seenView(uv *unitView, seen *unitSeen, now time.Time) {
+	if seen == nil || seen.n == 0 {
+		return
+	}
+	k := min(seen.n, len(seen.lat))
+	lat := slices.Clone(seen.lat[:k])
+	slices.Sort(lat)
+	uv.LastAnswer = now.Sub(seen.lastAnswer).Round(time.Millisecond).String() + " ago"
+	uv.P50, uv.P99 = lat[k/2].Round(time.Microsecond).String(), lat[k*99/100].Round(time.Microsecond).String()
+	uv.Exceptions = seen.exceptions
 }
 
 // HTTP serves the page at / and the transactions as server-sent events at

@@ -40,6 +40,13 @@ type Request struct {
 	// "skipped", exception 0x0B). The offline rule sets it: a request
 	// that waited in the queue while its unit went offline is not sent.
 	Skip func() bool
+	// Unknown, set by a handler (the offline rule), marks a request to a
+	// unit not known to answer: the line gives it one attempt and takes
+	// the silence it may cost from its budget (rtu.Request.Unknown).
+	Unknown bool
+	// Probe marks an Unknown request that probes an offline unit, not
+	// the first request to a unit never heard (rtu.Request.Probe).
+	Probe bool
 	// Via binds the request to one line, by name, whatever its unit id:
 	// a slave line's requests go only to its forward. Empty: routed by
 	// unit id, as every TCP client's.
@@ -300,7 +307,8 @@ func (s *Server) Serve(l net.Listener) error {
 			return fmt.Errorf("tcp: accept: %w", err)
 		}
 		backoff = 0
-		c := &conn{srv: s, nc: quiet(nc), id: s.nextID.Add(1), since: time.Now()}
+		s.nextID.Add(1)
+		c := &conn{srv: s, nc: quiet(nc), id: connIDs.Add(1), since: time.Now()}
 		if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 			c.ip = clientAddr(ta.AddrPort()).Addr()
 		}
@@ -376,6 +384,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Accepted returns how many connections were accepted (refused ones
 // included: they are closed after the accept).
 func (s *Server) Accepted() uint64 { return s.nextID.Load() }
+
+// connIDs numbers connections across every server of the process, from
+// 1: a connection's id (Request.ConnID) is unique whichever listener took
+// it.
+var connIDs atomic.Uint64
 
 // HandshakesFailed returns how many TLS handshakes failed.
 func (s *Server) HandshakesFailed() uint64 { return s.handshakeFailed.Load() }
@@ -496,7 +509,7 @@ func (c *conn) serve() {
 			return
 		}
 		req.TID, req.Unit, req.PDU = tid, unit, body
-		req.Line, req.Outcome, req.Attempts, req.Skip = "", "", 0, nil
+		req.Line, req.Outcome, req.Attempts, req.Skip, req.Unknown, req.Probe = "", "", 0, nil, false, false
 		req.Trace = trace.Next()
 		c.requests.Add(1)
 		frame := s.Handler.ServeModbus(s.ctx, &req, out[:hlen])
