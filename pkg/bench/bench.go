@@ -216,9 +216,10 @@ type Options struct {
 	Many  int     // clients in the many-clients run
 	Probe string  // libmodbus latency probe's source, built with cc; empty: skip
 	Floor string  // the floor relay's source, built with cc; empty: skip
+	Slave string  // the libmodbus RTU slave's source (the absent-devices rows), built with cc; empty: skip
 	// Only runs one section that stands alone, "faster", "sparkplug",
-	// "wires" or "pace" (issue 9's rigs), and prints it (writing no
-	// file): for working on it.
+	// "wires", "pace" (a line that keeps its pace) or "absent" (absent
+	// devices), and prints it (writing no file): for working on it.
 	Only string
 }
 
@@ -245,8 +246,10 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 			err = benchWires(ctx, &rep, n, stderr)
 		case "pace":
 			targets, err = benchPaceAlone(ctx, &rep, d, stderr)
+		case "absent":
+			targets, err = benchAbsent(ctx, &rep, opts.Slave, n, d, stderr)
 		default:
-			return fmt.Errorf("-only %q: want faster, sparkplug, wires or pace", opts.Only)
+			return fmt.Errorf("-only %q: want faster, sparkplug, wires, pace or absent", opts.Only)
 		}
 		for _, t := range targets {
 			rep.printf("| %s | %s | %v |\n", t.name, t.got, t.ok)
@@ -452,6 +455,10 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	if err := benchWires(ctx, &rep, n, stderr); err != nil {
 		return err
 	}
+	absent, err := benchAbsent(ctx, &rep, opts.Slave, n, d, stderr)
+	if err != nil {
+		return err
+	}
 
 	// Latency as an independent master and client see it.
 	rep.printf("\n## Latency as libmodbus sees it\n\n")
@@ -514,7 +521,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	check(fmt.Sprintf("%d clients: fewest/most at least 0.8", opts.Many), fmt.Sprintf("%.2f", fairness), fairness >= 0.8)
 	check("zero wrong answers", fmt.Sprintf("%d", many1.Wrong), many1.Wrong == 0)
 	check("peak memory under 64 MB", fmt.Sprintf("%.1f MiB", float64(peak)/1024), peak < 64*1000)
-	for _, t := range append(pace, faster...) {
+	for _, t := range append(append(pace, faster...), absent...) {
 		check(t.name, t.got, t.ok)
 	}
 

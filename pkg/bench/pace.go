@@ -157,7 +157,7 @@ func benchHostile(ctx context.Context, rep *report, gw *gatewayProcess, addr str
 	slice, warm := d(time.Second), d(5*time.Second)
 	dead := twin.dead[len(twin.dead)-1]
 	sent := 0
-	attack := func(hctx context.Context) { sent += loadtest.Hostile(hctx, addr, 20, dead, 27) }
+	attack := func(hctx context.Context) { sent += loadtest.Hostile(hctx, addr, 20, []byte{dead}, 27) }
 	poll := func(d time.Duration, seed uint64) *loadtest.Result {
 		return loadtest.Run(ctx, loadtest.Config{Addr: addr, Clients: 1, Duration: d, Units: twin.units, Qty: 10, Timeout: 30 * time.Second, Seed: seed})
 	}

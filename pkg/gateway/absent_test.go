@@ -357,3 +357,30 @@ func freeLoopback(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// TestUnitComesBack: a unit switched on while offline answers its
+// clients again within probe_interval and a transaction, when the line
+// is otherwise quiet (a probe then costs nobody).
+func TestUnitComesBack(t *testing.T) {
+	r := startRig(t, sim.Faults{}, "probe_interval = \"500ms\"\n")
+	r.dev.Mute(2, true) // switched off before the gateway first asks
+	c := client(t, r.addr, 2)
+	_, err := c.ReadHoldingRegisters(0, 1)
+	wantException(t, err, 0x0B)
+	if st, _ := r.svc.Offline.State(2); st != offline.Offline {
+		t.Fatalf("unit 2: %v", st)
+	}
+	time.Sleep(200 * time.Millisecond)
+	r.dev.Mute(2, false)
+	on := time.Now()
+	for {
+		if _, err := c.ReadHoldingRegisters(0, 1); err == nil {
+			break
+		}
+		if time.Since(on) > 500*time.Millisecond+time.Second {
+			t.Fatal("unit 2 did not answer within probe_interval and a transaction of being switched on")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("back %v after it was switched on", time.Since(on).Round(time.Millisecond))
+}

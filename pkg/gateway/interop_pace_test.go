@@ -167,7 +167,7 @@ func TestLibmodbusHostile(t *testing.T) {
 	alone, _ := pollLibmodbus(t, addr, 1, 1, d)
 	ctx, cancel := context.WithCancel(t.Context()) // ends with the test, if it fails
 	sent := make(chan int)
-	go func() { sent <- loadtest.Hostile(ctx, addr, 20, 2, 1) }()
+	go func() { sent <- loadtest.Hostile(ctx, addr, 20, []byte{2}, 1) }()
 	untilOffline(t, dead) // as a plant's would be, long before
 	among, busy := pollLibmodbus(t, addr, 1, 1, d)
 	cancel()

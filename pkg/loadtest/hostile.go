@@ -16,12 +16,12 @@ import (
 // Hostile runs clients that send what no device can use, as fast as the
 // gateway answers them, until ctx ends: function code 0 and 128-255,
 // known function codes with bodies of the wrong length or quantities
-// beyond the spec, requests to dead (a configured unit that never
-// answers; at random addresses, so that the gateway's shared reads do
-// not answer them together), and malformed MBAP headers (after which the
+// beyond the spec, requests to the dead units (configured units that
+// never answer; one drawn at random for each, at a random address, so
+// that the gateway's shared reads do not answer them together), and malformed MBAP headers (after which the
 // gateway closes the connection and the client dials again). It returns
 // how many requests were sent.
-func Hostile(ctx context.Context, addr string, clients int, dead byte, seed uint64) int {
+func Hostile(ctx context.Context, addr string, clients int, dead []byte, seed uint64) int {
 	var sent atomic.Int64
 	var wg sync.WaitGroup
 	for k := range clients {
@@ -54,7 +54,7 @@ func Hostile(ctx context.Context, addr string, clients int, dead byte, seed uint
 				case 3:
 					p = []byte{0x03, 0, 0, 0x07, 0xD0} // 2000 registers
 				case 4: // at a random address: shared reads do not join them
-					unit, p = dead, []byte{0x03, byte(rnd.IntN(256)), byte(rnd.IntN(256)), 0, 1}
+					unit, p = dead[rnd.IntN(len(dead))], []byte{0x03, byte(rnd.IntN(256)), byte(rnd.IntN(256)), 0, 1}
 				case 5:
 					conn.Write([]byte{0, 1, 0xAB, 0xCD, 0, 6, 1, 3}) // protocol id not 0
 					io.Copy(io.Discard, conn)                        // until the gateway closes it

@@ -42,6 +42,10 @@ type Config struct {
 	// wants that. With more clients than starting addresses it does
 	// nothing.
 	Distinct bool
+	// Pattern is the value a unit's holding register holds, against
+	// which answers are checked: default registers.PatternHolding, what
+	// mcpgw sim serves.
+	Pattern func(unit byte, addr int) uint16
 }
 
 // Result counts what happened.
@@ -169,15 +173,15 @@ func newClientResult() clientResult {
 }
 
 // tally counts the answer p to a read of qty registers at addr of unit,
-// and reports whether it was right.
-func (cr *clientResult) tally(unit byte, addr, qty int, p []byte, lat time.Duration) bool {
+// and reports whether it was right (by pattern; nil: the simulator's).
+func (cr *clientResult) tally(unit byte, addr, qty int, p []byte, lat time.Duration, pattern func(byte, int) uint16) bool {
 	cr.total++
 	if e, ok := pdu.IsException(p); ok {
 		cr.exc[byte(e)]++
 		cr.excLat = append(cr.excLat, lat)
 		return false
 	}
-	if why := check(unit, addr, qty, p); why != "" {
+	if why := check(unit, addr, qty, p, pattern); why != "" {
 		cr.wrong++
 		if cr.firstWrong == "" {
 			cr.firstWrong = why
@@ -235,7 +239,7 @@ func poll(ctx context.Context, cfg *Config, rnd *rand.Rand, cr *clientResult, re
 			}
 			continue
 		}
-		if cr.tally(unit, addr, cfg.Qty, p, lat) && cfg.Think > 0 {
+		if cr.tally(unit, addr, cfg.Qty, p, lat, cfg.Pattern) && cfg.Think > 0 {
 			time.Sleep(cfg.Think)
 		}
 	}
@@ -362,13 +366,16 @@ func exchange(conn net.Conn, req, hdr, body []byte, tid uint16, unit byte) (int,
 	return n, err
 }
 
-// check compares a read's answer with registers.Pattern.
-func check(unit byte, addr, qty int, p []byte) string {
+// check compares a read's answer with pattern (nil: registers.Pattern).
+func check(unit byte, addr, qty int, p []byte, pattern func(byte, int) uint16) string {
+	if pattern == nil {
+		pattern = registers.PatternHolding
+	}
 	if len(p) != 2+2*qty || p[0] != pdu.ReadHoldingRegisters || int(p[1]) != 2*qty {
 		return fmt.Sprintf("unit %d addr %d: answer % X has the wrong shape", unit, addr, p)
 	}
 	for i := range qty {
-		if v, want := binary.BigEndian.Uint16(p[2+2*i:]), registers.PatternHolding(unit, addr+i); v != want {
+		if v, want := binary.BigEndian.Uint16(p[2+2*i:]), pattern(unit, addr+i); v != want {
 			return fmt.Sprintf("unit %d register %d = %d, want %d", unit, addr+i, v, want)
 		}
 	}

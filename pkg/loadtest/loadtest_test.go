@@ -19,14 +19,14 @@ func answer(unit byte, addr, qty int) []byte {
 
 func TestTally(t *testing.T) {
 	cr := newClientResult()
-	if !cr.tally(2, 10, 3, answer(2, 10, 3), time.Millisecond) {
+	if !cr.tally(2, 10, 3, answer(2, 10, 3), time.Millisecond, nil) {
 		t.Fatal("the right answer counted as wrong")
 	}
 	// Another unit's values, another address's, a short answer, an exception.
-	if cr.tally(2, 10, 3, answer(3, 10, 3), time.Millisecond) ||
-		cr.tally(2, 10, 3, answer(2, 11, 3), time.Millisecond) ||
-		cr.tally(2, 10, 3, answer(2, 10, 2), time.Millisecond) ||
-		cr.tally(2, 10, 3, []byte{0x83, 0x0B}, time.Millisecond) {
+	if cr.tally(2, 10, 3, answer(3, 10, 3), time.Millisecond, nil) ||
+		cr.tally(2, 10, 3, answer(2, 11, 3), time.Millisecond, nil) ||
+		cr.tally(2, 10, 3, answer(2, 10, 2), time.Millisecond, nil) ||
+		cr.tally(2, 10, 3, []byte{0x83, 0x0B}, time.Millisecond, nil) {
 		t.Fatal("a wrong answer or an exception counted as right")
 	}
 	res := merge([]clientResult{cr}, time.Second)
@@ -40,10 +40,10 @@ func TestTally(t *testing.T) {
 
 func TestAdd(t *testing.T) {
 	a := newClientResult()
-	a.tally(2, 10, 3, answer(2, 10, 3), time.Millisecond)
-	a.tally(2, 10, 3, []byte{0x83, 0x0B}, time.Millisecond)
+	a.tally(2, 10, 3, answer(2, 10, 3), time.Millisecond, nil)
+	a.tally(2, 10, 3, []byte{0x83, 0x0B}, time.Millisecond, nil)
 	b := newClientResult()
-	b.tally(2, 10, 3, answer(3, 10, 3), 2*time.Millisecond)
+	b.tally(2, 10, 3, answer(3, 10, 3), 2*time.Millisecond, nil)
 	b.errs["timeout"]++
 	var sum Result
 	sum.Add(merge([]clientResult{a}, time.Second))

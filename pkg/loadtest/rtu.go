@@ -205,7 +205,7 @@ func inTurn(ctx context.Context, direct, via Reader, cfg Config, after func() er
 			case err != nil:
 				rs[k].errs[err.Error()]++
 			default:
-				rs[k].tally(unit, addr, cfg.Qty, p, lat)
+				rs[k].tally(unit, addr, cfg.Qty, p, lat, cfg.Pattern)
 			}
 			time.Sleep(cfg.Think)
 		}
