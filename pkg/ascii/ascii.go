@@ -156,3 +156,12 @@ func (p *Port) ResetInputBuffer() error {
 
 // SetReadTimeout passes the timeout to the serial port.
 func (p *Port) SetReadTimeout(d time.Duration) error { return p.Port.SetReadTimeout(d) }
+
+// Check reports whether the serial port underneath is gone, if it can
+// tell (rtu.Checker).
+func (p *Port) Check() error {
+	if c, ok := p.Port.(rtu.Checker); ok {
+		return c.Check()
+	}
+	return nil
+}

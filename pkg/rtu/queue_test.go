@@ -236,6 +236,23 @@ func TestSilenceBudget(t *testing.T) {
 	if !mayGo(unknown(1, true), t0.Add(11*time.Second)) {
 		t.Fatal("no room once a silence has left the minute")
 	}
+	// Free probes on a quiet line: spaced to a quarter of it.
+	q = newQueue(100, time.Second, 0.05)
+	r = unknown(1, true)
+	if !mayGo(r, t0) || r.budgeted {
+		t.Fatal("a probe on a quiet line was not free")
+	}
+	r.Outcome, r.Attempts = Timeout, 1
+	q.done(r, est, t0, t0.Add(est/2), est/2) // 600 ms
+	if mayGo(unknown(1, true), t0.Add(2*time.Second)) {
+		t.Fatal("a free probe 2 s after a 600 ms one: more than a quarter of the line")
+	}
+	if !mayGo(unknown(1, true), t0.Add(2400*time.Millisecond)) {
+		t.Fatal("no free probe 2.4 s after a 600 ms one")
+	}
+	if r := unknown(1, false); !mayGo(r, t0.Add(time.Second)) || r.budgeted {
+		t.Fatal("a first request to an unseen unit was held by a free probe's spacing")
+	}
 	// A share of 0: only free ones.
 	q = newQueue(100, time.Second, 0)
 	q.silence.started(2, t0)

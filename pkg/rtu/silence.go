@@ -13,9 +13,12 @@ import "time"
 // activeWindow (a client polling back to back has its next request on
 // the way). Silence then costs nobody, which is how a commissioning scan
 // over units 1-247 finds every device that is there. A probe of an
-// offline unit goes free only while no client at all is using the line:
-// a SCADA polling present and absent units alike would otherwise spend
-// its own time probing.
+// offline unit goes free only while no client at all is using the line
+// (a SCADA polling present and absent units alike would otherwise spend
+// its own time probing), and free probes take at most freeProbeShare of
+// the line: one client asking for many offline units (a commissioning
+// scan done again) is not held back by their probes, while one offline
+// unit polled on a quiet line is probed every probe interval.
 //
 // Otherwise it takes the budget: it goes only if the last silence is far
 // enough behind (after a silence of d, the next starts no sooner than
@@ -32,6 +35,8 @@ import "time"
 type silence struct {
 	share float64   // of the line's time; 0: only free ones
 	next  time.Time // no silence starts before this, but a free one
+	// freeNext: no free probe starts before this.
+	freeNext time.Time
 	spent []spend   // the budgeted silences of the last minute
 	known int       // requests to units known to answer, queued or on the line
 	last  [2]active // the two latest flows with such a request, distinct
@@ -53,13 +58,15 @@ const (
 	// activeWindow is how long after its last request to a unit that
 	// answers a client still counts as using the line.
 	activeWindow = time.Second
+	// freeProbeShare is the share of a quiet line free probes may take.
+	freeProbeShare = 0.25
 )
 
 // mayGo decides on a request of flow to a unit not known to answer (a
 // probe of an offline one if probe), now: free if no one else uses the
 // line, else budgeted, if the budget has room for est more of silence.
 func (s *silence) mayGo(flow uint64, probe bool, now time.Time, est time.Duration) (ok, budgeted bool) {
-	if s.known == 0 && !s.active(flow, probe, now) {
+	if s.known == 0 && !s.active(flow, probe, now) && (!probe || !now.Before(s.freeNext)) {
 		return true, false
 	}
 	if s.share <= 0 || now.Before(s.next) {
@@ -123,6 +130,8 @@ func (s *silence) done(r *Request, start, end time.Time, guard time.Duration) {
 	d := end.Sub(start) + guard
 	if r.budgeted {
 		s.spent = append(s.spent, spend{start, d})
+	} else if r.Probe {
+		s.freeNext = start.Add(time.Duration(float64(d) / freeProbeShare))
 	}
 	if s.share > 0 {
 		if next := start.Add(time.Duration(float64(d) / s.share)); next.After(s.next) {

@@ -151,9 +151,14 @@ type Server struct {
 	IdleTimeout time.Duration // close a connection silent this long: default 60s
 	// RefusalPace spaces a connection's refusals: exceptions to requests
 	// that reached no device (Attempts 0: rejected, offline, no route,
-	// busy). Each goes out no sooner than this after the previous one, so
-	// a client that loops on them as fast as it is answered cannot take
-	// the CPU the live devices' transactions need. 0: 10 ms; <0: none.
+	// busy), so that a client that loops on them as fast as it is
+	// answered cannot take the CPU the live devices' transactions need.
+	// Each refusal takes one of a connection's credits; credit comes back
+	// one per RefusalPace and one per request a device answered, up to
+	// RefusalBurst (a new connection starts with one): a SCADA whose scan
+	// meets a few offline units among live ones is never held back, a
+	// client that only gets refusals gets one per RefusalPace, however
+	// often it reconnects. 0: 10 ms; <0: none.
 	RefusalPace time.Duration
 	// Allow lists the client networks that may connect; a connection
 	// from anywhere else is closed at accept. Empty: any.
@@ -385,6 +390,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // included: they are closed after the accept).
 func (s *Server) Accepted() uint64 { return s.nextID.Load() }
 
+// RefusalBurst is how many refusals a connection may have in a row
+// before they are spaced (see Server.RefusalPace).
+const RefusalBurst = 32
+
 // connIDs numbers connections across every server of the process, from
 // 1: a connection's id (Request.ConnID) is unique whichever listener took
 // it.
@@ -470,7 +479,9 @@ func (c *conn) serve() {
 	if pace == 0 {
 		pace = 10 * time.Millisecond
 	}
-	var lastRefusal time.Time
+	// A new connection has credit for one refusal: a client that
+	// reconnects to start afresh gains nothing.
+	credit, lastRefill := 1.0, time.Now()
 	br := bufio.NewReaderSize(c.nc, 4096)
 	framing := s.Framing
 	if framing == nil {
@@ -516,11 +527,22 @@ func (c *conn) serve() {
 		if frame == nil {
 			continue
 		}
-		if pace > 0 && req.Attempts == 0 && len(frame) > hlen && frame[hlen]&0x80 != 0 {
-			if d := pace - time.Since(lastRefusal); d > 0 {
-				time.Sleep(d)
+		if pace > 0 {
+			refusal := req.Attempts == 0 && len(frame) > hlen && frame[hlen]&0x80 != 0
+			switch {
+			case refusal:
+				now := time.Now()
+				credit = min(RefusalBurst, credit+float64(now.Sub(lastRefill))/float64(pace))
+				lastRefill = now
+				if credit < 1 {
+					d := time.Duration((1 - credit) * float64(pace))
+					time.Sleep(d)
+					credit, lastRefill = 1, now.Add(d)
+				}
+				credit--
+			case req.Attempts > 0 && credit < RefusalBurst:
+				credit++ // a device answered (or was asked)
 			}
-			lastRefusal = time.Now()
 		}
 		frame = framing.Finish(frame, tid, unit)
 		c.nc.SetWriteDeadline(time.Now().Add(idle))

@@ -262,28 +262,59 @@ func TestRefusalsArePaced(t *testing.T) {
 		if r.Unit == 2 {
 			r.Attempts = 1 // the device's own exception
 		}
+		if r.Unit == 3 { // a device's answer
+			r.Attempts = 1
+			return append(dst, r.PDU[0], 2, 0, 7)
+		}
 		return append(dst, r.PDU[0]|0x80, 0x0B)
 	})
 	// A pace long enough that a shared machine's scheduling does not
 	// blur paced (540 ms for ten) and unpaced (a few ms).
 	addr := start(t, &Server{Handler: h, RefusalPace: 60 * time.Millisecond})
-	for _, tt := range []struct {
-		unit    byte
-		atLeast time.Duration
-	}{{1, 9 * 60 * time.Millisecond}, {2, 0}} {
-		c := dial(t, addr)
+	send := func(c net.Conn, units ...byte) time.Duration {
 		var all []byte
-		for i := range 10 {
-			all = AppendADU(all, uint16(i), tt.unit, []byte{0x03, 0, 0, 0, 1})
+		for i, u := range units {
+			all = AppendADU(all, uint16(i), u, []byte{0x03, 0, 0, 0, 1})
 		}
 		start := time.Now()
 		c.Write(all)
-		for range 10 {
+		for range units {
 			readADU(t, c)
 		}
-		took := time.Since(start)
-		if took < tt.atLeast || tt.atLeast == 0 && took > 270*time.Millisecond {
-			t.Errorf("unit %d: 10 exceptions in %v", tt.unit, took)
+		return time.Since(start)
+	}
+	repeat := func(u byte, n int) []byte {
+		us := make([]byte, n)
+		for i := range us {
+			us[i] = u
 		}
+		return us
+	}
+	// A new connection's refusals are spaced at once; one that has had
+	// answers has a burst's credit.
+	c := dial(t, addr)
+	if took := send(c, repeat(1, 10)...); took < 9*60*time.Millisecond {
+		t.Errorf("10 refusals on a new connection: %v, want them spaced", took)
+	}
+	send(c, repeat(3, RefusalBurst)...)
+	if took := send(c, repeat(1, RefusalBurst)...); took > 270*time.Millisecond {
+		t.Errorf("%d refusals after as many answers: %v", RefusalBurst, took)
+	}
+	if took := send(c, repeat(1, 10)...); took < 9*60*time.Millisecond {
+		t.Errorf("10 refusals past the burst: %v, want them spaced", took)
+	}
+	// A device's own exceptions are never held back.
+	if took := send(dial(t, addr), repeat(2, 2*RefusalBurst)...); took > 270*time.Millisecond {
+		t.Errorf("%d of a device's exceptions: %v", 2*RefusalBurst, took)
+	}
+	// Refusals among answers (a scan that meets a few offline units
+	// among live ones) are not held back either: each answer gives one
+	// back.
+	var scan []byte
+	for range 5 * RefusalBurst {
+		scan = append(scan, 3, 3, 1)
+	}
+	if took := send(dial(t, addr), scan...); took > 270*time.Millisecond {
+		t.Errorf("a scan, one refusal in three: %v", took)
 	}
 }
