@@ -37,9 +37,9 @@ type silence struct {
 	next  time.Time // no silence starts before this, but a free one
 	// freeNext: no free probe starts before this.
 	freeNext time.Time
-	spent []spend   // the budgeted silences of the last minute
-	known int       // requests to units known to answer, queued or on the line
-	last  [2]active // the two latest flows with such a request, distinct
+	spent    []spend   // the budgeted silences of the last minute
+	known    int       // requests to units known to answer, queued or on the line
+	last     [2]active // the two latest flows with such a request, distinct
 }
 
 type spend struct {
