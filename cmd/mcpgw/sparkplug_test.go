@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"github.com/goburrow/modbus"
 	"io"
 	"math"
 	"net"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/goburrow/modbus"
 
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/serialport"

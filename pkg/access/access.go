@@ -20,7 +20,7 @@ import (
 	"sync/atomic"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // Allow is what a rule lets its clients do.
@@ -113,17 +113,17 @@ func (p *Policy) AllowsBroadcast(role string, src netip.Addr, req, reach []byte)
 // others with exception 01 (illegal function), with outcome "denied"; a
 // denied broadcast is dropped, as a broadcast is never answered.
 type Handler struct {
-	Next tcp.Handler
+	Next request.Handler
 	// Reach, if set, returns the unit ids (as clients address them) that
 	// a broadcast request would reach: the units of every line it would
 	// go out on. Without it a broadcast is judged as unit 0 alone.
-	Reach  func(tr *tcp.Request) []byte
+	Reach  func(tr *request.Request) []byte
 	policy atomic.Pointer[Policy]
 	denied atomic.Uint64
 }
 
 // NewHandler returns a Handler with policy p in front of next.
-func NewHandler(p *Policy, next tcp.Handler) *Handler {
+func NewHandler(p *Policy, next request.Handler) *Handler {
 	h := &Handler{Next: next}
 	h.policy.Store(p)
 	return h
@@ -136,8 +136,8 @@ func (h *Handler) SetPolicy(p *Policy) { h.policy.Store(p) }
 // Denied returns how many requests were denied.
 func (h *Handler) Denied() uint64 { return h.denied.Load() }
 
-// ServeModbus implements tcp.Handler.
-func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+// ServeModbus implements request.Handler.
+func (h *Handler) ServeModbus(ctx context.Context, tr *request.Request, dst []byte) []byte {
 	p, src := h.policy.Load(), tr.Addr.Addr()
 	var ok bool
 	if tr.Unit == pdu.Broadcast {
@@ -153,7 +153,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}
 	h.denied.Add(1)
-	tr.Outcome = "denied"
+	tr.Outcome = request.Denied
 	if tr.Unit == pdu.Broadcast || len(tr.PDU) == 0 {
 		return nil
 	}

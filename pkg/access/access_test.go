@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 func TestParseAllow(t *testing.T) {
@@ -106,26 +106,26 @@ func TestAllowsBroadcast(t *testing.T) {
 // never reach the next handler.
 func TestHandler(t *testing.T) {
 	reached := 0
-	next := tcp.HandlerFunc(func(_ context.Context, r *tcp.Request, dst []byte) []byte {
+	next := request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte {
 		reached++
 		return append(dst, r.PDU...)
 	})
 	h := NewHandler(&Policy{Rules: []Rule{{Units: []byte{1}, Allow: Read}}}, next)
 	src := netip.MustParseAddrPort("127.0.0.1:5000")
-	serve := func(unit byte, p ...byte) (*tcp.Request, []byte) {
-		r := &tcp.Request{Unit: unit, PDU: p, Addr: src}
+	serve := func(unit byte, p ...byte) (*request.Request, []byte) {
+		r := &request.Request{Unit: unit, PDU: p, Addr: src}
 		return r, h.ServeModbus(context.Background(), r, nil)
 	}
-	if r, out := serve(1, 3, 0, 0, 0, 1); string(out) != string([]byte{3, 0, 0, 0, 1}) || r.Outcome != "" {
+	if r, out := serve(1, 3, 0, 0, 0, 1); string(out) != string([]byte{3, 0, 0, 0, 1}) || r.Outcome != request.Pending {
 		t.Fatalf("allowed read: % X, %q", out, r.Outcome)
 	}
-	if r, out := serve(1, 6, 0, 0, 0, 1); string(out) != string([]byte{0x86, 0x01}) || r.Outcome != "denied" {
+	if r, out := serve(1, 6, 0, 0, 0, 1); string(out) != string([]byte{0x86, 0x01}) || r.Outcome != request.Denied {
 		t.Fatalf("denied write: % X, %q", out, r.Outcome)
 	}
-	if r, out := serve(2, 3, 0, 0, 0, 1); string(out) != string([]byte{0x83, 0x01}) || r.Outcome != "denied" {
+	if r, out := serve(2, 3, 0, 0, 0, 1); string(out) != string([]byte{0x83, 0x01}) || r.Outcome != request.Denied {
 		t.Fatalf("unit without a rule: % X, %q", out, r.Outcome)
 	}
-	if r, out := serve(0, 6, 0, 0, 0, 1); out != nil || r.Outcome != "denied" {
+	if r, out := serve(0, 6, 0, 0, 0, 1); out != nil || r.Outcome != request.Denied {
 		t.Fatalf("denied broadcast: % X, %q", out, r.Outcome)
 	}
 	if reached != 1 || h.Denied() != 3 {
@@ -138,13 +138,13 @@ func TestHandler(t *testing.T) {
 	// A broadcast is judged by the units it reaches.
 	h.SetPolicy(&Policy{Rules: []Rule{{Units: []byte{1}, Allow: Read}, {Allow: ReadWrite}}})
 	reach := []byte{1, 2}
-	h.Reach = func(*tcp.Request) []byte { return reach }
+	h.Reach = func(*request.Request) []byte { return reach }
 	before := reached
-	if r, out := serve(0, 6, 0, 0, 0, 1); out != nil || r.Outcome != "denied" || reached != before {
+	if r, out := serve(0, 6, 0, 0, 0, 1); out != nil || r.Outcome != request.Denied || reached != before {
 		t.Fatalf("broadcast reaching read-only unit 1: % X, %q", out, r.Outcome)
 	}
 	reach = []byte{2, 3}
-	if r, _ := serve(0, 6, 0, 0, 0, 1); r.Outcome == "denied" || reached != before+1 {
+	if r, _ := serve(0, 6, 0, 0, 0, 1); r.Outcome == request.Denied || reached != before+1 {
 		t.Fatalf("broadcast reaching writable units: %q", r.Outcome)
 	}
 }

@@ -2,7 +2,7 @@
 // itself ([[bus.poll]]) and keeps the cache warm, so that masters' reads
 // of those blocks are answered from memory without waiting for the line.
 // Polls take their turn in the line's queue after every client's request
-// (tcp.Request.Background), are spread over their interval so they do
+// (request.Request.Background), are spread over their interval so they do
 // not all fire at once, and go through the offline rule like any read,
 // so a dead unit is not polled more than its probes.
 package agent
@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/trace"
 )
 
@@ -35,7 +35,7 @@ type Poll struct {
 // Refresher sends a poll to the line and fills the cache with its answer
 // (cache.Handler's Refresh).
 type Refresher interface {
-	Refresh(ctx context.Context, tr *tcp.Request, dst []byte, keep time.Duration) []byte
+	Refresh(ctx context.Context, tr *request.Request, dst []byte, keep time.Duration) []byte
 }
 
 // Agent runs the polls.
@@ -125,10 +125,10 @@ func (a *Agent) run(ctx context.Context, p Poll, offset time.Duration, st *Stats
 		case <-t.C:
 		}
 		start := time.Now()
-		tr := &tcp.Request{Unit: p.Unit, PDU: req, Client: "agent", Trace: trace.Next(), Background: true}
+		tr := &request.Request{Unit: p.Unit, PDU: req, Client: "agent", Trace: trace.Next(), Background: true}
 		answer := a.cache.Refresh(ctx, tr, buf[:0], p.Keep)
 		outcome, exc := tr.Result(answer)
-		ok := outcome == "ok"
+		ok := outcome == request.OK
 		if a.OnResult != nil {
 			a.OnResult(p, answer, ok, time.Now())
 		}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // line records when each poll reached it and fails unit 9's.
@@ -19,7 +19,7 @@ type line struct {
 	seen map[byte][]time.Time
 }
 
-func (l *line) Refresh(_ context.Context, tr *tcp.Request, dst []byte, keep time.Duration) []byte {
+func (l *line) Refresh(_ context.Context, tr *request.Request, dst []byte, keep time.Duration) []byte {
 	l.mu.Lock()
 	l.seen[tr.Unit] = append(l.seen[tr.Unit], time.Now())
 	l.mu.Unlock()
@@ -27,7 +27,7 @@ func (l *line) Refresh(_ context.Context, tr *tcp.Request, dst []byte, keep time
 		panic("a poll that is not background, or without its keep")
 	}
 	if tr.Unit == 9 {
-		tr.Outcome = "timeout"
+		tr.Outcome = request.Timeout
 		return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
 	}
 	return append(dst, tr.PDU[0], 2, 0, 1)

@@ -12,6 +12,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/loadtest"
 	"github.com/mcpgw/mcpgw/pkg/netserial"
 	"github.com/mcpgw/mcpgw/pkg/registers"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
@@ -58,7 +59,7 @@ func benchWires(ctx context.Context, rep *report, n func(int) int, stderr io.Wri
 	// A Modbus TCP device, in this process: unit 75's registers.
 	model := registers.New(10000)
 	model.Pattern(75)
-	dev := &tcp.Server{Handler: tcp.HandlerFunc(func(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+	dev := &tcp.Server{Handler: request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
 		return model.Handle(tr.PDU, dst)
 	}), RefusalPace: -1}
 	devL, err := net.Listen("tcp", "127.0.0.1:0")

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // Rule is one unit's caching.
@@ -30,9 +30,9 @@ type Rule struct {
 }
 
 // Handler answers reads from the cache or passes them to Next, whose
-// answers fill it. Answers from the cache report Outcome tcp.Cached.
+// answers fill it. Answers from the cache report Outcome request.Cached.
 type Handler struct {
-	Next tcp.Handler
+	Next request.Handler
 	// Offline reports whether a unit is offline now (the offline rule);
 	// nil: never.
 	Offline func(unit byte) bool
@@ -68,7 +68,7 @@ type page struct {
 const pageSize = 256
 
 // New returns a handler with no rules: nothing is cached until SetRules.
-func New(next tcp.Handler) *Handler {
+func New(next request.Handler) *Handler {
 	h := &Handler{Next: next, pages: make(map[pageKey]*page), now: time.Now}
 	h.rules.Store(&[256]*Rule{})
 	return h
@@ -87,8 +87,8 @@ func (h *Handler) SetRules(rules map[byte]Rule) {
 // Hits returns how many reads were answered from the cache.
 func (h *Handler) Hits() uint64 { return h.hits.Load() }
 
-// ServeModbus implements tcp.Handler.
-func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+// ServeModbus implements request.Handler.
+func (h *Handler) ServeModbus(ctx context.Context, tr *request.Request, dst []byte) []byte {
 	fc, addr, qty, read := pdu.ParseRead(tr.PDU)
 	if !read {
 		return h.change(ctx, tr, dst)
@@ -106,7 +106,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	h.mu.Unlock()
 	if ok {
 		h.hits.Add(1)
-		tr.Line, tr.Outcome = rule.Line, tcp.Cached
+		tr.Line, tr.Outcome = rule.Line, request.Cached
 		return out
 	}
 	return h.fetch(ctx, tr, dst, 0)
@@ -116,7 +116,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 // poll), fills the cache with its answer, and marks the range as polled:
 // its values may be keep old (or the rule's MaxAge, if longer) when they
 // answer a read.
-func (h *Handler) Refresh(ctx context.Context, tr *tcp.Request, dst []byte, keep time.Duration) []byte {
+func (h *Handler) Refresh(ctx context.Context, tr *request.Request, dst []byte, keep time.Duration) []byte {
 	if fc, addr, qty, ok := pdu.ParseRead(tr.PDU); ok {
 		h.mu.Lock()
 		h.each(tr.Unit, fc, addr, qty, func(p *page, i int) { p.keep[i] = keep })
@@ -136,13 +136,13 @@ func (h *Handler) Unpoll() {
 
 // fetch sends read tr to Next and fills the cache with the device's
 // answer, unless a request that may change the unit overlapped it.
-func (h *Handler) fetch(ctx context.Context, tr *tcp.Request, dst []byte, keep time.Duration) []byte {
+func (h *Handler) fetch(ctx context.Context, tr *request.Request, dst []byte, keep time.Duration) []byte {
 	u := &h.units[tr.Unit]
 	h.mu.Lock()
 	gen, clean := u.gen, u.writing == 0
 	h.mu.Unlock()
 	out := h.Next.ServeModbus(ctx, tr, dst)
-	if !clean || tr.Outcome != "" || h.rules.Load()[tr.Unit] == nil && keep == 0 {
+	if !clean || tr.Outcome != request.Pending || h.rules.Load()[tr.Unit] == nil && keep == 0 {
 		return out // not the device's own answer to this request, or a write overlapped
 	}
 	fc, addr, qty, _ := pdu.ParseRead(tr.PDU)
@@ -157,7 +157,7 @@ func (h *Handler) fetch(ctx context.Context, tr *tcp.Request, dst []byte, keep t
 
 // change passes on a request that is not a read of FC 1-4 and, if it
 // may change the device, clears the values it may touch when it is done.
-func (h *Handler) change(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+func (h *Handler) change(ctx context.Context, tr *request.Request, dst []byte) []byte {
 	addr, qty, all := pdu.Written(tr.PDU)
 	if qty == 0 && !all {
 		return h.Next.ServeModbus(ctx, tr, dst)

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/registers"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // device stands for the line and a device whose values change on every
@@ -18,7 +18,7 @@ type device struct {
 	hook  func() // runs while a request is "on the line"
 }
 
-func (d *device) ServeModbus(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+func (d *device) ServeModbus(_ context.Context, tr *request.Request, dst []byte) []byte {
 	if d.hook != nil {
 		d.hook()
 	}
@@ -57,9 +57,9 @@ func newRig(t *testing.T, rule Rule) *rig {
 
 // read asks for p and returns the answer, whether the line saw it, and
 // the outcome.
-func (r *rig) read(p ...byte) (answer []byte, line bool, outcome string) {
+func (r *rig) read(p ...byte) (answer []byte, line bool, outcome request.Outcome) {
 	before := r.dev.reads
-	tr := &tcp.Request{Unit: 1, PDU: p}
+	tr := &request.Request{Unit: 1, PDU: p}
 	answer = r.h.ServeModbus(context.Background(), tr, nil)
 	return answer, r.dev.reads > before, tr.Outcome
 }
@@ -75,7 +75,7 @@ func TestMaxAgeAndSubRanges(t *testing.T) {
 		// the cache.
 		r.clock = r.clock.Add(499 * time.Millisecond)
 		again, line, outcome := r.read(fc, 0, 10, 0, 20)
-		if line || outcome != tcp.Cached || !bytes.Equal(again, first) {
+		if line || outcome != request.Cached || !bytes.Equal(again, first) {
 			t.Fatalf("FC %d within max age: line %v, %q, % X want % X", fc, line, outcome, again, first)
 		}
 		sub, line, _ := r.read(fc, 0, 13, 0, 9)
@@ -105,7 +105,7 @@ func TestWritesClearWhatTheyTouch(t *testing.T) {
 	r := newRig(t, Rule{MaxAge: time.Hour})
 	r.read(3, 0, 0, 0, 100)
 	r.read(4, 0, 0, 0, 100)
-	r.h.ServeModbus(context.Background(), &tcp.Request{Unit: 1, PDU: []byte{16, 0, 40, 0, 2, 4, 0xAB, 0xCD, 0x12, 0x34}}, nil)
+	r.h.ServeModbus(context.Background(), &request.Request{Unit: 1, PDU: []byte{16, 0, 40, 0, 2, 4, 0xAB, 0xCD, 0x12, 0x34}}, nil)
 	// The written registers, and the same addresses in the input
 	// registers (devices alias tables), are read from the line: the
 	// client sees its write.
@@ -120,7 +120,7 @@ func TestWritesClearWhatTheyTouch(t *testing.T) {
 		t.Fatal("registers the write did not touch were cleared")
 	}
 	// A code of unknown effect clears the unit.
-	r.h.ServeModbus(context.Background(), &tcp.Request{Unit: 1, PDU: []byte{0x41, 1, 2}}, nil)
+	r.h.ServeModbus(context.Background(), &request.Request{Unit: 1, PDU: []byte{0x41, 1, 2}}, nil)
 	if _, line, _ := r.read(3, 0, 0, 0, 1); !line {
 		t.Fatal("a value survived a request of unknown effect")
 	}
@@ -128,7 +128,7 @@ func TestWritesClearWhatTheyTouch(t *testing.T) {
 	// be from before the write.
 	r.dev.hook = func() {
 		r.dev.hook = nil
-		r.h.ServeModbus(context.Background(), &tcp.Request{Unit: 1, PDU: []byte{6, 0, 90, 0, 7}}, nil)
+		r.h.ServeModbus(context.Background(), &request.Request{Unit: 1, PDU: []byte{6, 0, 90, 0, 7}}, nil)
 	}
 	r.read(3, 0, 80, 0, 5) // the write runs while this read is on the line
 	if _, line, _ := r.read(3, 0, 80, 0, 5); !line {
@@ -146,7 +146,7 @@ func TestExceptionsAndOffline(t *testing.T) {
 	r.read(3, 0, 0, 0, 10)
 	offline := true
 	r.h.Offline = func(byte) bool { return offline }
-	if _, line, outcome := r.read(3, 0, 0, 0, 10); !line || outcome == tcp.Cached {
+	if _, line, outcome := r.read(3, 0, 0, 0, 10); !line || outcome == request.Cached {
 		t.Fatal("an offline unit's read was answered from the cache")
 	}
 	// With cache_serve_stale: values of any age while offline, the line
@@ -154,7 +154,7 @@ func TestExceptionsAndOffline(t *testing.T) {
 	r.h.SetRules(map[byte]Rule{1: {Line: "l1", MaxAge: time.Second, ServeStale: true}})
 	r.read(3, 0, 0, 0, 10)
 	r.clock = r.clock.Add(time.Hour)
-	if _, line, outcome := r.read(3, 0, 0, 0, 10); line || outcome != tcp.Cached {
+	if _, line, outcome := r.read(3, 0, 0, 0, 10); line || outcome != request.Cached {
 		t.Fatal("serve_stale: an offline unit's cached values were not served")
 	}
 	if _, line, _ := r.read(3, 0, 50, 0, 1); !line {
@@ -172,7 +172,7 @@ func TestRefreshKeepsPolledRanges(t *testing.T) {
 	if _, line, _ := r.read(3, 0, 0, 0, 10); !line {
 		t.Fatal("cached without a max age")
 	}
-	r.h.Refresh(context.Background(), &tcp.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 50}, Background: true}, nil, time.Second)
+	r.h.Refresh(context.Background(), &request.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 50}, Background: true}, nil, time.Second)
 	r.clock = r.clock.Add(999 * time.Millisecond)
 	if _, line, _ := r.read(3, 0, 20, 0, 30); line {
 		t.Fatal("a polled range was not served within its keep")
@@ -182,7 +182,7 @@ func TestRefreshKeepsPolledRanges(t *testing.T) {
 		t.Fatal("a polled range was served past its keep")
 	}
 	r.h.Unpoll()
-	r.h.Refresh(context.Background(), &tcp.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}, nil, time.Second)
+	r.h.Refresh(context.Background(), &request.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}, nil, time.Second)
 	if _, line, _ := r.read(3, 0, 20, 0, 30); !line {
 		t.Fatal("a range no longer polled kept its keep")
 	}

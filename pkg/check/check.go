@@ -16,7 +16,7 @@ import (
 	"sync/atomic"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // Request returns the exception a request PDU must be answered with
@@ -80,7 +80,7 @@ func between(v, lo, hi int) bool { return v >= lo && v <= hi }
 // so is a broadcast read (it asks for an answer no device gives to a
 // broadcast): it is dropped.
 type Handler struct {
-	Next     tcp.Handler
+	Next     request.Handler
 	rejected atomic.Uint64
 }
 
@@ -88,8 +88,8 @@ type Handler struct {
 // line.
 func (h *Handler) Rejected() uint64 { return h.rejected.Load() }
 
-// ServeModbus implements tcp.Handler.
-func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+// ServeModbus implements request.Handler.
+func (h *Handler) ServeModbus(ctx context.Context, tr *request.Request, dst []byte) []byte {
 	e := Request(tr.PDU)
 	if e == 0 && tr.Unit == pdu.Broadcast && (pdu.ReadOnly(tr.PDU) || pdu.IsReturnQueryData(tr.PDU)) {
 		e = pdu.IllegalFunction // a read no device answers when broadcast: dropped
@@ -98,7 +98,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}
 	h.rejected.Add(1)
-	tr.Outcome = "rejected"
+	tr.Outcome = request.Rejected
 	if tr.Unit == pdu.Broadcast {
 		return nil
 	}

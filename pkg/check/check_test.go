@@ -8,9 +8,9 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/check"
 	"github.com/mcpgw/mcpgw/pkg/crc"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/specframes"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
 // Every example request of the spec is one a device can use.
@@ -78,9 +78,9 @@ func TestRequest(t *testing.T) {
 	}
 }
 
-type recorder struct{ got []*tcp.Request }
+type recorder struct{ got []*request.Request }
 
-func (r *recorder) ServeModbus(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+func (r *recorder) ServeModbus(_ context.Context, tr *request.Request, dst []byte) []byte {
 	r.got = append(r.got, tr)
 	return append(dst, tr.PDU[0], 0xAA)
 }
@@ -89,29 +89,29 @@ func TestHandler(t *testing.T) {
 	next := &recorder{}
 	h := &check.Handler{Next: next}
 	ctx := context.Background()
-	ok := &tcp.Request{Unit: 1, PDU: specframes.MustHex("03 0000 0001")}
+	ok := &request.Request{Unit: 1, PDU: specframes.MustHex("03 0000 0001")}
 	if out := h.ServeModbus(ctx, ok, nil); string(out) != "\x03\xAA" || len(next.got) != 1 {
 		t.Fatalf("a good request: % X, next saw %d", out, len(next.got))
 	}
-	bad := &tcp.Request{Unit: 1, PDU: specframes.MustHex("03 0000 0100")}
-	if out := h.ServeModbus(ctx, bad, nil); string(out) != "\x83\x03" || bad.Outcome != "rejected" {
+	bad := &request.Request{Unit: 1, PDU: specframes.MustHex("03 0000 0100")}
+	if out := h.ServeModbus(ctx, bad, nil); string(out) != "\x83\x03" || bad.Outcome != request.Rejected {
 		t.Fatalf("too many registers: % X, outcome %q", out, bad.Outcome)
 	}
-	fc := &tcp.Request{Unit: 1, PDU: []byte{0x90, 1}}
+	fc := &request.Request{Unit: 1, PDU: []byte{0x90, 1}}
 	if out := h.ServeModbus(ctx, fc, nil); string(out) != "\x90\x01" {
 		t.Fatalf("function code 0x90: % X", out)
 	}
-	bcast := &tcp.Request{Unit: 0, PDU: specframes.MustHex("06 0001")}
+	bcast := &request.Request{Unit: 0, PDU: specframes.MustHex("06 0001")}
 	if out := h.ServeModbus(ctx, bcast, nil); out != nil {
 		t.Fatalf("a broadcast got an answer: % X", out)
 	}
 	for _, p := range []string{"03 0000 0001", "2B 0E 01 00", "08 0000 A537"} {
-		r := &tcp.Request{Unit: 0, PDU: specframes.MustHex(p)}
-		if out := h.ServeModbus(ctx, r, nil); out != nil || r.Outcome != "rejected" {
+		r := &request.Request{Unit: 0, PDU: specframes.MustHex(p)}
+		if out := h.ServeModbus(ctx, r, nil); out != nil || r.Outcome != request.Rejected {
 			t.Fatalf("a broadcast read %s: % X, %q", p, out, r.Outcome)
 		}
 	}
-	if w := (&tcp.Request{Unit: 0, PDU: specframes.MustHex("06 0001 0003")}); h.ServeModbus(ctx, w, nil) == nil && w.Outcome == "rejected" {
+	if w := (&request.Request{Unit: 0, PDU: specframes.MustHex("06 0001 0003")}); h.ServeModbus(ctx, w, nil) == nil && w.Outcome == request.Rejected {
 		t.Fatal("a broadcast write was dropped")
 	}
 	if len(next.got) != 2 || h.Rejected() != 6 {

@@ -15,8 +15,8 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/registers"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
 // The absence simulation runs the offline rule, the router and a serial
@@ -163,8 +163,8 @@ func TestSimulateAbsence(t *testing.T) {
 
 		var wrong, served atomic.Int64
 		var conn atomic.Uint64
-		ask := func(c uint64, unit byte, addr uint16) ([]byte, string) {
-			tr := &tcp.Request{Unit: unit, PDU: []byte{pdu.ReadHoldingRegisters, byte(addr >> 8), byte(addr), 0, 2}, ConnID: c, Client: "sim"}
+		ask := func(c uint64, unit byte, addr uint16) ([]byte, request.Outcome) {
+			tr := &request.Request{Unit: unit, PDU: []byte{pdu.ReadHoldingRegisters, byte(addr >> 8), byte(addr), 0, 2}, ConnID: c, Client: "sim"}
 			out := h.ServeModbus(ctx, tr, nil)
 			if out[0] == pdu.ReadHoldingRegisters {
 				served.Add(1)

@@ -14,6 +14,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/registers"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/shared"
 	"github.com/mcpgw/mcpgw/pkg/status"
@@ -85,7 +86,7 @@ func BenchmarkTransaction(b *testing.B) {
 			st := status.New(status.Sources{Listeners: map[string]*tcp.Server{}})
 			h := gateway.LogTransactions(tc.log, mx.Handler(st.Handler(acc)))
 
-			req := &tcp.Request{TID: 1, Unit: 1, PDU: []byte{0x03, 0x00, 0x10, 0x00, 0x0A}, Client: "127.0.0.1:50000"}
+			req := &request.Request{TID: 1, Unit: 1, PDU: []byte{0x03, 0x00, 0x10, 0x00, 0x0A}, Client: "127.0.0.1:50000"}
 			dst := make([]byte, 0, tcp.MaxADU)
 			b.ReportAllocs()
 			for b.Loop() {

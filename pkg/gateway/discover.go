@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/offline"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/trace"
 )
 
@@ -62,9 +62,9 @@ func (s *Service) discover(ctx context.Context, line string, units []byte) {
 			if st, _ := s.Offline.State(u); st != offline.Unseen {
 				break
 			}
-			tr := &tcp.Request{Unit: u, PDU: discoverPDU, Client: discoverClient, Trace: trace.Next()}
+			tr := &request.Request{Unit: u, PDU: discoverPDU, Client: discoverClient, Trace: trace.Next()}
 			s.Offline.ServeModbus(ctx, tr, nil)
-			if tr.Outcome == "over budget" || tr.Outcome == "expired" {
+			if tr.Outcome == request.OverBudget || tr.Outcome == request.Expired {
 				sleep(ctx, discoverRetry)
 				continue
 			}

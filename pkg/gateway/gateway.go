@@ -6,6 +6,8 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -14,8 +16,8 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
 // Line is what the gateway needs of a serial line; *rtu.Bus is one.
@@ -37,7 +39,7 @@ type Route struct {
 
 // Routes is a routing table: where each unit id goes, and the lines
 // that take broadcasts; and, per line, the same for requests bound to
-// that line (tcp.Request.Via: a slave line's forward). Fill one with Add and AddBroadcast, then hand it to
+// that line (request.Request.Via: a slave line's forward). Fill one with Add and AddBroadcast, then hand it to
 // SetRoutes; it is not changed after that.
 type Routes struct {
 	unit      [256]*Route
@@ -91,7 +93,7 @@ func (t *Routes) seal() {
 }
 
 // table returns the routes for tr: its line's if it is bound to one.
-func (t *Routes) table(tr *tcp.Request) *Routes {
+func (t *Routes) table(tr *request.Request) *Routes {
 	if tr.Via == "" {
 		return t
 	}
@@ -101,9 +103,9 @@ func (t *Routes) table(tr *tcp.Request) *Routes {
 	return &Routes{} // a line that is gone: no route
 }
 
-// Gateway implements tcp.Handler: the router, last in the chain of
+// Gateway implements request.Handler: the router, last in the chain of
 // handlers (see Service). It reports each transaction's line, outcome
-// and attempts on the tcp.Request, for LogTransactions.
+// and attempts on the request.Request, for LogTransactions.
 type Gateway struct {
 	routes   atomic.Pointer[Routes]         // replaced whole on reload
 	priority atomic.Pointer[[]netip.Prefix] // replaced whole on reload
@@ -128,7 +130,7 @@ func (g *Gateway) SetRoutes(t *Routes) {
 // BroadcastReach returns the unit ids, as clients address them, that a
 // broadcast request tr would reach: those routed to the lines it would
 // go out on. The access rules judge a broadcast by them.
-func (g *Gateway) BroadcastReach(tr *tcp.Request) []byte {
+func (g *Gateway) BroadcastReach(tr *request.Request) []byte {
 	return g.routes.Load().table(tr).reach
 }
 
@@ -138,7 +140,7 @@ func (g *Gateway) SetPriorityClients(nets []netip.Prefix) { g.priority.Store(&ne
 
 // prioritized reports whether a request goes before plain reads: writes
 // (FC 5, 6, 15, 16, 21, 22, 23) and the requests of priority clients.
-func (g *Gateway) prioritized(tr *tcp.Request) bool {
+func (g *Gateway) prioritized(tr *request.Request) bool {
 	if pdu.IsWrite(tr.PDU[0]) {
 		return true
 	}
@@ -154,13 +156,13 @@ func (g *Gateway) prioritized(tr *tcp.Request) bool {
 	return false
 }
 
-// ServeModbus answers one request (tcp.Handler). The answer is the
+// ServeModbus answers one request (request.Handler). The answer is the
 // device's own response, normal or exception, or one of the gateway's
 // exceptions: 0x0A when no line serves the unit or the line is down,
 // 0x0B when the device did not answer in time (or the request's Skip
 // said, when its turn came, that it need not go out), 0x06 when the
 // line's queue is full. Broadcasts get no answer.
-func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+func (g *Gateway) ServeModbus(ctx context.Context, tr *request.Request, dst []byte) []byte {
 	fc := tr.PDU[0]
 	routes := g.routes.Load().table(tr)
 	if tr.Unit == pdu.Broadcast {
@@ -169,7 +171,7 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	}
 	route := routes.unit[tr.Unit]
 	if route == nil {
-		tr.Outcome = "no route"
+		tr.Outcome = request.NoRoute
 		return pdu.AppendException(dst, fc, pdu.GatewayPathUnavailable)
 	}
 	r := g.pool.Get().(*rtu.Request)
@@ -194,18 +196,24 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	default: // rtu.LineDown
 		exc = pdu.GatewayPathUnavailable
 	}
-	tr.Outcome = r.Outcome.String()
+	tr.Outcome = outcomes[r.Outcome]
 	if r.Outcome == rtu.Timeout && r.Err != nil && r.Err != rtu.ErrNoAnswer {
-		tr.Outcome = "timeout: " + r.Err.Error()
+		tr.Err = r.Err // what was heard: for the log
 	}
 	return pdu.AppendException(dst, fc, exc)
+}
+
+// outcomes are the line's outcomes as the request's.
+var outcomes = [...]request.Outcome{
+	rtu.OK: request.OK, rtu.Sent: request.Broadcast, rtu.Timeout: request.Timeout, rtu.LineDown: request.LineDown,
+	rtu.QueueFull: request.QueueFull, rtu.Expired: request.Expired, rtu.Skipped: request.Skipped, rtu.OverBudget: request.OverBudget,
 }
 
 // flowOf is whose share of the line's time a request is: its
 // connection's, or for the gateway's own requesters (which have none),
 // one per requester. Flows 1 and up are connections (tcp.Server numbers
 // them from 1); the others count down from the top.
-func flowOf(tr *tcp.Request) uint64 {
+func flowOf(tr *request.Request) uint64 {
 	if tr.ConnID != 0 {
 		return tr.ConnID
 	}
@@ -216,15 +224,18 @@ func flowOf(tr *tcp.Request) uint64 {
 	return h | 1<<63
 }
 
-func (g *Gateway) doBroadcast(ctx context.Context, tr *tcp.Request, lines []Line) {
+// errBroadcastOff is the detail of a broadcast no line takes.
+var errBroadcastOff = errors.New("broadcast is off on every line")
+
+func (g *Gateway) doBroadcast(ctx context.Context, tr *request.Request, lines []Line) {
 	if len(lines) == 0 {
-		tr.Outcome = "broadcast disabled on every line"
+		tr.Outcome, tr.Err = request.NoRoute, errBroadcastOff
 		return
 	}
 	r := g.pool.Get().(*rtu.Request)
 	defer g.pool.Put(r)
 	names := make([]string, 0, len(lines))
-	tr.Outcome = rtu.Sent.String()
+	tr.Outcome = request.Broadcast
 	for _, line := range lines {
 		r.Unit, r.PDU, r.Timeout, r.Retries, r.Priority, r.Trace, r.Skip = pdu.Broadcast, tr.PDU, 0, 0, true, tr.Trace, nil
 		r.Flow, r.Unknown, r.Probe, r.Background = flowOf(tr), false, false, false
@@ -232,7 +243,7 @@ func (g *Gateway) doBroadcast(ctx context.Context, tr *tcp.Request, lines []Line
 		names = append(names, line.Name())
 		tr.Attempts += r.Attempts
 		if r.Outcome != rtu.Sent {
-			tr.Outcome = r.Outcome.String() + " on " + line.Name()
+			tr.Outcome, tr.Err = outcomes[r.Outcome], fmt.Errorf("on line %s", line.Name())
 		}
 	}
 	tr.Line = strings.Join(names, ",")

@@ -13,11 +13,11 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/netserial"
 	"github.com/mcpgw/mcpgw/pkg/offline"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/slaveline"
 	"github.com/mcpgw/mcpgw/pkg/status"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
 	"github.com/mcpgw/mcpgw/pkg/tcpdevice"
 )
 
@@ -333,7 +333,7 @@ func planOf(lines []*line) plan {
 
 // newSlaveLine builds a [[slave_line]]: its requests go into handler,
 // the gateway's whole chain, which routes them to forward's line.
-func newSlaveLine(sl config.SlaveLine, handler tcp.Handler, log *slog.Logger) *slaveline.Line {
+func newSlaveLine(sl config.SlaveLine, handler request.Handler, log *slog.Logger) *slaveline.Line {
 	settings := sl.Settings()
 	return slaveline.New(slaveline.Config{
 		Name:     sl.Name,

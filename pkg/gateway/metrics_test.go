@@ -16,6 +16,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/sim"
 )
 
@@ -163,5 +164,35 @@ units = ["1"]
 	}
 	if code, _ := get(t, base+"/healthz"); code != 200 {
 		t.Fatalf("/healthz: %d", code)
+	}
+}
+
+// TestOutcomeLabelsBounded: an echo line with noise and broken answers
+// (each failure with different bytes heard) adds no outcome label value
+// of its own: the values come from the closed set of outcome names, and
+// what was heard goes to the log.
+func TestOutcomeLabelsBounded(t *testing.T) {
+	r := startRig(t, sim.Faults{Echo: true, Noise: 0.5, Corrupt: 0.5, Seed: 3}, "echo = true\noffline_after = 0\n"+metricsOn)
+	c := dial(t, r.addr)
+	for i := range 40 {
+		exchange(t, c, uint16(i), byte(1+i%3), []byte{0x03, 0, byte(i), 0, 2})
+	}
+	_, text := get(t, "http://"+r.svc.MetricsAddr.String()+"/metrics")
+	known := map[string]bool{}
+	for _, o := range request.Outcomes() {
+		known[o] = true
+	}
+	seen := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^mcpgw_transactions_total\{.*outcome="([^"]*)"`).FindAllStringSubmatch(text, -1) {
+		seen[m[1]] = true
+		if !known[m[1]] {
+			t.Errorf("outcome label %q is not one of the outcome names", m[1])
+		}
+	}
+	if !seen["timeout"] || !seen["ok"] {
+		t.Fatalf("outcomes seen %v: the faults did not show", seen)
+	}
+	if !strings.Contains(r.log.String(), `"outcome":"timeout","err":"rtu:`) {
+		t.Fatal("no failure's detail in the log")
 	}
 }

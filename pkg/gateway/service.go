@@ -22,6 +22,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/metrics"
 	"github.com/mcpgw/mcpgw/pkg/offline"
 	"github.com/mcpgw/mcpgw/pkg/ratelimit"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtuovertcp"
 	"github.com/mcpgw/mcpgw/pkg/shared"
 	"github.com/mcpgw/mcpgw/pkg/slaveline"
@@ -123,7 +124,7 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	// Then, first of all, the transaction log and, where something serves
 	// them (metrics.listen), the metrics and the status page's feed: each
 	// sees every transaction, whoever answered it.
-	var watched tcp.Handler = s.Checks
+	var watched request.Handler = s.Checks
 	if cfg.Metrics.Listen != "" {
 		watched = s.Metrics.Handler(s.Status.Handler(watched))
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // LogTransactions wraps next, first in the chain, and logs one line per
@@ -14,8 +14,8 @@ import (
 // (the code, when the answer is one), role and peer (on a TLS
 // connection: the client's role and its certificate's subject), attempts
 // and duration.
-func LogTransactions(log *slog.Logger, next tcp.Handler) tcp.Handler {
-	observed := tcp.Observe(next, func(ctx context.Context, tr *tcp.Request, d tcp.Done) {
+func LogTransactions(log *slog.Logger, next request.Handler) request.Handler {
+	observed := request.Observe(next, func(ctx context.Context, tr *request.Request, d request.Done) {
 		outcome, exc := d.Outcome, d.Exception
 		attrs := make([]slog.Attr, 0, 13)
 		attrs = append(attrs,
@@ -25,8 +25,11 @@ func LogTransactions(log *slog.Logger, next tcp.Handler) tcp.Handler {
 			slog.String("client", tr.Client),
 			slog.Int("tid", int(tr.TID)),
 			slog.String("line", tr.Line),
-			slog.String("outcome", outcome),
+			slog.String("outcome", outcome.String()),
 		)
+		if tr.Err != nil {
+			attrs = append(attrs, slog.String("err", tr.Err.Error()))
+		}
 		if exc != 0 {
 			attrs = append(attrs, slog.Int("exception", int(exc)))
 		}
@@ -36,7 +39,7 @@ func LogTransactions(log *slog.Logger, next tcp.Handler) tcp.Handler {
 		attrs = append(attrs, slog.Int("attempts", tr.Attempts), slog.Duration("duration", d.Duration))
 		log.LogAttrs(ctx, slog.LevelInfo, "transaction", attrs...)
 	})
-	return tcp.HandlerFunc(func(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+	return request.HandlerFunc(func(ctx context.Context, tr *request.Request, dst []byte) []byte {
 		if !log.Enabled(ctx, slog.LevelInfo) {
 			return next.ServeModbus(ctx, tr, dst)
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
 	"github.com/mcpgw/mcpgw/pkg/sim"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
@@ -35,7 +36,7 @@ func TestRunSideBySide(t *testing.T) {
 
 	models := sim.NewUnits([]byte{1, 3}, 10000)
 	models[2] = models[3] // unit 2 answers with unit 3's values
-	srv := &tcp.Server{Handler: tcp.HandlerFunc(func(_ context.Context, r *tcp.Request, dst []byte) []byte {
+	srv := &tcp.Server{Handler: request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte {
 		return models[r.Unit].Handle(r.PDU, dst)
 	})}
 	l, err := net.Listen("tcp", "127.0.0.1:0")

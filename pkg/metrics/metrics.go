@@ -1,5 +1,5 @@
 // Package metrics is the gateway's Prometheus view: transactions counted
-// and timed by a tcp.Handler in the chain, and the lines', units' and
+// and timed by a request.Handler in the chain, and the lines', units' and
 // listeners' counters read at each scrape, served with /healthz and
 // /readyz on a listener of their own.
 package metrics
@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mcpgw/mcpgw/pkg/offline"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
@@ -177,16 +178,16 @@ func (m *Metrics) AddListener(name string, s *tcp.Server) { m.src.Listeners[name
 
 // Handler wraps next and counts and times every transaction; put it
 // right after the transaction log in the chain.
-func (m *Metrics) Handler(next tcp.Handler) tcp.Handler {
-	return tcp.Observe(next, func(_ context.Context, tr *tcp.Request, d tcp.Done) {
+func (m *Metrics) Handler(next request.Handler) request.Handler {
+	return request.Observe(next, func(_ context.Context, tr *request.Request, d request.Done) {
 		unit, fc := "", ""
 		if tr.Line != "" { // bounded: only routed requests carry unit and fc
 			unit, fc = byteLabel[tr.Unit], byteLabel[tr.PDU[0]]
 		}
-		m.tx.WithLabelValues(tr.Line, unit, fc, d.Outcome).Inc()
+		m.tx.WithLabelValues(tr.Line, unit, fc, d.Outcome.String()).Inc()
 		if d.Exception != 0 {
 			source := "gateway"
-			if tcp.ByDevice(d.Outcome) {
+			if d.Outcome.ByDevice() {
 				source = "device"
 			}
 			m.exc.WithLabelValues(source, byteLabel[d.Exception]).Inc()

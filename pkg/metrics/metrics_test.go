@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
@@ -14,20 +15,20 @@ import (
 // code, others only by outcome; exceptions by who made them.
 func TestHandlerLabels(t *testing.T) {
 	m := New(Sources{Version: "test", Listeners: map[string]*tcp.Server{}}, func() bool { return true })
-	h := m.Handler(tcp.HandlerFunc(func(_ context.Context, r *tcp.Request, dst []byte) []byte {
+	h := m.Handler(request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte {
 		switch r.Unit {
 		case 1: // a device's exception
 			r.Line, r.Attempts = "l1", 1
 			return append(dst, 0x83, 0x02)
 		case 2: // answered by the gateway, no line
-			r.Outcome = "denied"
+			r.Outcome = request.Denied
 			return append(dst, 0x86, 0x01)
 		}
 		r.Line, r.Attempts = "l1", 1
 		return append(dst, r.PDU...)
 	}))
 	for _, u := range []byte{1, 2, 3, 200, 200} {
-		h.ServeModbus(context.Background(), &tcp.Request{Unit: u, PDU: []byte{0x03, 0, 0, 0, 1}}, nil)
+		h.ServeModbus(context.Background(), &request.Request{Unit: u, PDU: []byte{0x03, 0, 0, 0, 1}}, nil)
 	}
 	rec := httptest.NewRecorder()
 	m.HTTP(false).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

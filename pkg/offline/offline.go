@@ -28,7 +28,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // Rule is the offline rule for one unit.
@@ -37,18 +37,18 @@ type Rule struct {
 	After int           // failed transactions in a row that make an online unit offline; 0: the rule is off
 	Probe time.Duration // between probes of an offline unit
 	// Bound: the unit's line serves only requests bound to it
-	// (tcp.Request.Via); others pass untouched, to be refused a route.
+	// (request.Request.Via); others pass untouched, to be refused a route.
 	Bound bool
 }
 
 // Handler applies the rules to requests on their way to Next, which must
-// report each transaction's outcome on the tcp.Request (the gateway's
-// router does): "ok" or "exception" (or empty) when the device answered,
-// "timeout" when it heard nothing, "timeout: ..." when it heard a broken
-// answer. Other outcomes (no route, line down, a full queue, over
-// budget) say nothing of the device and change nothing.
+// report each transaction's outcome on the request.Request (the gateway's
+// router does): OK or Exception (or Pending) when the device answered,
+// Timeout when it did not (with Err nil if nothing at all was heard, the
+// broken answer otherwise). Other outcomes (no route, line down, a full
+// queue, over budget) say nothing of the device and change nothing.
 type Handler struct {
-	Next tcp.Handler
+	Next request.Handler
 	Log  *slog.Logger
 
 	rules  atomic.Pointer[[256]*rule] // replaced whole by SetRules
@@ -56,7 +56,7 @@ type Handler struct {
 	mu     sync.Mutex
 	units  [256]unit
 	since  [256]time.Time   // when each offline unit went offline
-	skips  [256]func() bool // unit u offline: a request's Skip (tcp.Request), made once
+	skips  [256]func() bool // unit u offline: a request's Skip (request.Request), made once
 	stats  counters
 	now    func() time.Time // for tests
 }
@@ -98,7 +98,7 @@ type Stats struct {
 }
 
 // New returns a handler with no rules; set them with SetRules.
-func New(next tcp.Handler, log *slog.Logger) *Handler {
+func New(next request.Handler, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -169,9 +169,9 @@ func (h *Handler) Stats() Stats {
 
 // answerOffline answers tr as an offline unit's request: 0x0B, without
 // touching the line.
-func (h *Handler) answerOffline(rule *rule, tr *tcp.Request, dst []byte) []byte {
+func (h *Handler) answerOffline(rule *rule, tr *request.Request, dst []byte) []byte {
 	h.bump(rule, func(c *counters) *atomic.Uint64 { return &c.answered })
-	tr.Line, tr.Outcome = rule.Line, "offline"
+	tr.Line, tr.Outcome = rule.Line, request.Offline
 	return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
 }
 
@@ -206,13 +206,13 @@ func (h *Handler) State(u byte) (State, time.Time) {
 	return Unseen, time.Time{}
 }
 
-// ServeModbus implements tcp.Handler.
-func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+// ServeModbus implements request.Handler.
+func (h *Handler) ServeModbus(ctx context.Context, tr *request.Request, dst []byte) []byte {
 	rule := h.rules.Load()[tr.Unit]
 	if rule == nil || rule.After <= 0 || tr.Unit == pdu.Broadcast || rule.Bound && tr.Via == "" {
 		tr.Skip, tr.Unknown, tr.Probe = nil, false, false
 		out := h.Next.ServeModbus(ctx, tr, dst)
-		if rule != nil && rule.After <= 0 && (tr.Outcome == "" || tcp.ByDevice(tr.Outcome)) {
+		if rule != nil && rule.After <= 0 && (tr.Outcome == request.Pending || tr.Outcome.ByDevice()) {
 			h.mu.Lock() // the rule is off, but the unit's state is shown
 			h.units[tr.Unit].seen = true
 			h.mu.Unlock()
@@ -233,7 +233,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			tr.Line, tr.Outcome = rule.Line, "expired"
+			tr.Line, tr.Outcome = rule.Line, request.Expired
 			return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
 		}
 		h.mu.Lock()
@@ -258,13 +258,13 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 	}
 
 	out := h.Next.ServeModbus(ctx, tr, dst)
-	if tr.Outcome == "skipped" { // it waited while the unit went offline
+	if tr.Outcome == request.Skipped { // it waited while the unit went offline
 		return h.answerOffline(rule, tr, dst)
 	}
 
-	answered := tr.Outcome == "" || tcp.ByDevice(tr.Outcome)
-	silent := tr.Outcome == "timeout" // nothing heard: a broken answer is a device there
-	failed := silent || len(tr.Outcome) > len("timeout") && tr.Outcome[:len("timeout")] == "timeout"
+	answered := tr.Outcome == request.Pending || tr.Outcome.ByDevice()
+	failed := tr.Outcome == request.Timeout
+	silent := failed && tr.Err == nil // nothing heard: a broken answer is a device there
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if probe {
@@ -301,7 +301,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 
 // goOffline marks u offline; its first probe is Probe from now. h.mu is
 // held.
-func (h *Handler) goOffline(rule *rule, u *unit, tr *tcp.Request, fails int, msg string) {
+func (h *Handler) goOffline(rule *rule, u *unit, tr *request.Request, fails int, msg string) {
 	u.offline, u.seen, u.fails = true, false, 0
 	u.nextProbe = h.now().Add(rule.Probe)
 	h.since[tr.Unit] = h.now()

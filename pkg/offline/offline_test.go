@@ -3,6 +3,7 @@ package offline
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -11,7 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // device is the handler behind the rule: it counts what reaches it,
@@ -22,13 +23,13 @@ type device struct {
 	unknowns int
 }
 
-func (d *device) ServeModbus(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+func (d *device) ServeModbus(_ context.Context, tr *request.Request, dst []byte) []byte {
 	d.calls++
 	if tr.Unknown {
 		d.unknowns++
 	}
 	if !d.alive {
-		tr.Outcome = "timeout"
+		tr.Outcome = request.Timeout
 		return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
 	}
 	return append(dst, tr.PDU[0], 2, 0, 1)
@@ -47,15 +48,15 @@ func TestOfflineAndBack(t *testing.T) {
 	clock := time.Unix(1000, 0)
 	h.now = func() time.Time { return clock }
 	h.SetRule(2, Rule{Line: "l1", After: 3, Probe: 5 * time.Second})
-	ask := func() *tcp.Request {
-		tr := &tcp.Request{Unit: 2, PDU: []byte{3, 0, 0, 0, 1}}
+	ask := func() *request.Request {
+		tr := &request.Request{Unit: 2, PDU: []byte{3, 0, 0, 0, 1}}
 		h.ServeModbus(context.Background(), tr, nil)
 		return tr
 	}
 	if st, _ := h.State(2); st != Unseen {
 		t.Fatalf("state before any request: %v", st)
 	}
-	if tr := ask(); tr.Outcome != "timeout" || !tr.Unknown || !h.Offline(2) {
+	if tr := ask(); tr.Outcome != request.Timeout || !tr.Unknown || !h.Offline(2) {
 		t.Fatalf("first request to a unit never heard: %q, unknown %v, offline %v", tr.Outcome, tr.Unknown, h.Offline(2))
 	}
 	if st, since := h.State(2); st != Offline || !since.Equal(clock) {
@@ -63,7 +64,7 @@ func TestOfflineAndBack(t *testing.T) {
 	}
 	// Offline: answered at once, nothing reaches the line.
 	for range 100 {
-		if tr := ask(); tr.Outcome != "offline" || tr.Line != "l1" {
+		if tr := ask(); tr.Outcome != request.Offline || tr.Line != "l1" {
 			t.Fatalf("while offline: %q on %q", tr.Outcome, tr.Line)
 		}
 	}
@@ -73,19 +74,19 @@ func TestOfflineAndBack(t *testing.T) {
 	// Probes: every 5 s, one attempt each (Unknown).
 	for range 4 {
 		clock = clock.Add(5*time.Second - time.Millisecond)
-		if ask().Outcome != "offline" {
+		if ask().Outcome != request.Offline {
 			t.Fatal("probed before the interval")
 		}
 		clock = clock.Add(time.Millisecond)
 		calls := dev.calls
-		if tr := ask(); tr.Outcome != "timeout" || !tr.Unknown || dev.calls != calls+1 {
+		if tr := ask(); tr.Outcome != request.Timeout || !tr.Unknown || dev.calls != calls+1 {
 			t.Fatalf("no probe after 5 s: %q", tr.Outcome)
 		}
 	}
 	// The device comes back: the next probe's answer puts it online.
 	dev.alive = true
 	clock = clock.Add(5 * time.Second)
-	if tr := ask(); tr.Outcome != "" || h.Offline(2) {
+	if tr := ask(); tr.Outcome != request.Pending || h.Offline(2) {
 		t.Fatalf("probe to a live device: %q, offline %v", tr.Outcome, h.Offline(2))
 	}
 	if st, _ := h.State(2); st != Online {
@@ -95,7 +96,7 @@ func TestOfflineAndBack(t *testing.T) {
 	// third takes it offline; its requests are not Unknown.
 	dev.alive = false
 	for i := range 3 {
-		if tr := ask(); tr.Outcome != "timeout" || tr.Unknown || h.Offline(2) != (i == 2) {
+		if tr := ask(); tr.Outcome != request.Timeout || tr.Unknown || h.Offline(2) != (i == 2) {
 			t.Fatalf("failure %d of a unit that answered: %q, unknown %v, offline %v", i+1, tr.Outcome, tr.Unknown, h.Offline(2))
 		}
 	}
@@ -115,23 +116,23 @@ func TestOneFindsOutForAll(t *testing.T) {
 	for _, alive := range []bool{true, false} {
 		release := make(chan struct{})
 		var calls, unknowns atomic.Int32
-		h := New(tcp.HandlerFunc(func(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+		h := New(request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
 			calls.Add(1)
 			if tr.Unknown {
 				unknowns.Add(1)
 				<-release
 			}
 			if !alive {
-				tr.Outcome = "timeout"
+				tr.Outcome = request.Timeout
 				return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
 			}
 			return append(dst, tr.PDU[0], 2, 0, 1)
 		}), nil)
 		h.SetRule(1, Rule{Line: "l1", After: 3, Probe: time.Hour})
-		outcomes := make(chan string, 5)
+		outcomes := make(chan request.Outcome, 5)
 		for range 5 {
 			go func() {
-				tr := &tcp.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}
+				tr := &request.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}
 				h.ServeModbus(context.Background(), tr, nil)
 				outcomes <- tr.Outcome
 			}()
@@ -144,13 +145,13 @@ func TestOneFindsOutForAll(t *testing.T) {
 			t.Fatalf("alive %v: %d requests reached the line while one found out", alive, n)
 		}
 		close(release)
-		got := map[string]int{}
+		got := map[request.Outcome]int{}
 		for range 5 {
 			got[<-outcomes]++
 		}
-		want := map[string]int{"": 5}
+		want := map[request.Outcome]int{request.Pending: 5}
 		if !alive {
-			want = map[string]int{"timeout": 1, "offline": 4}
+			want = map[request.Outcome]int{request.Timeout: 1, request.Offline: 4}
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) || unknowns.Load() != 1 {
 			t.Fatalf("alive %v: outcomes %v, want %v; %d Unknown", alive, got, want, unknowns.Load())
@@ -162,14 +163,14 @@ func TestOneFindsOutForAll(t *testing.T) {
 // room for changes nothing (the next one finds out again); a broken
 // answer is a device there, not an absent one.
 func TestBudgetAndBrokenAnswers(t *testing.T) {
-	outcome := "over budget"
-	h := New(tcp.HandlerFunc(func(_ context.Context, tr *tcp.Request, dst []byte) []byte {
-		tr.Outcome = outcome
+	outcome, heard := request.OverBudget, error(nil)
+	h := New(request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
+		tr.Outcome, tr.Err = outcome, heard
 		return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
 	}), nil)
 	h.SetRule(1, Rule{Line: "l1", After: 2, Probe: time.Hour})
-	ask := func() *tcp.Request {
-		tr := &tcp.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}
+	ask := func() *request.Request {
+		tr := &request.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}
 		h.ServeModbus(context.Background(), tr, nil)
 		return tr
 	}
@@ -181,7 +182,7 @@ func TestBudgetAndBrokenAnswers(t *testing.T) {
 	if st, _ := h.State(1); st != Unseen {
 		t.Fatalf("after refusals: %v", st)
 	}
-	outcome = "timeout: rtu: bad CRC"
+	outcome, heard = request.Timeout, errors.New("rtu: bad CRC")
 	ask()
 	if st, _ := h.State(1); st != Online {
 		t.Fatalf("after a broken answer: %v, want online (a device is there)", st)
@@ -197,7 +198,7 @@ func TestNoRuleOrZeroPassesEverything(t *testing.T) {
 	h.SetRule(1, Rule{After: 0})
 	for _, u := range []byte{1, 3} {
 		for range 10 {
-			h.ServeModbus(context.Background(), &tcp.Request{Unit: u, PDU: []byte{3, 0, 0, 0, 1}}, nil)
+			h.ServeModbus(context.Background(), &request.Request{Unit: u, PDU: []byte{3, 0, 0, 0, 1}}, nil)
 		}
 	}
 	if dev.calls != 20 || h.Offline(1) || h.Offline(3) {
@@ -208,13 +209,13 @@ func TestNoRuleOrZeroPassesEverything(t *testing.T) {
 // Outcomes that say nothing of the device (line down, queue full) neither
 // count as failures nor as answers.
 func TestOtherOutcomesChangeNothing(t *testing.T) {
-	h := New(tcp.HandlerFunc(func(_ context.Context, tr *tcp.Request, dst []byte) []byte {
-		tr.Outcome = "line down"
+	h := New(request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
+		tr.Outcome = request.LineDown
 		return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayPathUnavailable)
 	}), nil)
 	h.SetRule(1, Rule{After: 1, Probe: time.Second})
 	for range 5 {
-		h.ServeModbus(context.Background(), &tcp.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}, nil)
+		h.ServeModbus(context.Background(), &request.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}, nil)
 	}
 	if h.Offline(1) {
 		t.Fatal("a line that is down made its unit offline")
@@ -228,7 +229,7 @@ func TestSetRulesKeepsState(t *testing.T) {
 	rule := Rule{Line: "l1", After: 1, Probe: time.Hour}
 	h.SetRules(map[byte]Rule{1: rule, 2: rule, 3: rule})
 	for u := range byte(3) {
-		h.ServeModbus(context.Background(), &tcp.Request{Unit: u + 1, PDU: []byte{3, 0, 0, 0, 1}}, nil)
+		h.ServeModbus(context.Background(), &request.Request{Unit: u + 1, PDU: []byte{3, 0, 0, 0, 1}}, nil)
 	}
 	if !h.Offline(1) || !h.Offline(2) || !h.Offline(3) {
 		t.Fatal("one failure at offline_after = 1 left a unit online")
@@ -252,15 +253,15 @@ type queued struct {
 	calls atomic.Int32
 }
 
-func (q *queued) ServeModbus(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+func (q *queued) ServeModbus(_ context.Context, tr *request.Request, dst []byte) []byte {
 	q.calls.Add(1)
 	if tr.PDU[2] == 99 {
 		<-q.hold
 	}
 	if tr.Skip != nil && tr.Skip() {
-		tr.Outcome = "skipped"
+		tr.Outcome = request.Skipped
 	} else {
-		tr.Outcome = "timeout"
+		tr.Outcome = request.Timeout
 	}
 	return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
 }
@@ -277,15 +278,15 @@ func TestQueuedWhileGoingOffline(t *testing.T) {
 	h.now = func() time.Time { return clock }
 	h.SetRule(2, Rule{Line: "l1", After: 2, Probe: 5 * time.Second})
 	h.units[2].seen = true // it has answered before
-	ask := func(addr byte) *tcp.Request {
-		tr := &tcp.Request{Unit: 2, PDU: []byte{3, 0, addr, 0, 1}}
+	ask := func(addr byte) *request.Request {
+		tr := &request.Request{Unit: 2, PDU: []byte{3, 0, addr, 0, 1}}
 		if out := h.ServeModbus(context.Background(), tr, nil); !bytes.Equal(out, []byte{0x83, 0x0B}) {
 			t.Errorf("answer % X, want 83 0B", out)
 		}
 		return tr
 	}
 	// One request waits in the queue while two others fail.
-	waited := make(chan *tcp.Request)
+	waited := make(chan *request.Request)
 	go func() { waited <- ask(99) }()
 	for line.calls.Load() == 0 {
 		time.Sleep(time.Millisecond)
@@ -297,17 +298,17 @@ func TestQueuedWhileGoingOffline(t *testing.T) {
 	}
 	close(line.hold)
 	tr := <-waited
-	if tr.Outcome != "offline" || tr.Line != "l1" || h.Stats().Answered != 1 || h.Stats().WentOffline != 1 {
+	if tr.Outcome != request.Offline || tr.Line != "l1" || h.Stats().Answered != 1 || h.Stats().WentOffline != 1 {
 		t.Fatalf("the request that waited: %q on %q; stats %+v", tr.Outcome, tr.Line, h.Stats())
 	}
 	// The probe, after 5 s, goes out unskippable.
 	clock = clock.Add(5 * time.Second)
-	if probe := ask(3); probe.Skip != nil || probe.Outcome != "timeout" {
+	if probe := ask(3); probe.Skip != nil || probe.Outcome != request.Timeout {
 		t.Fatalf("the probe: Skip set %v, outcome %q", probe.Skip != nil, probe.Outcome)
 	}
 	// Online, a request's Skip says no.
 	h.units[2] = unit{seen: true}
-	if tr := ask(4); tr.Skip == nil || tr.Outcome != "timeout" {
+	if tr := ask(4); tr.Skip == nil || tr.Outcome != request.Timeout {
 		t.Fatalf("online: Skip set %v, outcome %q", tr.Skip != nil, tr.Outcome)
 	}
 }

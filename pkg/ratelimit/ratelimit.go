@@ -2,7 +2,7 @@
 // second: a token bucket per address, its burst the same size as its rate
 // per second. The gateway's own requesters that have no address (a
 // Sparkplug node's writes, a slave line's master) each have a bucket of
-// their own, by name (tcp.Request.Client), never a network client's. A request beyond it is answered at once with exception 06
+// their own, by name (request.Request.Client), never a network client's. A request beyond it is answered at once with exception 06
 // (server device busy), without touching a line, so one chatty client
 // cannot take a line's time from the others.
 package ratelimit
@@ -16,12 +16,12 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // Handler hands Next the requests within each client address's rate.
 type Handler struct {
-	Next tcp.Handler
+	Next request.Handler
 
 	rate    atomic.Uint64 // math.Float64bits of the tokens per second, and the bucket's size
 	now     func() time.Time
@@ -44,7 +44,7 @@ type bucket struct {
 
 // New returns a Handler allowing rate requests per second per client
 // address in front of next; rate <= 0 allows everything.
-func New(rate float64, next tcp.Handler) *Handler {
+func New(rate float64, next request.Handler) *Handler {
 	h := &Handler{Next: next, now: time.Now, buckets: make(map[who]*bucket)}
 	h.SetRate(rate)
 	return h
@@ -92,8 +92,8 @@ func (h *Handler) allow(a who) bool {
 	return true
 }
 
-// ServeModbus implements tcp.Handler.
-func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+// ServeModbus implements request.Handler.
+func (h *Handler) ServeModbus(ctx context.Context, tr *request.Request, dst []byte) []byte {
 	a := who{addr: tr.Addr.Addr()}
 	if !a.addr.IsValid() {
 		a.name = tr.Client
@@ -102,7 +102,7 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}
 	h.limited.Add(1)
-	tr.Outcome = "rate-limited"
+	tr.Outcome = request.RateLimited
 	if tr.Unit == pdu.Broadcast || len(tr.PDU) == 0 {
 		return nil
 	}

@@ -6,14 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // TestBucket: a burst of rate requests goes through, the next is answered
 // 06; the bucket refills at rate per second; each address has its own.
 func TestBucket(t *testing.T) {
 	reached := 0
-	next := tcp.HandlerFunc(func(_ context.Context, r *tcp.Request, dst []byte) []byte {
+	next := request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte {
 		reached++
 		return append(dst, r.PDU...)
 	})
@@ -22,8 +22,8 @@ func TestBucket(t *testing.T) {
 	h.now = func() time.Time { return now }
 	a := netip.MustParseAddrPort("10.0.0.1:4000")
 	b := netip.MustParseAddrPort("10.0.0.2:4000")
-	serve := func(from netip.AddrPort) ([]byte, string) {
-		r := &tcp.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}, Addr: from}
+	serve := func(from netip.AddrPort) ([]byte, request.Outcome) {
+		r := &request.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}, Addr: from}
 		out := h.ServeModbus(context.Background(), r, nil)
 		return out, r.Outcome
 	}
@@ -32,7 +32,7 @@ func TestBucket(t *testing.T) {
 			t.Fatalf("request %d of the burst: % X", i, out)
 		}
 	}
-	if out, outcome := serve(a); string(out) != "\x83\x06" || outcome != "rate-limited" {
+	if out, outcome := serve(a); string(out) != "\x83\x06" || outcome != request.RateLimited {
 		t.Fatalf("beyond the burst: % X %q", out, outcome)
 	}
 	if out, _ := serve(b); out[0] != 3 {
@@ -63,26 +63,26 @@ func TestBucket(t *testing.T) {
 // Sparkplug node's writes, a slave line's master) each have a bucket of
 // their own, never a local client's.
 func TestOwnRequesters(t *testing.T) {
-	next := tcp.HandlerFunc(func(_ context.Context, r *tcp.Request, dst []byte) []byte { return append(dst, r.PDU...) })
+	next := request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte { return append(dst, r.PDU...) })
 	h := New(1, next)
 	now := time.Unix(1000, 0)
 	h.now = func() time.Time { return now }
-	serve := func(r *tcp.Request) []byte {
+	serve := func(r *request.Request) []byte {
 		r.Unit, r.PDU = 1, []byte{6, 0, 1, 0, 3}
 		return h.ServeModbus(context.Background(), r, nil)
 	}
 	local := netip.MustParseAddrPort("127.0.0.1:4000")
-	if out := serve(&tcp.Request{Addr: local}); out[0] != 6 {
+	if out := serve(&request.Request{Addr: local}); out[0] != 6 {
 		t.Fatalf("local client: % X", out)
 	}
-	if out := serve(&tcp.Request{Addr: local}); out[0] != 0x86 {
+	if out := serve(&request.Request{Addr: local}); out[0] != 0x86 {
 		t.Fatalf("local client, past its rate: % X", out)
 	}
 	for _, who := range []string{"sparkplug", "slave_line hmi"} {
-		if out := serve(&tcp.Request{Client: who}); out[0] != 6 {
+		if out := serve(&request.Request{Client: who}); out[0] != 6 {
 			t.Fatalf("%s, with 127.0.0.1's bucket empty: % X", who, out)
 		}
-		if out := serve(&tcp.Request{Client: who}); out[0] != 0x86 {
+		if out := serve(&request.Request{Client: who}); out[0] != 0x86 {
 			t.Fatalf("%s has no limit of its own: % X", who, out)
 		}
 	}

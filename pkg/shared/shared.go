@@ -15,15 +15,15 @@ import (
 	"sync/atomic"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // Handler shares reads on their way to Next. Each request's answer is
 // its own copy, under its own transaction id (the server's); a request
-// that joined another reports Outcome tcp.Shared (or the other's failure),
+// that joined another reports Outcome request.Shared (or the other's failure),
 // the line and the other's attempts.
 type Handler struct {
-	Next tcp.Handler
+	Next request.Handler
 
 	mu     sync.Mutex
 	open   map[key]*group // reads that later identical ones may join
@@ -43,14 +43,14 @@ type group struct {
 	waiting int           // requests that joined; guarded by Handler.mu
 	done    chan struct{} // made by the first to join, closed when the fields below are set
 	answer  []byte
-	outcome string
+	outcome request.Outcome
 	line    string
 	tries   int
 }
 
 // New returns a handler that shares reads on their way to next, for
 // every unit.
-func New(next tcp.Handler) *Handler {
+func New(next request.Handler) *Handler {
 	h := &Handler{Next: next, open: make(map[key]*group)}
 	h.off.Store(&[256]bool{})
 	return h
@@ -70,8 +70,8 @@ func (h *Handler) SetOff(units []byte) {
 // transaction.
 func (h *Handler) Joined() uint64 { return h.joined.Load() }
 
-// ServeModbus implements tcp.Handler.
-func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) []byte {
+// ServeModbus implements request.Handler.
+func (h *Handler) ServeModbus(ctx context.Context, tr *request.Request, dst []byte) []byte {
 	if _, _, _, read := pdu.ParseRead(tr.PDU); !read || tr.Background || tr.Unit == pdu.Broadcast || h.off.Load()[tr.Unit] {
 		if !read {
 			h.close(tr.PDU, tr.Unit)
@@ -89,8 +89,8 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *tcp.Request, dst []byte) 
 		<-g.done // bounded: the line ends every transaction by its timeouts
 		h.joined.Add(1)
 		tr.Line, tr.Attempts, tr.Outcome = g.line, g.tries, g.outcome
-		if tr.Outcome == "" || tcp.ByDevice(tr.Outcome) {
-			tr.Outcome = tcp.Shared
+		if tr.Outcome == request.Pending || tr.Outcome.ByDevice() {
+			tr.Outcome = request.Shared
 		}
 		return append(dst, g.answer...)
 	}

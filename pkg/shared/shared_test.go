@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // line stands for the line: each read it gets waits until the test lets
@@ -18,7 +18,7 @@ type line struct {
 	release chan struct{}
 }
 
-func (l *line) ServeModbus(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+func (l *line) ServeModbus(_ context.Context, tr *request.Request, dst []byte) []byte {
 	n := l.calls.Add(1)
 	if tr.PDU[0] <= 4 {
 		<-l.release
@@ -28,8 +28,8 @@ func (l *line) ServeModbus(_ context.Context, tr *tcp.Request, dst []byte) []byt
 }
 
 // ask sends a request and returns the answer once it comes.
-func ask(h *Handler, unit byte, p ...byte) (*tcp.Request, chan []byte) {
-	tr := &tcp.Request{Unit: unit, PDU: p}
+func ask(h *Handler, unit byte, p ...byte) (*request.Request, chan []byte) {
+	tr := &request.Request{Unit: unit, PDU: p}
 	out := make(chan []byte, 1)
 	go func() { out <- h.ServeModbus(context.Background(), tr, nil) }()
 	return tr, out
@@ -69,7 +69,7 @@ func TestIdenticalReadsShareOneTransaction(t *testing.T) {
 	h := New(l)
 	lead, first := ask(h, 1, 3, 0, 10, 0, 4)
 	waitCalls(t, l, 1)
-	var joiners []*tcp.Request
+	var joiners []*request.Request
 	var outs []chan []byte
 	for range 5 {
 		tr, out := ask(h, 1, 3, 0, 10, 0, 4)
@@ -88,11 +88,11 @@ func TestIdenticalReadsShareOneTransaction(t *testing.T) {
 	waitCalls(t, l, 5)
 	close(l.release)
 	want := <-first
-	if !bytes.Equal(want, []byte{3, 2, 0, 1}) || lead.Outcome != "" {
+	if !bytes.Equal(want, []byte{3, 2, 0, 1}) || lead.Outcome != request.Pending {
 		t.Fatalf("the first read: % X %q", want, lead.Outcome)
 	}
 	for i, out := range outs {
-		if got := <-out; !bytes.Equal(got, want) || joiners[i].Outcome != "shared" || joiners[i].Line != "l1" || joiners[i].Attempts != 1 {
+		if got := <-out; !bytes.Equal(got, want) || joiners[i].Outcome != request.Shared || joiners[i].Line != "l1" || joiners[i].Attempts != 1 {
 			t.Fatalf("joiner %d: % X, %q on %q", i, got, joiners[i].Outcome, joiners[i].Line)
 		}
 	}
@@ -133,7 +133,7 @@ func TestWriteClosesOverlappingReads(t *testing.T) {
 			if write == nil {
 				unit, write = 2, []byte{6, 0, 12, 0, 1}
 			}
-			h.ServeModbus(context.Background(), &tcp.Request{Unit: unit, PDU: write}, nil)
+			h.ServeModbus(context.Background(), &request.Request{Unit: unit, PDU: write}, nil)
 			_, second := ask(h, 1, 3, 0, 10, 0, 4)
 			if tc.joins {
 				waitJoined(t, h, 1)
@@ -161,7 +161,7 @@ func TestNotShared(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range 4 {
 			wg.Go(func() {
-				tr := &tcp.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}, Background: !off || i == 0}
+				tr := &request.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}, Background: !off || i == 0}
 				h.ServeModbus(context.Background(), tr, nil)
 			})
 		}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/crc"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 	"github.com/mcpgw/mcpgw/pkg/trace"
@@ -38,11 +39,11 @@ const Role = "slave_line"
 type Config struct {
 	Name     string
 	Open     func() (rtu.Port, error)
-	FrameGap time.Duration // t3.5: silence that ends a request
-	Units    []byte        // the units the gateway answers for here
-	Forward  string        // the line its requests go to, whatever their unit (tcp.Request.Via)
-	Timeout  time.Duration // the master's: answers later than this are not sent
-	Handler  tcp.Handler   // where requests go: the gateway's chain
+	FrameGap time.Duration   // t3.5: silence that ends a request
+	Units    []byte          // the units the gateway answers for here
+	Forward  string          // the line its requests go to, whatever their unit (request.Request.Via)
+	Timeout  time.Duration   // the master's: answers later than this are not sent
+	Handler  request.Handler // where requests go: the gateway's chain
 	Log      *slog.Logger
 }
 
@@ -129,7 +130,7 @@ func (l *Line) answer(ctx context.Context, p rtu.Port, frame []byte, end time.Ti
 		return nil // another slave's
 	}
 	l.requests.Add(1)
-	tr := &tcp.Request{Unit: unit, PDU: req, Client: "slave_line " + l.cfg.Name, Role: Role, Via: l.cfg.Forward, Trace: trace.Next()}
+	tr := &request.Request{Unit: unit, PDU: req, Client: "slave_line " + l.cfg.Name, Role: Role, Via: l.cfg.Forward, Trace: trace.Next()}
 	answer := l.cfg.Handler.ServeModbus(ctx, tr, out[:1])
 	if answer == nil { // a broadcast
 		return nil

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/serialport"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
 // TestAnswersAndSilences: the master gets the forwarded answer and a
@@ -21,7 +21,7 @@ func TestAnswersAndSilences(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	handler := tcp.HandlerFunc(func(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+	handler := request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
 		switch tr.Unit {
 		case 2:
 			return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)

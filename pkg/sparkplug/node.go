@@ -34,8 +34,8 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/cache"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/sparkplug/sproto"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
 	"github.com/mcpgw/mcpgw/pkg/trace"
 )
 
@@ -99,7 +99,7 @@ type Node struct {
 
 	cfg     config.MQTT
 	tls     *tls.Config
-	chain   tcp.Handler
+	chain   request.Handler
 	offline func(unit byte) bool
 	log     *slog.Logger
 
@@ -124,7 +124,7 @@ type Node struct {
 // (the gateway's whole chain, so they are checked, queued and logged
 // like a client's); offline reports whether the offline rule holds a
 // unit offline; tlsCfg is for ssl:// brokers.
-func New(m config.MQTT, lines []config.Bus, chain tcp.Handler, offline func(unit byte) bool, tlsCfg *tls.Config, log *slog.Logger) *Node {
+func New(m config.MQTT, lines []config.Bus, chain request.Handler, offline func(unit byte) bool, tlsCfg *tls.Config, log *slog.Logger) *Node {
 	n := &Node{cfg: m, tls: tlsCfg, chain: chain, offline: offline, log: log,
 		byID: make(map[string]*Device), byPoll: make(map[pollKey][]*metric), devOf: make(map[pollKey]*Device),
 		wake: make(chan struct{}, 1), rebirth: make(chan struct{}, 1), done: make(chan struct{})}
@@ -568,9 +568,9 @@ func (n *Node) writeRegs(d *Device, mt *metric, regs []uint16, fail func(string,
 	// The node's own identity, not a network address: the access rules
 	// match it by role (or by rules without sources), and the rate limit
 	// gives it a bucket of its own.
-	tr := &tcp.Request{Unit: d.Unit, PDU: req, Client: Role, Role: Role, Trace: trace.Next()}
+	tr := &request.Request{Unit: d.Unit, PDU: req, Client: Role, Role: Role, Trace: trace.Next()}
 	answer := n.chain.ServeModbus(context.Background(), tr, nil)
-	if outcome, exc := tr.Result(answer); outcome != "ok" {
+	if outcome, exc := tr.Result(answer); outcome != request.OK {
 		fail("the write was not done", "outcome", outcome, "exception", exc, "trace", tr.Trace)
 		return
 	}

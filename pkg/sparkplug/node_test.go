@@ -8,8 +8,8 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/agent"
 	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/sparkplug/sproto"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
 // node is an edge node for one unit's poll of two registers, never
@@ -116,8 +116,8 @@ func TestChangesDeathsAndBirths(t *testing.T) {
 func TestWritesAreTheirOwn(t *testing.T) {
 	off := false
 	n := node(t, 10, &off)
-	var got *tcp.Request
-	n.chain = tcp.HandlerFunc(func(_ context.Context, tr *tcp.Request, dst []byte) []byte {
+	var got *request.Request
+	n.chain = request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
 		got = tr
 		return append(dst, tr.PDU...)
 	})

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/offline"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 	"github.com/mcpgw/mcpgw/pkg/trace"
@@ -75,13 +76,13 @@ type record struct {
 	client   string
 	line     string
 	unit, fc byte
-	outcome  string
+	outcome  request.Outcome
 	d        time.Duration
 }
 
 func (r *record) tx() Tx {
 	return Tx{Time: r.at.UTC().Format("15:04:05.000"), Trace: r.trace.String(), Client: r.client, Line: r.line,
-		Unit: int(r.unit), FC: int(r.fc), Outcome: r.outcome, Duration: r.d.Round(time.Microsecond).String()}
+		Unit: int(r.unit), FC: int(r.fc), Outcome: r.outcome.String(), Duration: r.d.Round(time.Microsecond).String()}
 }
 
 // unitSeen is what the page knows of a unit from its transactions.
@@ -151,16 +152,16 @@ func New(src Sources) *Status {
 func (s *Status) AddListener(name string, srv *tcp.Server) { s.src.Listeners[name] = srv }
 
 // Handler wraps next and feeds the page with every transaction.
-func (s *Status) Handler(next tcp.Handler) tcp.Handler {
-	return tcp.Observe(next, func(_ context.Context, tr *tcp.Request, d tcp.Done) {
+func (s *Status) Handler(next request.Handler) request.Handler {
+	return request.Observe(next, func(_ context.Context, tr *request.Request, d request.Done) {
 		s.record(tr, d)
 	})
 }
 
-func (s *Status) record(tr *tcp.Request, d tcp.Done) {
+func (s *Status) record(tr *request.Request, d request.Done) {
 	rec := record{at: d.Start, trace: tr.Trace, client: tr.Client, line: tr.Line, unit: tr.Unit, fc: tr.PDU[0], outcome: d.Outcome, d: d.Duration}
-	answered := tcp.ByDevice(d.Outcome)
-	fresh := d.Outcome == "ok" || d.Outcome == "exception" // the device's answer to this request: its latency
+	answered := d.Outcome.ByDevice()
+	fresh := d.Outcome == request.OK || d.Outcome == request.Exception // the device's answer to this request: its latency
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.recent[s.nRecent%keepRecent] = rec

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 	"github.com/mcpgw/mcpgw/pkg/trace"
 )
@@ -19,12 +20,12 @@ import (
 // transaction made while a page listens reaches it as an event.
 func TestPageAndEvents(t *testing.T) {
 	s := New(Sources{Listeners: map[string]*tcp.Server{}})
-	h := s.Handler(tcp.HandlerFunc(func(_ context.Context, r *tcp.Request, dst []byte) []byte {
+	h := s.Handler(request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte {
 		r.Line, r.Attempts = "l1", 1
 		return append(dst, r.PDU...)
 	}))
 	serve := func(id trace.ID, unit byte) {
-		h.ServeModbus(context.Background(), &tcp.Request{Trace: id, Unit: unit, PDU: []byte{3, 0, 0, 0, 1}, Client: "10.0.0.9:5000"}, nil)
+		h.ServeModbus(context.Background(), &request.Request{Trace: id, Unit: unit, PDU: []byte{3, 0, 0, 0, 1}, Client: "10.0.0.9:5000"}, nil)
 	}
 	serve(1234, 7)
 	srv := httptest.NewServer(s.HTTP())

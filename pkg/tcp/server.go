@@ -17,128 +17,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/trace"
 )
-
-// Request is one Modbus TCP request. PDU points into the connection's
-// buffer and is valid only until the handler returns.
-type Request struct {
-	TID    uint16
-	Unit   byte
-	PDU    []byte
-	Client string         // the client's address, host:port
-	Addr   netip.AddrPort // the same, parsed
-	ConnID uint64
-	Trace  trace.ID // the transaction's id in the logs
-	Role   string   // the client's Modbus/TCP Security role; empty: none
-	Peer   string   // on a TLS connection, the client certificate's subject; empty on a plain one
-	// Background marks the gateway's own requests (agent mode's polls),
-	// which no client sent: they go after every client's on the line.
-	Background bool
-	// Skip, if set by a handler, is asked by the serial line when the
-	// request's turn comes: true ends it there without a frame (outcome
-	// "skipped", exception 0x0B). The offline rule sets it: a request
-	// that waited in the queue while its unit went offline is not sent.
-	Skip func() bool
-	// Unknown, set by a handler (the offline rule), marks a request to a
-	// unit not known to answer: the line gives it one attempt and takes
-	// the silence it may cost from its budget (rtu.Request.Unknown).
-	Unknown bool
-	// Probe marks an Unknown request that probes an offline unit, not
-	// the first request to a unit never heard (rtu.Request.Probe).
-	Probe bool
-	// Via binds the request to one line, by name, whatever its unit id:
-	// a slave line's requests go only to its forward. Empty: routed by
-	// unit id, as every TCP client's.
-	Via string
-
-	// What the handlers that served the request report of it, for the
-	// transaction log; the server clears them before each request. The
-	// handler that answers sets Outcome (empty: "ok" or "exception" from
-	// the answer); one that hands it to a serial line sets Line and
-	// Attempts.
-	Line     string
-	Outcome  string
-	Attempts int
-}
-
-// Done describes a finished transaction to an observer (see Observe).
-type Done struct {
-	Outcome   string        // as Result gives it
-	Exception byte          // the exception code, 0 if the answer is none
-	Start     time.Time     // when the request reached the observer
-	Duration  time.Duration // until its answer was ready
-}
-
-// Observe wraps next: after each transaction it calls f with the request
-// and how it ended. The log, the metrics and the status page are such
-// observers.
-func Observe(next Handler, f func(ctx context.Context, r *Request, d Done)) Handler {
-	return HandlerFunc(func(ctx context.Context, r *Request, dst []byte) []byte {
-		start := time.Now()
-		n := len(dst)
-		out := next.ServeModbus(ctx, r, dst)
-		var answer []byte
-		if out != nil {
-			answer = out[n:]
-		}
-		outcome, exc := r.Result(answer)
-		f(ctx, r, Done{Outcome: outcome, Exception: exc, Start: start, Duration: time.Since(start)})
-		return out
-	})
-}
-
-// Result is how r ended, given the answer PDU its handlers returned (nil:
-// none, a broadcast): the outcome a handler reported, else "ok" or
-// "exception"; and the exception code if the answer is one (0 if not).
-func (r *Request) Result(answer []byte) (outcome string, exception byte) {
-	isExc := len(answer) >= 2 && answer[0]&0x80 != 0
-	if isExc {
-		exception = answer[1]
-	}
-	outcome = r.Outcome
-	if outcome == "" {
-		outcome = "ok"
-		if isExc {
-			outcome = "exception"
-		}
-	}
-	return outcome, exception
-}
-
-// Outcomes of answers that are the device's own but did not come from a
-// transaction of the request's own (see ByDevice).
-const (
-	Shared = "shared" // another client's identical read's answer (pkg/shared)
-	Cached = "cache"  // from the values the line returned lately (pkg/cache)
-)
-
-// ByDevice reports whether an answer with this outcome (as Result gives
-// it) is the device's: its answer to this request ("ok", "exception"),
-// or to an identical one (Shared), or values it returned lately (Cached).
-// Any other outcome is the gateway's.
-func ByDevice(outcome string) bool {
-	switch outcome {
-	case "ok", "exception", Shared, Cached:
-		return true
-	}
-	return false
-}
-
-// Handler answers Modbus requests. ServeModbus appends the response PDU
-// (normal or exception) to dst and returns it; a nil result means no
-// answer is sent (a broadcast). It is called from many connections at
-// once; each connection calls it for one request at a time, in order.
-type Handler interface {
-	ServeModbus(ctx context.Context, r *Request, dst []byte) []byte
-}
-
-// HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, r *Request, dst []byte) []byte
-
-func (f HandlerFunc) ServeModbus(ctx context.Context, r *Request, dst []byte) []byte {
-	return f(ctx, r, dst)
-}
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("tcp: server closed")
@@ -146,7 +27,7 @@ var ErrServerClosed = errors.New("tcp: server closed")
 // Server accepts Modbus TCP connections. Zero values of the limits take
 // the defaults noted on each field.
 type Server struct {
-	Handler     Handler
+	Handler     request.Handler
 	MaxConns    int           // open connections at most: default 1000
 	IdleTimeout time.Duration // close a connection silent this long: default 60s
 	// RefusalPace spaces a connection's refusals: exceptions to requests
@@ -408,7 +289,7 @@ const handshakeTimeout = 10 * time.Second
 // secure does c's TLS handshake and identifies its client. A failure is
 // logged with the reason and the peer's address, at most once a second
 // with how many more since.
-func (c *conn) secure(req *Request) bool {
+func (c *conn) secure(req *request.Request) bool {
 	s := c.srv
 	tc, ok := c.nc.(*tls.Conn)
 	if !ok {
@@ -491,7 +372,7 @@ func (c *conn) serve() {
 	var (
 		in  [MaxADU]byte
 		out = make([]byte, 0, MaxADU)
-		req = Request{Client: client, ConnID: c.id}
+		req = request.Request{Client: client, ConnID: c.id}
 	)
 	if a, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
 		req.Addr = clientAddr(a.AddrPort())
@@ -520,7 +401,7 @@ func (c *conn) serve() {
 			return
 		}
 		req.TID, req.Unit, req.PDU = tid, unit, body
-		req.Line, req.Outcome, req.Attempts, req.Skip, req.Unknown, req.Probe = "", "", 0, nil, false, false
+		req.Reset()
 		req.Trace = trace.Next()
 		c.requests.Add(1)
 		frame := s.Handler.ServeModbus(s.ctx, &req, out[:hlen])

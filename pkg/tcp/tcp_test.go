@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/specframes"
 )
 
@@ -67,7 +68,7 @@ func FuzzMBAP(f *testing.F) {
 // echo answers with the request PDU, after an optional pause.
 type echo struct{ delay time.Duration }
 
-func (e echo) ServeModbus(ctx context.Context, r *Request, dst []byte) []byte {
+func (e echo) ServeModbus(ctx context.Context, r *request.Request, dst []byte) []byte {
 	time.Sleep(e.delay)
 	switch r.Unit {
 	case 0:
@@ -258,7 +259,7 @@ func BenchmarkParseHeader(b *testing.B) {
 // (Attempts 0) go out at most one per RefusalPace on a connection; a
 // device's own exceptions and normal answers are not held back.
 func TestRefusalsArePaced(t *testing.T) {
-	h := HandlerFunc(func(_ context.Context, r *Request, dst []byte) []byte {
+	h := request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte {
 		if r.Unit == 2 {
 			r.Attempts = 1 // the device's own exception
 		}
