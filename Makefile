@@ -49,9 +49,9 @@ bench:
 	./bin/mcpgw bench -out BENCHMARKS.md
 
 # Each target alone: go test -fuzz takes one target per run.
-FUZZ_TARGETS := pkg/crc:FuzzChecksum pkg/rtu:FuzzScan pkg/tcp:FuzzMBAP pkg/registers:FuzzHandle pkg/check:FuzzRequest \
-                pkg/capture:FuzzRead pkg/replay:FuzzAnalyze pkg/mbsec:FuzzParseRole pkg/pdu:FuzzWritten pkg/pdu:FuzzRequestLen pkg/cache:FuzzValues \
-                pkg/sparkplug:FuzzDecode pkg/rtuovertcp:FuzzRead pkg/ascii:FuzzParse
+FUZZ_TARGETS := pkg/crc:FuzzChecksum pkg/rtu:FuzzScan pkg/tcp:FuzzMBAP pkg/registers:FuzzHandle pkg/chain/validate:FuzzRequest \
+                pkg/ops/capture:FuzzRead pkg/tools/replay:FuzzAnalyze pkg/wire/mbsec:FuzzParseRole pkg/pdu:FuzzWritten pkg/pdu:FuzzRequestLen \
+                pkg/chain/cache:FuzzValues pkg/north/sparkplug:FuzzDecode pkg/wire/rtuovertcp:FuzzRead pkg/wire/ascii:FuzzParse
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

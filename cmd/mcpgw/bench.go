@@ -9,8 +9,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/bench"
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/internal/bench"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
 // cmdBench measures the gateway against a direct RTU master, side by side

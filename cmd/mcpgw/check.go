@@ -6,7 +6,7 @@ import (
 	"io"
 
 	"github.com/mcpgw/mcpgw/pkg/config"
-	"github.com/mcpgw/mcpgw/pkg/mbsec"
+	"github.com/mcpgw/mcpgw/pkg/wire/mbsec"
 )
 
 // cmdCheck validates a configuration file as run would read it, the TLS

@@ -17,7 +17,7 @@ import (
 	"strings"
 
 	"github.com/lmittmann/tint"
-	"github.com/mcpgw/mcpgw/pkg/bench"
+	"github.com/mcpgw/mcpgw/internal/bench"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
 	"golang.org/x/sys/unix"
 )

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/capture"
-	"github.com/mcpgw/mcpgw/pkg/replay"
+	"github.com/mcpgw/mcpgw/pkg/ops/capture"
+	"github.com/mcpgw/mcpgw/pkg/tools/replay"
 )
 
 // cmdReplay prints the transactions in a capture, one line each in the

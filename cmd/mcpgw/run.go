@@ -16,7 +16,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
-	"github.com/mcpgw/mcpgw/pkg/sdnotify"
+	"github.com/mcpgw/mcpgw/pkg/ops/notify"
 )
 
 func cmdRun(args []string, stderr io.Writer) error {
@@ -132,19 +132,19 @@ func serve(svc *gateway.Service, grace time.Duration, log *slog.Logger, src *sou
 	}
 	// systemd (Type=notify): ready once listening, and the watchdog fed
 	// while the process serves.
-	if _, err := sdnotify.Notify("READY=1"); err != nil {
+	if _, err := notify.Notify("READY=1"); err != nil {
 		log.Warn("systemd notify failed", "err", err)
 	}
-	if every := sdnotify.WatchdogInterval(); every > 0 {
+	if every := notify.WatchdogInterval(); every > 0 {
 		tick := time.NewTicker(every)
 		defer tick.Stop()
 		go func() {
 			for range tick.C {
-				sdnotify.Notify("WATCHDOG=1")
+				notify.Notify("WATCHDOG=1")
 			}
 		}()
 	}
-	defer sdnotify.Notify("STOPPING=1")
+	defer notify.Notify("STOPPING=1")
 	var serveErr error
 wait:
 	for {

@@ -19,8 +19,8 @@ import (
 	"github.com/goburrow/modbus"
 
 	"github.com/mcpgw/mcpgw/pkg/registers"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
 // hostMsg is a line from testdata/interop/sparkplug_sub.py: a message it
@@ -54,8 +54,8 @@ type spHost struct {
 func startHost(t *testing.T, port int) *spHost {
 	t.Helper()
 	dir := t.TempDir()
-	if out, err := exec.Command("protoc", "--proto_path=../../pkg/sparkplug/sproto", "--python_out="+dir,
-		"../../pkg/sparkplug/sproto/sparkplug_b.proto").CombinedOutput(); err != nil {
+	if out, err := exec.Command("protoc", "--proto_path=../../pkg/north/sparkplug/sproto", "--python_out="+dir,
+		"../../pkg/north/sparkplug/sproto/sparkplug_b.proto").CombinedOutput(); err != nil {
 		t.Fatalf("protoc: %v\n%s", err, out)
 	}
 	cmd := exec.Command("/usr/bin/python3", "../../testdata/interop/sparkplug_sub.py", "127.0.0.1", fmt.Sprint(port), dir)

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-	"github.com/mcpgw/mcpgw/pkg/access"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
+	"github.com/mcpgw/mcpgw/pkg/chain/access"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // UnitList is a list of unit ids as people write them: numbers and "a-b"

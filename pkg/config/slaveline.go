@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/serialport"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // SlaveLine is a serial line on which the gateway is an RTU slave,

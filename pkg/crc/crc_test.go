@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/mcpgw/mcpgw/pkg/specframes"
+	"github.com/mcpgw/mcpgw/internal/specframes"
 )
 
 // bitwise is the textbook bit-at-a-time CRC, kept as a reference for the table.

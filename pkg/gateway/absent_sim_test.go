@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/gateway"
-	"github.com/mcpgw/mcpgw/pkg/offline"
+	"github.com/mcpgw/mcpgw/pkg/chain/offline"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/request"

@@ -15,10 +15,10 @@ import (
 	"github.com/goburrow/modbus"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
-	"github.com/mcpgw/mcpgw/pkg/offline"
+	"github.com/mcpgw/mcpgw/pkg/chain/offline"
 	"github.com/mcpgw/mcpgw/pkg/registers"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
 // Absent devices cost a line almost nothing: the tests of the offline

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 

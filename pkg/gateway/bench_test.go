@@ -6,18 +6,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/access"
-	"github.com/mcpgw/mcpgw/pkg/cache"
-	"github.com/mcpgw/mcpgw/pkg/check"
+	"github.com/mcpgw/mcpgw/pkg/chain/access"
+	"github.com/mcpgw/mcpgw/pkg/chain/cache"
+	"github.com/mcpgw/mcpgw/pkg/chain/validate"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
-	"github.com/mcpgw/mcpgw/pkg/metrics"
-	"github.com/mcpgw/mcpgw/pkg/offline"
-	"github.com/mcpgw/mcpgw/pkg/ratelimit"
+	"github.com/mcpgw/mcpgw/pkg/ops/metrics"
+	"github.com/mcpgw/mcpgw/pkg/chain/offline"
+	"github.com/mcpgw/mcpgw/pkg/chain/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/shared"
-	"github.com/mcpgw/mcpgw/pkg/status"
+	"github.com/mcpgw/mcpgw/pkg/chain/coalesce"
+	"github.com/mcpgw/mcpgw/pkg/ops/status"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
@@ -80,7 +80,7 @@ func BenchmarkTransaction(b *testing.B) {
 			off.SetRule(1, offline.Rule{Line: "bench", After: 3, Probe: 5 * time.Second})
 			// The chain of Service, with no access rules and no rate limit,
 			// shared reads on and no cache rule for the unit.
-			chk := &check.Handler{Next: cache.New(shared.New(off))}
+			chk := &validate.Handler{Next: cache.New(coalesce.New(off))}
 			acc := access.NewHandler(&access.Policy{}, ratelimit.New(0, chk))
 			mx := metrics.New(metrics.Sources{Lines: func() []*rtu.Bus { return []*rtu.Bus{bus} }, Listeners: map[string]*tcp.Server{}}, nil)
 			st := status.New(status.Sources{Listeners: map[string]*tcp.Server{}})

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/capture"
-	"github.com/mcpgw/mcpgw/pkg/replay"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/pkg/ops/capture"
+	"github.com/mcpgw/mcpgw/pkg/tools/replay"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
 // runSession starts a gateway on a virtual line to dev, with the line

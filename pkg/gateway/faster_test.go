@@ -14,7 +14,7 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/registers"
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
 // history is what a device returned: for each unit and register, every

@@ -20,8 +20,8 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/gateway"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/registers"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/goburrow/modbus"
 
-	"github.com/mcpgw/mcpgw/pkg/loadtest"
+	"github.com/mcpgw/mcpgw/internal/loadtest"
 )
 
 // Issue 9's rigs with an independent device: a libmodbus 3.1.6 RTU slave

@@ -6,19 +6,19 @@ import (
 	"reflect"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/agent"
-	"github.com/mcpgw/mcpgw/pkg/ascii"
-	"github.com/mcpgw/mcpgw/pkg/cache"
-	"github.com/mcpgw/mcpgw/pkg/capture"
+	"github.com/mcpgw/mcpgw/pkg/chain/poller"
+	"github.com/mcpgw/mcpgw/pkg/wire/ascii"
+	"github.com/mcpgw/mcpgw/pkg/chain/cache"
+	"github.com/mcpgw/mcpgw/pkg/ops/capture"
 	"github.com/mcpgw/mcpgw/pkg/config"
-	"github.com/mcpgw/mcpgw/pkg/netserial"
-	"github.com/mcpgw/mcpgw/pkg/offline"
+	"github.com/mcpgw/mcpgw/pkg/wire/netserial"
+	"github.com/mcpgw/mcpgw/pkg/chain/offline"
 	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
-	"github.com/mcpgw/mcpgw/pkg/slaveline"
-	"github.com/mcpgw/mcpgw/pkg/status"
-	"github.com/mcpgw/mcpgw/pkg/tcpdevice"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
+	"github.com/mcpgw/mcpgw/pkg/wire/slaveline"
+	"github.com/mcpgw/mcpgw/pkg/ops/status"
+	"github.com/mcpgw/mcpgw/pkg/wire/tcpdevice"
 )
 
 // line is one [[bus]] as it runs: its bus, the table it was built from,
@@ -269,7 +269,7 @@ type plan struct {
 	offline  map[byte]offline.Rule
 	cache    map[byte]cache.Rule
 	unshared []byte // shared_reads = false
-	polls    []agent.Poll
+	polls    []poller.Poll
 }
 
 // planOf is the routing table, the offline rules, the cache rules and
@@ -315,7 +315,7 @@ func planOf(lines []*line) plan {
 		for _, q := range b.Poll {
 			u := byte(q.Unit)
 			polled[u] = true
-			p.polls = append(p.polls, agent.Poll{Line: b.Name, Unit: u, Function: byte(q.Function),
+			p.polls = append(p.polls, poller.Poll{Line: b.Name, Unit: u, Function: byte(q.Function),
 				Address: uint16(q.Address), Count: uint16(q.Count), Interval: q.Interval.Duration,
 				Keep: q.Interval.Duration})
 		}

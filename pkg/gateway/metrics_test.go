@@ -17,7 +17,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
 	"github.com/mcpgw/mcpgw/pkg/request"
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
 // The tests of issue 11's metrics and health checks, through the whole

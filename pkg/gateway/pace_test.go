@@ -12,7 +12,7 @@ import (
 
 	"github.com/goburrow/modbus"
 	"github.com/mcpgw/mcpgw/pkg/registers"
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
 // The tests of issue 9's rules, through the whole gateway: a line that

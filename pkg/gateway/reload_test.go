@@ -13,7 +13,7 @@ import (
 	"github.com/goburrow/modbus"
 
 	"github.com/mcpgw/mcpgw/pkg/config"
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
 // TestReloadKeepsClients: new access rules and rate limit take effect on

@@ -16,9 +16,9 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/serialport"
-	"github.com/mcpgw/mcpgw/pkg/sim"
-	"github.com/mcpgw/mcpgw/pkg/specframes"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/internal/specframes"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 

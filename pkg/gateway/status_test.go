@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/net/websocket"
 
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
 // The status page in a real browser: Debian's chromium, headless, driven

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mcpgw/mcpgw/pkg/sim"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
 // TestTraceFollowsARequest: the transaction's log line and the line's

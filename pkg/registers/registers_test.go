@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/specframes"
+	"github.com/mcpgw/mcpgw/internal/specframes"
 )
 
 // specModel holds the values behind the Application Protocol's examples.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/goburrow/modbus"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
-	"github.com/mcpgw/mcpgw/pkg/specframes"
+	"github.com/mcpgw/mcpgw/internal/specframes"
 )
 
 // specPairs are the example transactions of the Modbus Application

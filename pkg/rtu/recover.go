@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/capture"
+	"github.com/mcpgw/mcpgw/pkg/ops/capture"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 )
 

@@ -15,7 +15,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/capture"
+	"github.com/mcpgw/mcpgw/pkg/ops/capture"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 )

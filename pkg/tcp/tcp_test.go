@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/request"
-	"github.com/mcpgw/mcpgw/pkg/specframes"
+	"github.com/mcpgw/mcpgw/internal/specframes"
 )
 
 func TestHeaderGolden(t *testing.T) {

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """An independent Sparkplug B host for the tests: paho-mqtt and protobuf
 from Debian, with the payload schema compiled by protoc from
-pkg/sparkplug/sproto/sparkplug_b.proto (the directory holding
+pkg/north/sparkplug/sproto/sparkplug_b.proto (the directory holding
 sparkplug_b_pb2.py is the third argument).
 
 It subscribes to spBv1.0/# and prints each message as one JSON line:
