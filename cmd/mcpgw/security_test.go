@@ -21,8 +21,8 @@ import (
 
 	"github.com/goburrow/modbus"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // freeAddr returns a loopback address nothing listens on.

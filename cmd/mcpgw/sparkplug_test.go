@@ -19,8 +19,8 @@ import (
 	"github.com/goburrow/modbus"
 
 	"github.com/mcpgw/mcpgw/pkg/registers"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // hostMsg is a line from testdata/interop/sparkplug_sub.py: a message it

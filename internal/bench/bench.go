@@ -15,11 +15,11 @@ import (
 	"strings"
 	"time"
 
-	asciiport "github.com/mcpgw/mcpgw/pkg/wire/ascii"
 	"github.com/mcpgw/mcpgw/internal/loadtest"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	asciiport "github.com/mcpgw/mcpgw/pkg/wire/ascii"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 	"golang.org/x/sys/unix"
 )
 

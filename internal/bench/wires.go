@@ -8,13 +8,13 @@ import (
 	"os/exec"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/wire/ascii"
 	"github.com/mcpgw/mcpgw/internal/loadtest"
-	"github.com/mcpgw/mcpgw/pkg/wire/netserial"
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/request"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/wire/ascii"
+	"github.com/mcpgw/mcpgw/pkg/wire/netserial"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // benchWires measures each of the other wires as the latency the

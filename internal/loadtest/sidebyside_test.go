@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/request"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
-	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // TestRunSideBySide polls a simulated line directly and a Modbus TCP

@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"github.com/goburrow/modbus"
+	"github.com/mcpgw/mcpgw/pkg/chain/offline"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
-	"github.com/mcpgw/mcpgw/pkg/chain/offline"
 	"github.com/mcpgw/mcpgw/pkg/registers"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // Absent devices cost a line almost nothing: the tests of the offline

@@ -8,16 +8,16 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/chain/access"
 	"github.com/mcpgw/mcpgw/pkg/chain/cache"
+	"github.com/mcpgw/mcpgw/pkg/chain/coalesce"
+	"github.com/mcpgw/mcpgw/pkg/chain/offline"
+	"github.com/mcpgw/mcpgw/pkg/chain/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/chain/validate"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
 	"github.com/mcpgw/mcpgw/pkg/ops/metrics"
-	"github.com/mcpgw/mcpgw/pkg/chain/offline"
-	"github.com/mcpgw/mcpgw/pkg/chain/ratelimit"
+	"github.com/mcpgw/mcpgw/pkg/ops/status"
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/chain/coalesce"
-	"github.com/mcpgw/mcpgw/pkg/ops/status"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 

@@ -13,8 +13,8 @@ import (
 
 	"github.com/goburrow/modbus"
 	"github.com/mcpgw/mcpgw/pkg/registers"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // hammer runs clients concurrent clients, each making n reads of 10

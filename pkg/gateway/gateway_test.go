@@ -20,9 +20,9 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/gateway"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/registers"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
-	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // syncBuffer collects log output from many goroutines.

@@ -30,8 +30,8 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 func need(t *testing.T, tools ...string) {

@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/internal/specframes"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
-	"github.com/mcpgw/mcpgw/pkg/tools/sim"
-	"github.com/mcpgw/mcpgw/internal/specframes"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // The access rules tried as an attacker would: what a client may not do

@@ -14,21 +14,21 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/chain/access"
-	"github.com/mcpgw/mcpgw/pkg/chain/poller"
 	"github.com/mcpgw/mcpgw/pkg/chain/cache"
+	"github.com/mcpgw/mcpgw/pkg/chain/coalesce"
+	"github.com/mcpgw/mcpgw/pkg/chain/offline"
+	"github.com/mcpgw/mcpgw/pkg/chain/poller"
+	"github.com/mcpgw/mcpgw/pkg/chain/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/chain/validate"
 	"github.com/mcpgw/mcpgw/pkg/config"
-	"github.com/mcpgw/mcpgw/pkg/wire/mbsec"
-	"github.com/mcpgw/mcpgw/pkg/ops/metrics"
-	"github.com/mcpgw/mcpgw/pkg/chain/offline"
-	"github.com/mcpgw/mcpgw/pkg/chain/ratelimit"
-	"github.com/mcpgw/mcpgw/pkg/request"
-	"github.com/mcpgw/mcpgw/pkg/wire/rtuovertcp"
-	"github.com/mcpgw/mcpgw/pkg/chain/coalesce"
-	"github.com/mcpgw/mcpgw/pkg/wire/slaveline"
 	"github.com/mcpgw/mcpgw/pkg/north/sparkplug"
+	"github.com/mcpgw/mcpgw/pkg/ops/metrics"
 	"github.com/mcpgw/mcpgw/pkg/ops/status"
+	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/wire/mbsec"
+	"github.com/mcpgw/mcpgw/pkg/wire/rtuovertcp"
+	"github.com/mcpgw/mcpgw/pkg/wire/slaveline"
 )
 
 // Service is a configured gateway: its serial lines, the router and the
@@ -65,7 +65,7 @@ type Service struct {
 	cfg      *config.Config // as started: what Reload compares with
 	log      *slog.Logger
 	lines    atomic.Pointer[[]*line] // replaced whole by setLines
-	polls    []poller.Poll            // set by setLines, started by Start
+	polls    []poller.Poll           // set by setLines, started by Start
 	reloadMu sync.Mutex              // one reload at a time
 	stopOnce sync.Once               // Shutdown closes the captures once
 	ctx      context.Context         // the lines run until it ends; set by Start
@@ -93,11 +93,11 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	// in front of it (setLines).
 	s.Router = New()                                        // routes by unit id to the lines
 	s.Offline = offline.New(s.Router, log)                  // dead units: 0x0B at once, one probe at a time
-	s.Shared = coalesce.New(s.Offline)                        // identical reads share one transaction
+	s.Shared = coalesce.New(s.Offline)                      // identical reads share one transaction
 	s.Cache = cache.New(s.Shared)                           // reads answered from values the line returned lately
 	s.Limits = ratelimit.New(cfg.Server.RateLimit, s.Cache) // requests beyond a client's rate: 0x06 at once
 	s.Access = access.NewHandler(cfg.Policy(), s.Limits)    // [[access]]: denied requests get 0x01 at once
-	s.Checks = &validate.Handler{Next: s.Access}               // requests no device can use: answered at once
+	s.Checks = &validate.Handler{Next: s.Access}            // requests no device can use: answered at once
 	s.Access.Reach = s.Router.BroadcastReach                // a broadcast is a write to every unit it reaches
 	// In front of them, below: the transaction log, the metrics and the
 	// status page's feed. Beside them, agent mode's polls, which enter

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/wire/mbsec"
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/mbsec"
 )
 
 // The tests of issue 10's Modbus/TCP Security listener, with certificates

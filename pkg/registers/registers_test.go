@@ -5,8 +5,8 @@ import (
 	"encoding/hex"
 	"testing"
 
-	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/internal/specframes"
+	"github.com/mcpgw/mcpgw/pkg/pdu"
 )
 
 // specModel holds the values behind the Application Protocol's examples.

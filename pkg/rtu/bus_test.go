@@ -16,8 +16,8 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // line starts a bus on one end of a virtual line and simulated units on

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/goburrow/modbus"
-	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/internal/specframes"
+	"github.com/mcpgw/mcpgw/pkg/pdu"
 )
 
 // specPairs are the example transactions of the Modbus Application

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/internal/specframes"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 func TestHeaderGolden(t *testing.T) {

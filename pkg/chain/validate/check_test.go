@@ -5,12 +5,12 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/mcpgw/mcpgw/internal/specframes"
 	"github.com/mcpgw/mcpgw/pkg/chain/validate"
 	"github.com/mcpgw/mcpgw/pkg/crc"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/internal/specframes"
 )
 
 // Every example request of the spec is one a device can use.

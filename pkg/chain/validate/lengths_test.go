@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/internal/specframes"
 	"github.com/mcpgw/mcpgw/pkg/chain/validate"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/wire/rtuovertcp"
-	"github.com/mcpgw/mcpgw/internal/specframes"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/wire/rtuovertcp"
 )
 
 // chunks is a port that reads one chunk at a time, with silence (0, nil)

@@ -30,12 +30,12 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/mcpgw/mcpgw/pkg/chain/poller"
 	"github.com/mcpgw/mcpgw/pkg/chain/cache"
+	"github.com/mcpgw/mcpgw/pkg/chain/poller"
 	"github.com/mcpgw/mcpgw/pkg/config"
+	"github.com/mcpgw/mcpgw/pkg/north/sparkplug/sproto"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/request"
-	"github.com/mcpgw/mcpgw/pkg/north/sparkplug/sproto"
 	"github.com/mcpgw/mcpgw/pkg/trace"
 )
 

@@ -8,8 +8,8 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/chain/poller"
 	"github.com/mcpgw/mcpgw/pkg/config"
-	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/north/sparkplug/sproto"
+	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
 // node is an edge node for one unit's poll of two registers, never

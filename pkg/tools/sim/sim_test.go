@@ -10,8 +10,8 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/registers"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
+	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // serve runs l on a pty and returns the master's end.

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/internal/specframes"
 	"github.com/mcpgw/mcpgw/pkg/crc"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/internal/specframes"
 )
 
 func TestGolden(t *testing.T) {

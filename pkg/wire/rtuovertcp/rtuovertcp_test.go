@@ -7,8 +7,8 @@ import (
 	"io"
 	"testing"
 
-	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/internal/specframes"
+	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 

@@ -23,9 +23,9 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/crc"
-	"github.com/mcpgw/mcpgw/pkg/wire/netserial"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
+	"github.com/mcpgw/mcpgw/pkg/wire/netserial"
 )
 
 // Scheme is the prefix of a [[bus]] port that names a Modbus TCP device.
