@@ -1,4 +1,4 @@
-// Package sdnotify tells systemd how the service is doing: READY=1 once
+// Package notify tells systemd how the service is doing: READY=1 once
 // it listens, STOPPING=1 when it shuts down, WATCHDOG=1 while it lives,
 // over the datagram socket systemd names in $NOTIFY_SOCKET (sd_notify(3)).
 // Without that variable (not started by systemd, or not Type=notify) it

@@ -1,4 +1,4 @@
-// Package agent is agent mode: the gateway polls configured blocks
+// Package poller is agent mode: the gateway polls configured blocks
 // itself ([[bus.poll]]) and keeps the cache warm, so that masters' reads
 // of those blocks are answered from memory without waiting for the line.
 // Polls take their turn in the line's queue after every client's request

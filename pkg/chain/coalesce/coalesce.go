@@ -1,4 +1,4 @@
-// Package shared lets identical reads share one transaction on the line:
+// Package coalesce lets identical reads share one transaction on the line:
 // a read (FC 1, 2, 3, 4) that arrives while the same read (same unit,
 // function, address and quantity) is queued or on the line waits for
 // that one's answer instead of sending its own. Several masters polling

@@ -1,4 +1,4 @@
-// Package check answers, at once, the requests that no device can use, so
+// Package validate answers, at once, the requests that no device can use, so
 // that they never take a serial line's time: function code 0 or 128-255
 // (exception 01), and requests of a public function code whose length or
 // quantities are outside what the Modbus Application Protocol allows
