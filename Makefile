@@ -3,7 +3,7 @@
 #   make test    all tests, with the race detector (interop tests need socat, mbpoll,
 #                libmodbus-dev, python3-pymodbus and tshark; .ci/run installs them)
 #   make build   bin/mcpgw for this machine, plus static linux/arm64 and linux/arm (GOARM=7)
-#   make bench   the Go benchmarks, then mcpgw bench (writes BENCHMARKS.md)
+#   make bench   the Go benchmarks, then mcpgw-bench (writes BENCHMARKS.md)
 #   make fuzz    each fuzz target for FUZZTIME (default 30s; a count such as 100000x avoids Go 1.26's deadline flake, golang/go#75804)
 #   make soak    many checking clients against faulty simulated devices for SOAK (default 3m)
 #   make simulate the serial line's recovery rules in virtual time: SIMRUNS runs of SIMN
@@ -46,7 +46,8 @@ deb:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) build -o bin/mcpgw ./cmd/mcpgw
-	./bin/mcpgw bench -out BENCHMARKS.md
+	$(GO) build -o bin/mcpgw-bench ./cmd/mcpgw-bench
+	./bin/mcpgw-bench -gateway bin/mcpgw -out BENCHMARKS.md
 
 # Each target alone: go test -fuzz takes one target per run.
 FUZZ_TARGETS := pkg/crc:FuzzChecksum pkg/rtu:FuzzScan pkg/tcp:FuzzMBAP pkg/registers:FuzzHandle pkg/chain/validate:FuzzRequest \
@@ -67,7 +68,8 @@ simulate:
 
 soak:
 	$(GO) build -o bin/mcpgw ./cmd/mcpgw
-	./bin/mcpgw soak -duration $(SOAK)
+	$(GO) build -o bin/mcpgw-bench ./cmd/mcpgw-bench
+	./bin/mcpgw-bench soak -gateway bin/mcpgw -duration $(SOAK)
 
 clean:
 	rm -rf bin dist

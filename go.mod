@@ -13,6 +13,7 @@ require (
 	go.bug.st/serial v1.8.0
 	golang.org/x/net v0.59.0
 	golang.org/x/sys v0.49.0
+	golang.org/x/time v0.16.0
 	google.golang.org/protobuf v1.36.12
 )
 

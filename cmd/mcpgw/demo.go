@@ -22,7 +22,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	units := fs.String("units", "1-3", "simulated unit ids")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	format := fs.String("log-format", "text", "text or json")
-	faults := faultFlags(fs, sim.Faults{})
+	faults := sim.FaultFlags(fs, sim.Faults{})
 	broker := fs.String("mqtt", "", "also publish each unit's first 4 holding registers, polled every second, to this MQTT broker as a Sparkplug B edge node (group demo, node mcpgw-demo), such as tcp://127.0.0.1:1883")
 	if err := fs.Parse(args); err != nil {
 		return err

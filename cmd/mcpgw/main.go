@@ -17,7 +17,6 @@ import (
 	"strings"
 
 	"github.com/lmittmann/tint"
-	"github.com/mcpgw/mcpgw/internal/bench"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
 	"golang.org/x/sys/unix"
 )
@@ -32,8 +31,6 @@ Usage:
   mcpgw sim  -port PATH [flags]    simulated RTU devices on a serial port
   mcpgw poll [flags]               read or write registers, via TCP or straight on a line
   mcpgw replay [-format json] FILE the transactions in a capture (.pcap, .txt, socat -x -v)
-  mcpgw soak [-duration 3m]        many checking clients against faulty simulated devices
-  mcpgw bench [-out BENCHMARKS.md] the gateway against a direct RTU master, side by side
   mcpgw version
 
 Run 'mcpgw COMMAND -h' for a command's flags.
@@ -68,18 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSim(args[1:], stderr)
 	case "poll":
 		err = cmdPoll(args[1:], stdout, stderr)
-	case "soak":
-		err = cmdSoak(args[1:], stdout, stderr)
-	case "bench":
-		err = cmdBench(args[1:], stdout, stderr)
 	case "replay":
 		err = cmdReplay(args[1:], stdout, stderr)
-	case "simline": // bench's helper, not for users
-		err = cmdSimline(args[1:], stdout, stderr)
-	case "tcpecho": // bench's helper, not for users
-		err = bench.TCPEcho(stdout)
-	case "spin": // bench's helper, not for users
-		err = bench.Spin()
 	case "version":
 		fmt.Fprintln(stdout, "mcpgw", version)
 	case "-h", "-help", "--help", "help":

@@ -163,30 +163,6 @@ func TestRunWithMissingPort(t *testing.T) {
 	}
 }
 
-// TestBenchSmoke runs mcpgw bench at a tiny scale: every part of it must
-// run and every answer be right. It asserts no timing: those are the
-// benchmark's to report, not a test's to judge on a shared machine.
-func TestBenchSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and runs lines in processes of their own")
-	}
-	bin := mcpgwBinary(t)
-	out, err := exec.Command(bin, "bench", "-scale", "0.05", "-many", "40", "-out", "",
-		"-probe", "../../testdata/interop/latency_probe.c", "-floor", "../../testdata/interop/floor_relay.c",
-		"-slave", "../../testdata/interop/rtu_slave.c").CombinedOutput()
-	if err != nil {
-		t.Fatalf("bench: %v\n%s", err, out)
-	}
-	for _, want := range []string{"## Latency", "## Throughput", "40 clients at once", "| zero wrong answers | 0 | yes |", "| 40 clients: all served | 40 | yes |",
-		"polls in turn as an RTU master on the twin line", "unpaced pty, CPUs kept out of idle",
-		"## Modbus/TCP Security (TLS)", "| Modbus/TCP Security | 50 |", "0 failed.",
-		"The floor beside it", "(the floor relay: ", "## Absent devices", "The fault mix: the device drops"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("bench output lacks %q:\n%s", want, out)
-		}
-	}
-}
-
 // TestLogFileReopenedOnSIGHUP: after logrotate moves the log file away
 // and sends SIGHUP, the next lines go to a new file at the configured
 // path.

@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/ops/capture"
@@ -36,25 +35,6 @@ func serialFlags(fs *flag.FlagSet) func() (serialport.Settings, error) {
 	}
 }
 
-// faultFlags registers the fault injection flags, with def as defaults
-// (a zero LateBy defaults to 1s).
-func faultFlags(fs *flag.FlagSet, def sim.Faults) *sim.Faults {
-	if def.LateBy == 0 {
-		def.LateBy = time.Second
-	}
-	f := &sim.Faults{}
-	fs.Float64Var(&f.Drop, "drop", def.Drop, "share of answers to drop (0..1)")
-	fs.Float64Var(&f.Corrupt, "corrupt", def.Corrupt, "share of answers sent with a bit flipped after the unit id (0..1)")
-	fs.BoolVar(&f.CRCOnly, "crc-only", def.CRCOnly, "-corrupt flips a bit of the CRC only (the frame whole, its check wrong)")
-	fs.Float64Var(&f.Late, "late", def.Late, "share of answers sent late (0..1)")
-	fs.DurationVar(&f.LateBy, "late-by", def.LateBy, "how late a late answer is")
-	fs.Float64Var(&f.Noise, "noise", def.Noise, "share of answers preceded by random bytes (0..1)")
-	fs.BoolVar(&f.Echo, "echo", def.Echo, "echo each request back, as some RS-485 adapters do")
-	fs.DurationVar(&f.Slow, "slow", def.Slow, "pause before every answer")
-	fs.Uint64Var(&f.Seed, "seed", def.Seed, "random seed for repeatable faults (0: random)")
-	return f
-}
-
 // unitsFlag parses a -units flag: unit ids and ranges, such as 1-3,7.
 func unitsFlag(s string) ([]byte, error) {
 	ids, err := config.ParseUnits([]string{s})
@@ -73,7 +53,7 @@ func cmdSim(args []string, stderr io.Writer) error {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	replayFile := fs.String("replay", "", "answer from this capture (.pcap, .txt, socat -x -v) instead of register models")
 	settings := serialFlags(fs)
-	faults := faultFlags(fs, sim.Faults{})
+	faults := sim.FaultFlags(fs, sim.Faults{})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ func (l *benchLine) ids() []string {
 }
 
 // open makes the gateway's line and the twin, each with its devices (and
-// its pacer) in a process of its own (mcpgw simline), so that neither the
+// its pacer) in a process of its own (mcpgw-bench simline), so that neither the
 // gateway nor the direct master shares a process with them.
 func (l *benchLine) open(ctx context.Context) error {
 	l.gap = rtu.FrameGap(l.char())
@@ -111,7 +111,7 @@ func (l *benchLine) open(ctx context.Context) error {
 	return nil
 }
 
-// SimlineOptions are a simulated line's (mcpgw simline's flags).
+// SimlineOptions are a simulated line's (mcpgw-bench simline's flags).
 type SimlineOptions struct {
 	Baud   int        // nominal bit rate, 11-bit characters
 	Paced  bool       // deliver bytes at the baud rate's pace
@@ -124,7 +124,7 @@ type SimlineOptions struct {
 	Report <-chan os.Signal
 }
 
-// Simline is the bench's helper (mcpgw simline): a virtual line with
+// Simline is the bench's helper (mcpgw-bench simline): a virtual line with
 // simulated units at its far end, as o says. It prints the near end's
 // path and serves until ctx ends.
 func Simline(ctx context.Context, o SimlineOptions, stdout io.Writer) error {
@@ -209,28 +209,38 @@ func (l *benchLine) close() {
 	}
 }
 
-// Options are the bench's knobs (mcpgw bench's flags).
+// Options are the bench's knobs (mcpgw-bench's flags).
 type Options struct {
-	Out   string  // file to write the report to; empty: none
-	Scale float64 // multiplies request counts and durations
-	Many  int     // clients in the many-clients run
-	Probe string  // libmodbus latency probe's source, built with cc; empty: skip
-	Floor string  // the floor relay's source, built with cc; empty: skip
-	Slave string  // the libmodbus RTU slave's source (the absent-devices rows), built with cc; empty: skip
+	Gateway string  // the mcpgw binary to measure: sets the package's Gateway
+	Out     string  // file to write the report to; empty: none
+	Scale   float64 // multiplies request counts and durations
+	Many    int     // clients in the many-clients run
+	Probe   string  // libmodbus latency probe's source, built with cc; empty: skip
+	Floor   string  // the floor relay's source, built with cc; empty: skip
+	Slave   string  // the libmodbus RTU slave's source (the absent-devices rows), built with cc; empty: skip
 	// Only runs one section that stands alone, "faster", "sparkplug",
 	// "wires", "pace" (a line that keeps its pace) or "absent" (absent
 	// devices), and prints it (writing no file): for working on it.
 	Only string
 }
 
+// Gateway is the mcpgw binary the bench and the soak run (mcpgw run);
+// their own helpers (simline, tcpecho, spin) are subcommands of the
+// running binary, mcpgw-bench (os.Executable).
+var Gateway = "mcpgw"
+
 // Run measures the gateway against a direct RTU master, side by side,
 // prints the report to stdout and writes it to opts.Out. It runs the
 // gateway, the simulated lines and its helpers as processes of this
-// binary (os.Executable): mcpgw run, simline, tcpecho and spin.
+// binary (mcpgw run, as Gateway) and of the bench's own (simline, tcpecho
+// and spin, subcommands of mcpgw-bench).
 func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	n := func(v int) int { return max(1, int(float64(v)*opts.Scale)) }
 	d := func(v time.Duration) time.Duration { return time.Duration(float64(v) * opts.Scale) }
 
+	if opts.Gateway != "" {
+		Gateway = opts.Gateway
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if opts.Only != "" {
@@ -348,7 +358,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 			us(via.Percentile(50)), us(via.Percentile(90)), us(via.Percentile(99)), us(via.Percentile(100)),
 			us(r.addedP50), us(r.addedP99), us(tcpP50), us(loadtest.Percentile(echo, 99)), us(r.addedP50-tcpP50))
 	}
-	rep.printf("\nThe last row repeats the first with every CPU kept busy by a spinning process at the lowest priority (SCHED_IDLE, `mcpgw spin`), which gives way at once to anything else that wants to run. A CPU that has nothing to do goes idle (on a virtual machine the hypervisor halts it), and waking it again is part of every hop from one process to another; where the host has CPU to spare, the difference between the first and last rows at p50 is that cost, a property of the machine rather than of the gateway (on a host that is itself busy, a spinning virtual CPU gains little). The last row's tail says nothing about the gateway: the spinners themselves sometimes delay a wakeup by milliseconds, the direct master's as much as the gateway's. The targets below are judged on the first rows.\n")
+	rep.printf("\nThe last row repeats the first with every CPU kept busy by a spinning process at the lowest priority (SCHED_IDLE, `mcpgw-bench spin`), which gives way at once to anything else that wants to run. A CPU that has nothing to do goes idle (on a virtual machine the hypervisor halts it), and waking it again is part of every hop from one process to another; where the host has CPU to spare, the difference between the first and last rows at p50 is that cost, a property of the machine rather than of the gateway (on a host that is itself busy, a spinning virtual CPU gains little). The last row's tail says nothing about the gateway: the spinners themselves sometimes delay a wakeup by milliseconds, the direct master's as much as the gateway's. The targets below are judged on the first rows.\n")
 
 	// Exceptions: as fast as normal answers.
 	paced := lines[1]
@@ -559,7 +569,7 @@ func startEcho(ctx context.Context) (string, func(), error) {
 	return strings.TrimSpace(addr), stop, nil
 }
 
-// TCPEcho is the bench's helper (mcpgw tcpecho): a TCP echo server.
+// TCPEcho is the bench's helper (mcpgw-bench tcpecho): a TCP echo server.
 func TCPEcho(stdout io.Writer) error {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -641,7 +651,7 @@ func libmodbusVersion() string {
 	return "libmodbus " + strings.TrimSpace(string(v))
 }
 
-// startSpinners starts n mcpgw spin processes and returns a function that
+// startSpinners starts n mcpgw-bench spin processes and returns a function that
 // stops them.
 func startSpinners(ctx context.Context, n int) (func(), error) {
 	self, err := os.Executable()
@@ -668,7 +678,7 @@ func startSpinners(ctx context.Context, n int) (func(), error) {
 	return stop, nil
 }
 
-// Spin is the bench's helper (mcpgw spin): it keeps one CPU busy at the lowest priority
+// Spin is the bench's helper (mcpgw-bench spin): it keeps one CPU busy at the lowest priority
 // there is (SCHED_IDLE), so the CPU never enters its idle state yet gives
 // way at once to anything else that wants to run.
 func Spin() error {
@@ -803,16 +813,11 @@ func startGatewayWith(server, buses string, maxConns int, level string, stderr i
 		os.RemoveAll(dir)
 		return nil, "", err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, "", err
-	}
 	args := []string{"run", "-config", path}
 	if prof := os.Getenv("MCPGW_BENCH_CPUPROFILE"); prof != "" {
 		args = append(args, "-cpuprofile", prof)
 	}
-	cmd := exec.Command(self, args...)
+	cmd := exec.Command(Gateway, args...)
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)

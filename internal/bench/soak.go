@@ -16,8 +16,9 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
-// SoakOptions are the soak's knobs (mcpgw soak's flags).
+// SoakOptions are the soak's knobs (mcpgw-bench soak's flags).
 type SoakOptions struct {
+	Gateway  string // the mcpgw binary: sets the package's Gateway
 	Duration time.Duration
 	Clients  int
 	Units    []byte
@@ -28,6 +29,9 @@ type SoakOptions struct {
 // faulty simulated devices for a while, and fails on a wrong answer, no
 // right answer at all, or memory that keeps growing.
 func Soak(ctx context.Context, opts SoakOptions, stdout, stderr io.Writer) error {
+	if opts.Gateway != "" {
+		Gateway = opts.Gateway
+	}
 	ids := opts.Units
 	units := unitList(ids)
 	ctx, cancel := context.WithCancel(ctx)

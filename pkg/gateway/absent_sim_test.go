@@ -158,7 +158,8 @@ func TestSimulateAbsence(t *testing.T) {
 			rules[u] = offline.Rule{Line: "sim", After: 3, Probe: probe}
 		}
 		g.SetRoutes(&routes)
-		h := offline.New(g, slog.New(slog.DiscardHandler))
+		h := offline.New(slog.New(slog.DiscardHandler))
+		h.Middleware(g)
 		h.SetRules(rules)
 
 		var wrong, served atomic.Int64

@@ -76,15 +76,15 @@ func BenchmarkTransaction(b *testing.B) {
 			var routes gateway.Routes
 			routes.Add(1, gateway.Route{Line: bus, Retries: -1})
 			g.SetRoutes(&routes)
-			off := offline.New(g, tc.log)
+			off := offline.New(tc.log)
 			off.SetRule(1, offline.Rule{Line: "bench", After: 3, Probe: 5 * time.Second})
 			// The chain of Service, with no access rules and no rate limit,
 			// shared reads on and no cache rule for the unit.
-			chk := &validate.Handler{Next: cache.New(coalesce.New(off))}
-			acc := access.NewHandler(&access.Policy{}, ratelimit.New(0, chk))
+			chk, acc, rl, ca, co := validate.New(), access.New(&access.Policy{}), ratelimit.New(0), cache.New(), coalesce.New()
 			mx := metrics.New(metrics.Sources{Lines: func() []*rtu.Bus { return []*rtu.Bus{bus} }, Listeners: map[string]*tcp.Server{}}, nil)
 			st := status.New(status.Sources{Listeners: map[string]*tcp.Server{}})
-			h := gateway.LogTransactions(tc.log, mx.Handler(st.Handler(acc)))
+			h := request.Chain(g, gateway.LogTransactions(tc.log), mx.Middleware, st.Middleware,
+				chk.Middleware, acc.Middleware, rl.Middleware, ca.Middleware, co.Middleware, off.Middleware)
 
 			req := &request.Request{TID: 1, Unit: 1, PDU: []byte{0x03, 0x00, 0x10, 0x00, 0x0A}, Client: "127.0.0.1:50000"}
 			dst := make([]byte, 0, tcp.MaxADU)

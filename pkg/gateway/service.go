@@ -24,7 +24,6 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/north/sparkplug"
 	"github.com/mcpgw/mcpgw/pkg/ops/metrics"
 	"github.com/mcpgw/mcpgw/pkg/ops/status"
-	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 	"github.com/mcpgw/mcpgw/pkg/wire/mbsec"
 	"github.com/mcpgw/mcpgw/pkg/wire/rtuovertcp"
@@ -87,23 +86,18 @@ func (s *Service) listening() bool { return s.started.Load() }
 // capture files are created here: an error names the one that failed.
 func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, log: log}
-	// The chain every request runs through, built from the last handler
-	// to the first; a handler that answers does not call the next one.
-	// The lines fill in the router's routes and the rules of the handlers
-	// in front of it (setLines).
-	s.Router = New()                                        // routes by unit id to the lines
-	s.Offline = offline.New(s.Router, log)                  // dead units: 0x0B at once, one probe at a time
-	s.Shared = coalesce.New(s.Offline)                      // identical reads share one transaction
-	s.Cache = cache.New(s.Shared)                           // reads answered from values the line returned lately
-	s.Limits = ratelimit.New(cfg.Server.RateLimit, s.Cache) // requests beyond a client's rate: 0x06 at once
-	s.Access = access.NewHandler(cfg.Policy(), s.Limits)    // [[access]]: denied requests get 0x01 at once
-	s.Checks = &validate.Handler{Next: s.Access}            // requests no device can use: answered at once
-	s.Access.Reach = s.Router.BroadcastReach                // a broadcast is a write to every unit it reaches
-	// In front of them, below: the transaction log, the metrics and the
-	// status page's feed. Beside them, agent mode's polls, which enter
-	// the chain at the cache.
+	// The handlers of the chain (chain.go lists their order); the lines
+	// fill in the router's routes and the handlers' rules (setLines).
+	s.Router = New()
+	s.Offline = offline.New(log)
+	s.Shared = coalesce.New()
+	s.Cache = cache.New()
+	s.Limits = ratelimit.New(cfg.Server.RateLimit)
+	s.Access = access.New(cfg.Policy())
+	s.Checks = validate.New()
+	s.Access.Reach = s.Router.BroadcastReach // a broadcast is a write to every unit it reaches
 	s.Cache.Offline = s.Offline.Offline
-	s.Agent = poller.New(s.Cache, log)
+	s.Agent = poller.New(s.Cache, log) // agent mode's polls enter the chain at the cache
 	s.Router.SetPriorityClients(cfg.Server.PriorityNets)
 	if _, err := s.setLines(cfg); err != nil {
 		return nil, err
@@ -121,14 +115,7 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	}, s.listening)
 	s.Status = status.New(status.Sources{Lines: s.statusLines, Offline: s.Offline, Units: s.unitStates, Listeners: map[string]*tcp.Server{},
 		MaxStreams: cfg.Metrics.MaxStreams, MaxStreamsPerIP: cfg.Metrics.MaxStreamsPerIP})
-	// Then, first of all, the transaction log and, where something serves
-	// them (metrics.listen), the metrics and the status page's feed: each
-	// sees every transaction, whoever answered it.
-	var watched request.Handler = s.Checks
-	if cfg.Metrics.Listen != "" {
-		watched = s.Metrics.Handler(s.Status.Handler(watched))
-	}
-	handler := LogTransactions(log, watched)
+	handler := s.chain(log, cfg.Metrics.Listen != "")
 	if cfg.MQTT.Broker != "" {
 		tlsCfg, err := sparkplug.TLSConfig(cfg.MQTT)
 		if err != nil {

@@ -7,14 +7,18 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
-// LogTransactions wraps next, first in the chain, and logs one line per
-// transaction at info (so the default configuration logs every one),
-// whichever handler answered it: unit, fc, client, tid, line, outcome
-// (the handler's, else "ok" or "exception" from the answer), exception
-// (the code, when the answer is one), role and peer (on a TLS
-// connection: the client's role and its certificate's subject), attempts
-// and duration.
-func LogTransactions(log *slog.Logger, next request.Handler) request.Handler {
+// LogTransactions is the middleware, first in the chain, that logs one
+// line per transaction at info (so the default configuration logs every
+// one), whichever handler answered it: unit, fc, client, tid, line,
+// outcome (the handler's, else ok or exception from the answer), err (a
+// failure's detail), exception (the code, when the answer is one), role
+// and peer (on a TLS connection: the client's role and its
+// certificate's subject), attempts and duration.
+func LogTransactions(log *slog.Logger) request.Middleware {
+	return func(next request.Handler) request.Handler { return logTransactions(log, next) }
+}
+
+func logTransactions(log *slog.Logger, next request.Handler) request.Handler {
 	observed := request.Observe(next, func(ctx context.Context, tr *request.Request, d request.Done) {
 		outcome, exc := d.Outcome, d.Exception
 		attrs := make([]slog.Attr, 0, 13)

@@ -122,10 +122,17 @@ type Handler struct {
 	denied atomic.Uint64
 }
 
-// NewHandler returns a Handler with policy p in front of next.
-func NewHandler(p *Policy, next request.Handler) *Handler {
-	h := &Handler{Next: next}
+// New returns a Handler with policy p; put it in the chain with
+// Middleware.
+func New(p *Policy) *Handler {
+	h := &Handler{}
 	h.policy.Store(p)
+	return h
+}
+
+// Middleware puts h in front of next, in the chain.
+func (h *Handler) Middleware(next request.Handler) request.Handler {
+	h.Next = next
 	return h
 }
 

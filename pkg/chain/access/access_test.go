@@ -110,7 +110,8 @@ func TestHandler(t *testing.T) {
 		reached++
 		return append(dst, r.PDU...)
 	})
-	h := NewHandler(&Policy{Rules: []Rule{{Units: []byte{1}, Allow: Read}}}, next)
+	h := New(&Policy{Rules: []Rule{{Units: []byte{1}, Allow: Read}}})
+	h.Middleware(next)
 	src := netip.MustParseAddrPort("127.0.0.1:5000")
 	serve := func(unit byte, p ...byte) (*request.Request, []byte) {
 		r := &request.Request{Unit: unit, PDU: p, Addr: src}

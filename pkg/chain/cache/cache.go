@@ -68,9 +68,15 @@ type page struct {
 const pageSize = 256
 
 // New returns a handler with no rules: nothing is cached until SetRules.
-func New(next request.Handler) *Handler {
-	h := &Handler{Next: next, pages: make(map[pageKey]*page), now: time.Now}
+func New() *Handler {
+	h := &Handler{pages: make(map[pageKey]*page), now: time.Now}
 	h.rules.Store(&[256]*Rule{})
+	return h
+}
+
+// Middleware puts h in front of next, in the chain.
+func (h *Handler) Middleware(next request.Handler) request.Handler {
+	h.Next = next
 	return h
 }
 

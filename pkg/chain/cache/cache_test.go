@@ -48,7 +48,8 @@ type rig struct {
 func newRig(t *testing.T, rule Rule) *rig {
 	r := &rig{t: t, dev: &device{m: registers.New(1000)}, clock: time.Unix(1000, 0)}
 	r.dev.m.Pattern(1)
-	r.h = New(r.dev)
+	r.h = New()
+	r.h.Middleware(r.dev)
 	r.h.now = func() time.Time { return r.clock }
 	rule.Line = "l1"
 	r.h.SetRules(map[byte]Rule{1: rule})

@@ -48,11 +48,17 @@ type group struct {
 	tries   int
 }
 
-// New returns a handler that shares reads on their way to next, for
+// New returns a handler that shares reads on their way on, for
 // every unit.
-func New(next request.Handler) *Handler {
-	h := &Handler{Next: next, open: make(map[key]*group)}
+func New() *Handler {
+	h := &Handler{open: make(map[key]*group)}
 	h.off.Store(&[256]bool{})
+	return h
+}
+
+// Middleware puts h in front of next, in the chain.
+func (h *Handler) Middleware(next request.Handler) request.Handler {
+	h.Next = next
 	return h
 }
 

@@ -66,7 +66,8 @@ func waitJoined(t *testing.T, h *Handler, n int) {
 
 func TestIdenticalReadsShareOneTransaction(t *testing.T) {
 	l := &line{release: make(chan struct{})}
-	h := New(l)
+	h := New()
+	h.Middleware(l)
 	lead, first := ask(h, 1, 3, 0, 10, 0, 4)
 	waitCalls(t, l, 1)
 	var joiners []*request.Request
@@ -126,7 +127,8 @@ func TestWriteClosesOverlappingReads(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := &line{release: make(chan struct{})}
-			h := New(l)
+			h := New()
+			h.Middleware(l)
 			_, first := ask(h, 1, 3, 0, 10, 0, 4)
 			waitCalls(t, l, 1)
 			unit, write := byte(1), tc.write
@@ -154,7 +156,8 @@ func TestWriteClosesOverlappingReads(t *testing.T) {
 func TestNotShared(t *testing.T) {
 	for _, off := range []bool{true, false} {
 		l := &line{release: make(chan struct{})}
-		h := New(l)
+		h := New()
+		h.Middleware(l)
 		if off {
 			h.SetOff([]byte{1})
 		}

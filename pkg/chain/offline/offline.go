@@ -98,15 +98,21 @@ type Stats struct {
 }
 
 // New returns a handler with no rules; set them with SetRules.
-func New(next request.Handler, log *slog.Logger) *Handler {
+func New(log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{Next: next, Log: log, now: time.Now, byLine: make(map[string]*counters)}
+	h := &Handler{Log: log, now: time.Now, byLine: make(map[string]*counters)}
 	h.rules.Store(&[256]*rule{})
 	for u := range h.skips {
 		h.skips[u] = func() bool { return h.Offline(byte(u)) }
 	}
+	return h
+}
+
+// Middleware puts h in front of next, in the chain.
+func (h *Handler) Middleware(next request.Handler) request.Handler {
+	h.Next = next
 	return h
 }
 

@@ -44,7 +44,8 @@ func (d *device) ServeModbus(_ context.Context, tr *request.Request, dst []byte)
 func TestOfflineAndBack(t *testing.T) {
 	dev := &device{}
 	var logs bytes.Buffer
-	h := New(dev, slog.New(slog.NewTextHandler(&logs, nil)))
+	h := New(slog.New(slog.NewTextHandler(&logs, nil)))
+	h.Middleware(dev)
 	clock := time.Unix(1000, 0)
 	h.now = func() time.Time { return clock }
 	h.SetRule(2, Rule{Line: "l1", After: 3, Probe: 5 * time.Second})
@@ -116,7 +117,8 @@ func TestOneFindsOutForAll(t *testing.T) {
 	for _, alive := range []bool{true, false} {
 		release := make(chan struct{})
 		var calls, unknowns atomic.Int32
-		h := New(request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
+		h := New(nil)
+		h.Middleware(request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
 			calls.Add(1)
 			if tr.Unknown {
 				unknowns.Add(1)
@@ -127,7 +129,7 @@ func TestOneFindsOutForAll(t *testing.T) {
 				return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
 			}
 			return append(dst, tr.PDU[0], 2, 0, 1)
-		}), nil)
+		}))
 		h.SetRule(1, Rule{Line: "l1", After: 3, Probe: time.Hour})
 		outcomes := make(chan request.Outcome, 5)
 		for range 5 {
@@ -164,10 +166,11 @@ func TestOneFindsOutForAll(t *testing.T) {
 // answer is a device there, not an absent one.
 func TestBudgetAndBrokenAnswers(t *testing.T) {
 	outcome, heard := request.OverBudget, error(nil)
-	h := New(request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
+	h := New(nil)
+	h.Middleware(request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
 		tr.Outcome, tr.Err = outcome, heard
 		return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
-	}), nil)
+	}))
 	h.SetRule(1, Rule{Line: "l1", After: 2, Probe: time.Hour})
 	ask := func() *request.Request {
 		tr := &request.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}
@@ -194,7 +197,8 @@ func TestBudgetAndBrokenAnswers(t *testing.T) {
 
 func TestNoRuleOrZeroPassesEverything(t *testing.T) {
 	dev := &device{}
-	h := New(dev, nil)
+	h := New(nil)
+	h.Middleware(dev)
 	h.SetRule(1, Rule{After: 0})
 	for _, u := range []byte{1, 3} {
 		for range 10 {
@@ -209,10 +213,11 @@ func TestNoRuleOrZeroPassesEverything(t *testing.T) {
 // Outcomes that say nothing of the device (line down, queue full) neither
 // count as failures nor as answers.
 func TestOtherOutcomesChangeNothing(t *testing.T) {
-	h := New(request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
+	h := New(nil)
+	h.Middleware(request.HandlerFunc(func(_ context.Context, tr *request.Request, dst []byte) []byte {
 		tr.Outcome = request.LineDown
 		return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayPathUnavailable)
-	}), nil)
+	}))
 	h.SetRule(1, Rule{After: 1, Probe: time.Second})
 	for range 5 {
 		h.ServeModbus(context.Background(), &request.Request{Unit: 1, PDU: []byte{3, 0, 0, 0, 1}}, nil)
@@ -225,7 +230,8 @@ func TestOtherOutcomesChangeNothing(t *testing.T) {
 // TestSetRulesKeepsState: a reload that leaves a unit on its line keeps
 // it offline; moving it to another line or dropping its rule forgets it.
 func TestSetRulesKeepsState(t *testing.T) {
-	h := New(&device{}, nil)
+	h := New(nil)
+	h.Middleware(&device{})
 	rule := Rule{Line: "l1", After: 1, Probe: time.Hour}
 	h.SetRules(map[byte]Rule{1: rule, 2: rule, 3: rule})
 	for u := range byte(3) {
@@ -273,7 +279,8 @@ func (q *queued) ServeModbus(_ context.Context, tr *request.Request, dst []byte)
 // never skipped.
 func TestQueuedWhileGoingOffline(t *testing.T) {
 	line := &queued{hold: make(chan struct{})}
-	h := New(line, nil)
+	h := New(nil)
+	h.Middleware(line)
 	clock := time.Unix(1000, 0)
 	h.now = func() time.Time { return clock }
 	h.SetRule(2, Rule{Line: "l1", After: 2, Probe: 5 * time.Second})

@@ -17,7 +17,8 @@ func TestBucket(t *testing.T) {
 		reached++
 		return append(dst, r.PDU...)
 	})
-	h := New(5, next)
+	h := New(5)
+	h.Middleware(next)
 	now := time.Unix(1000, 0)
 	h.now = func() time.Time { return now }
 	a := netip.MustParseAddrPort("10.0.0.1:4000")
@@ -54,7 +55,7 @@ func TestBucket(t *testing.T) {
 		serve(netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 1))
 		now = now.Add(10 * time.Millisecond)
 	}
-	if n := len(h.buckets); n > 2*sweepAt {
+	if n := len(h.limiters); n > 2*sweepAt {
 		t.Fatalf("%d buckets kept", n)
 	}
 }
@@ -64,7 +65,8 @@ func TestBucket(t *testing.T) {
 // their own, never a local client's.
 func TestOwnRequesters(t *testing.T) {
 	next := request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte { return append(dst, r.PDU...) })
-	h := New(1, next)
+	h := New(1)
+	h.Middleware(next)
 	now := time.Unix(1000, 0)
 	h.now = func() time.Time { return now }
 	serve := func(r *request.Request) []byte {

@@ -84,6 +84,15 @@ type Handler struct {
 	rejected atomic.Uint64
 }
 
+// New returns a Handler; put it in the chain with Middleware.
+func New() *Handler { return &Handler{} }
+
+// Middleware puts h in front of next, in the chain.
+func (h *Handler) Middleware(next request.Handler) request.Handler {
+	h.Next = next
+	return h
+}
+
 // Rejected returns how many requests were answered without reaching a
 // line.
 func (h *Handler) Rejected() uint64 { return h.rejected.Load() }

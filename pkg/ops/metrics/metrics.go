@@ -176,9 +176,9 @@ func (c *namedCounters) Collect(ch chan<- prometheus.Metric) {
 // serving.
 func (m *Metrics) AddListener(name string, s *tcp.Server) { m.src.Listeners[name] = s }
 
-// Handler wraps next and counts and times every transaction; put it
+// Middleware wraps next and counts and times every transaction; put it
 // right after the transaction log in the chain.
-func (m *Metrics) Handler(next request.Handler) request.Handler {
+func (m *Metrics) Middleware(next request.Handler) request.Handler {
 	return request.Observe(next, func(_ context.Context, tr *request.Request, d request.Done) {
 		unit, fc := "", ""
 		if tr.Line != "" { // bounded: only routed requests carry unit and fc

@@ -15,7 +15,7 @@ import (
 // code, others only by outcome; exceptions by who made them.
 func TestHandlerLabels(t *testing.T) {
 	m := New(Sources{Version: "test", Listeners: map[string]*tcp.Server{}}, func() bool { return true })
-	h := m.Handler(request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte {
+	h := m.Middleware(request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte {
 		switch r.Unit {
 		case 1: // a device's exception
 			r.Line, r.Attempts = "l1", 1

@@ -151,8 +151,8 @@ func New(src Sources) *Status {
 // before serving.
 func (s *Status) AddListener(name string, srv *tcp.Server) { s.src.Listeners[name] = srv }
 
-// Handler wraps next and feeds the page with every transaction.
-func (s *Status) Handler(next request.Handler) request.Handler {
+// Middleware wraps next and feeds the page with every transaction.
+func (s *Status) Middleware(next request.Handler) request.Handler {
 	return request.Observe(next, func(_ context.Context, tr *request.Request, d request.Done) {
 		s.record(tr, d)
 	})

@@ -20,7 +20,7 @@ import (
 // transaction made while a page listens reaches it as an event.
 func TestPageAndEvents(t *testing.T) {
 	s := New(Sources{Listeners: map[string]*tcp.Server{}})
-	h := s.Handler(request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte {
+	h := s.Middleware(request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte {
 		r.Line, r.Attempts = "l1", 1
 		return append(dst, r.PDU...)
 	}))

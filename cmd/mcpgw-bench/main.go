@@ -1,8 +1,20 @@
+// Command mcpgw-bench measures a gateway, the mcpgw binary, side by side
+// with a direct RTU master on identical virtual lines, and writes
+// BENCHMARKS.md; it also soaks one under faulty simulated devices. It is
+// test tooling, not shipped: make bench and make soak run it.
+//
+//	mcpgw-bench [-gateway bin/mcpgw] [-out BENCHMARKS.md] [-scale 1] [-only SECTION]
+//	mcpgw-bench soak [-gateway bin/mcpgw] [-duration 3m]
+//
+// simline, tcpecho and spin are its own helpers, which it runs as
+// processes of its own binary.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -10,16 +22,49 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/internal/bench"
+	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
-// cmdBench measures the gateway against a direct RTU master, side by side
-// (pkg/bench), and writes the report to BENCHMARKS.md.
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd, rest := "bench", args
+	if len(args) > 0 && (args[0] == "soak" || args[0] == "simline" || args[0] == "tcpecho" || args[0] == "spin") {
+		cmd, rest = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "bench":
+		err = cmdBench(rest, stdout, stderr)
+	case "soak":
+		err = cmdSoak(rest, stdout, stderr)
+	case "simline":
+		err = cmdSimline(rest, stdout, stderr)
+	case "tcpecho":
+		err = bench.TCPEcho(stdout)
+	case "spin":
+		err = bench.Spin()
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	default:
+		fmt.Fprintf(stderr, "mcpgw-bench %s: %v\n", cmd, err)
+		return 1
+	}
+}
+
+// cmdBench measures the gateway against a direct RTU master, side by
+// side, and writes the report to BENCHMARKS.md.
 func cmdBench(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs := flag.NewFlagSet("mcpgw-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o bench.Options
-	fs.StringVar(&o.Out, "out", "BENCHMARKS.md", "file to write the table to (empty: none)")
+	fs.StringVar(&o.Gateway, "gateway", "bin/mcpgw", "the mcpgw binary to measure")
+	fs.StringVar(&o.Out, "out", "BENCHMARKS.md", "file to write the report to (empty: none)")
 	fs.Float64Var(&o.Scale, "scale", 1, "multiply request counts and durations (0.2 for a quick look)")
 	fs.IntVar(&o.Many, "many", 1000, "clients in the many-clients run")
 	fs.StringVar(&o.Only, "only", "", "run one section alone and print it: faster, sparkplug, wires, pace or absent")
@@ -32,23 +77,23 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	return bench.Run(context.Background(), o, stdout, stderr)
 }
 
-// cmdSoak runs many checking clients against faulty simulated devices
-// (pkg/bench).
+// cmdSoak runs many checking clients against faulty simulated devices.
 func cmdSoak(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	gw := fs.String("gateway", "bin/mcpgw", "the mcpgw binary to soak")
 	dur := fs.Duration("duration", 3*time.Minute, "how long to run")
 	clients := fs.Int("clients", 50, "concurrent clients")
 	units := fs.String("units", "1-5", "simulated unit ids")
-	faults := faultFlags(fs, sim.Faults{Drop: 0.03, Corrupt: 0.03, Late: 0.01, LateBy: 150 * time.Millisecond, Noise: 0.03})
+	faults := sim.FaultFlags(fs, sim.Faults{Drop: 0.03, Corrupt: 0.03, Late: 0.01, LateBy: 150 * time.Millisecond, Noise: 0.03})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ids, err := unitsFlag(*units)
+	ids, err := config.ParseUnits([]string{*units})
 	if err != nil {
-		return err
+		return fmt.Errorf("-units: %w", err)
 	}
-	return bench.Soak(context.Background(), bench.SoakOptions{Duration: *dur, Clients: *clients, Units: ids, Faults: *faults}, stdout, stderr)
+	return bench.Soak(context.Background(), bench.SoakOptions{Gateway: *gw, Duration: *dur, Clients: *clients, Units: ids, Faults: *faults}, stdout, stderr)
 }
 
 // cmdSimline is the bench's helper: a virtual line with simulated
@@ -59,15 +104,15 @@ func cmdSimline(args []string, stdout, stderr io.Writer) error {
 	baud := fs.Int("baud", 19200, "nominal bit rate, 11-bit characters")
 	paced := fs.Bool("paced", false, "deliver bytes at the baud rate's pace")
 	units := fs.String("units", "1", "unit ids")
-	faults := faultFlags(fs, sim.Faults{})
+	faults := sim.FaultFlags(fs, sim.Faults{})
 	clock := fs.Bool("clock", false, "the devices' first 100 holding registers hold their clock")
 	ascii := fs.Bool("ascii", false, "the devices speak Modbus ASCII")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ids, err := unitsFlag(*units)
+	ids, err := config.ParseUnits([]string{*units})
 	if err != nil {
-		return err
+		return fmt.Errorf("-units: %w", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
