@@ -46,7 +46,12 @@ type benchLine struct {
 	simOut   *bufio.Reader // its stdout, after the path
 }
 
-func (l *benchLine) char() time.Duration { return rtu.CharTime(l.baud, 11) }
+func (l *benchLine) char() time.Duration { return charTime(l.baud) }
+
+// charTime is one 8E1 character at baud.
+func charTime(baud int) time.Duration {
+	return serialport.Settings{Baud: baud, DataBits: 8, Parity: 'E', StopBits: 1}.CharTime()
+}
 
 // ids returns the line's unit ids as decimal strings.
 func (l *benchLine) ids() []string {
@@ -134,7 +139,7 @@ func Simline(ctx context.Context, o SimlineOptions, stdout io.Writer) error {
 		dev  serialport.Port
 	)
 	if o.Paced {
-		pl, err := serialport.NewPacedLine(rtu.CharTime(baud, 11))
+		pl, err := serialport.NewPacedLine(charTime(baud))
 		if err != nil {
 			return err
 		}

@@ -96,7 +96,7 @@ func benchWires(ctx context.Context, rep *report, n func(int) int, stderr io.Wri
 	timeout := 2 * time.Second
 	mbap := func(a string) *loadtest.Client { return loadtest.NewClient(a, timeout, 1) }
 	overTCP := func(a string) (*loadtest.Master, func(), error) {
-		p, err := netserial.Dial(netserial.Scheme+a, timeout)
+		p, err := netserial.Dial(a, timeout)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-	"github.com/mcpgw/mcpgw/pkg/chain/access"
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // UnitList is a list of unit ids as people write them: numbers and "a-b"
@@ -101,8 +99,14 @@ type Access struct {
 
 	SourceNets []netip.Prefix `toml:"-"` // Sources, parsed
 	UnitIDs    []byte         `toml:"-"` // Units, parsed
-	Level      access.Allow   `toml:"-"` // Allow, parsed
 }
+
+// Allow levels, as [[access]] allow writes them.
+const (
+	AllowNone      = "none"
+	AllowRead      = "read"
+	AllowReadWrite = "read-write"
+)
 
 // Server is the Modbus TCP side.
 type Server struct {
@@ -160,6 +164,8 @@ type Bus struct {
 	Device          []Device `toml:"device"`
 	Poll            []Poll   `toml:"poll"` // agent mode: blocks the gateway polls itself to keep the cache warm
 
+	Wire     Wire          `toml:"-"` // Port's kind
+	Addr     string        `toml:"-"` // Port without its scheme: a device path or host:port
 	UnitIDs  []byte        `toml:"-"` // Units, parsed
 	LineUnit map[byte]byte `toml:"-"` // UnitMap, parsed: a client's unit id → the line's
 	// Bound makes the line serve only the slave line whose forward it is
@@ -204,11 +210,6 @@ func (b *Bus) Cache(u byte) (maxAge time.Duration, serveStale bool) {
 		}
 	}
 	return maxAge, serveStale
-}
-
-// Settings returns the line's character format.
-func (b *Bus) Settings() serialport.Settings {
-	return serialport.Settings{Baud: b.Baud, DataBits: b.DataBits, Parity: b.Parity[0], StopBits: b.StopBits}
 }
 
 // Load reads and checks a config file.
@@ -415,13 +416,14 @@ func (c *Config) checkPorts() error {
 // portID is what two ports that are the same device have in common: a
 // device path with its links resolved, or a URL's scheme and address.
 func portID(port string) string {
-	if strings.Contains(port, "://") {
+	w, addr, err := ParsePort(port)
+	if err != nil || w != Serial {
 		return strings.ToLower(port)
 	}
-	if p, err := filepath.EvalSymlinks(port); err == nil {
+	if p, err := filepath.EvalSymlinks(addr); err == nil {
 		return p
 	}
-	return filepath.Clean(port)
+	return filepath.Clean(addr)
 }
 
 // checkDevices checks the Sparkplug devices the polls make: one unit
@@ -461,22 +463,9 @@ func (b *Bus) setDefaults() error {
 	if b.Name == "" {
 		return errors.New("name: required, a short name for the line used in logs")
 	}
-	if b.Port == "" {
-		return errors.New("port: required, the serial device such as \"/dev/ttyUSB0\"")
-	}
-	if scheme, rest, ok := strings.Cut(b.Port, "://"); ok {
-		switch scheme {
-		case "tcp": // a serial device server
-			if _, _, err := net.SplitHostPort(rest); err != nil {
-				return fmt.Errorf("port %q: want tcp://host:port, the serial device server's address", b.Port)
-			}
-		case "modbus+tcp": // a Modbus TCP device
-			if _, _, err := net.SplitHostPort(rest); err != nil {
-				return fmt.Errorf("port %q: want modbus+tcp://host:port, the device's address (port 502 by convention)", b.Port)
-			}
-		default:
-			return fmt.Errorf("port %q: %s:// is not a kind of line this gateway knows; a serial device (\"/dev/ttyUSB0\"), a serial device server (\"tcp://10.0.0.20:4001\") or a Modbus TCP device (\"modbus+tcp://10.0.0.30:502\")", b.Port, scheme)
-		}
+	var err error
+	if b.Wire, b.Addr, err = ParsePort(b.Port); err != nil {
+		return err
 	}
 	if b.Baud == 0 {
 		b.Baud = 19200
@@ -488,7 +477,7 @@ func (b *Bus) setDefaults() error {
 	default:
 		return fmt.Errorf("mode %q: want \"rtu\" or \"ascii\"", b.Mode)
 	}
-	if b.Mode == "ascii" && strings.Contains(b.Port, "://") {
+	if b.Mode == "ascii" && b.Wire != Serial {
 		return fmt.Errorf("mode \"ascii\": only on a serial port, not on %q", b.Port)
 	}
 	if b.DataBits == 0 {
@@ -501,13 +490,10 @@ func (b *Bus) setDefaults() error {
 		b.Parity = "E"
 	}
 	b.Parity = strings.ToUpper(b.Parity)
-	if len(b.Parity) != 1 {
-		return fmt.Errorf("parity %q: must be \"N\", \"E\" or \"O\"", b.Parity)
-	}
 	if b.StopBits == 0 {
 		b.StopBits = 1
 	}
-	if err := b.Settings().Validate(); err != nil {
+	if err := checkSerial(b.Baud, b.DataBits, b.Parity, b.StopBits); err != nil {
 		return err
 	}
 	if b.Timeout.Duration == 0 {
@@ -706,9 +692,10 @@ func (a *Access) parse() error {
 	if a.Allow == "" {
 		return errors.New(`allow: missing; write allow = "read", "read-write" or "none"`)
 	}
-	var err error
-	if a.Level, err = access.ParseAllow(a.Allow); err != nil {
-		return fmt.Errorf("allow: %w", err)
+	switch a.Allow {
+	case AllowNone, AllowRead, AllowReadWrite:
+	default:
+		return fmt.Errorf("allow %q: must be \"read\", \"read-write\" or \"none\"", a.Allow)
 	}
 	for _, r := range a.Roles {
 		if r == "" {
@@ -722,20 +709,11 @@ func (a *Access) parse() error {
 		}
 		a.SourceNets = append(a.SourceNets, n)
 	}
+	var err error
 	if a.UnitIDs, err = ParseUnits(a.Units); err != nil {
 		return fmt.Errorf("units: %w", err)
 	}
 	return nil
-}
-
-// Policy returns the [[access]] tables as an access policy (no tables:
-// everything allowed).
-func (c *Config) Policy() *access.Policy {
-	p := &access.Policy{}
-	for _, a := range c.Access {
-		p.Rules = append(p.Rules, access.Rule{Roles: a.Roles, Sources: a.SourceNets, Units: a.UnitIDs, Allow: a.Level})
-	}
-	return p
 }
 
 // ParseNet parses a client network: a CIDR prefix such as

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-const issueExample = `
+const shippedExample = `
 [server]
 listen = "127.0.0.1:5020"
 max_conns = 1000
@@ -32,8 +32,8 @@ retries = 1
 units = ["1-247"]
 `
 
-func TestIssueExample(t *testing.T) {
-	c, err := Parse(issueExample)
+func TestShippedExample(t *testing.T) {
+	c, err := Parse(shippedExample)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestIssueExample(t *testing.T) {
 	if len(b.UnitIDs) != 247 || b.UnitIDs[0] != 1 || b.UnitIDs[246] != 247 {
 		t.Fatalf("units: %d ids", len(b.UnitIDs))
 	}
-	if b.Timeout.Duration != 500*time.Millisecond || *b.Retries != 1 || b.Settings().CharBits() != 11 {
+	if b.Timeout.Duration != 500*time.Millisecond || *b.Retries != 1 || b.DataBits != 8 || b.Parity != "E" || b.StopBits != 1 {
 		t.Fatalf("bus: %+v", b)
 	}
 	if c.Server.IdleTimeout.Duration != time.Minute || c.Server.MaxConns != 1000 {
@@ -150,19 +150,18 @@ allow = "read"
 	if len(s.AllowNets) != 2 || s.AllowNets[1].String() != "192.168.7.9/32" || s.MaxConnsPerIP != 4 || s.RateLimit != 20 {
 		t.Fatalf("server: %+v", s)
 	}
-	p := c.Policy()
-	if len(p.Rules) != 2 {
-		t.Fatalf("%d rules", len(p.Rules))
+	if len(c.Access) != 2 {
+		t.Fatalf("%d rules", len(c.Access))
 	}
-	r := p.Rules[0]
-	if r.Roles[0] != "operator" || r.Sources[0].String() != "10.1.0.0/16" || string(r.Units) != "\x01\x02\x03\x07" || r.Allow.String() != "read-write" {
+	r := c.Access[0]
+	if r.Roles[0] != "operator" || r.SourceNets[0].String() != "10.1.0.0/16" || string(r.UnitIDs) != "\x01\x02\x03\x07" || r.Allow != AllowReadWrite {
 		t.Fatalf("rule 1: %+v", r)
 	}
-	if r := p.Rules[1]; r.Roles != nil || r.Sources != nil || r.Units != nil || r.Allow.String() != "read" {
+	if r := c.Access[1]; r.Roles != nil || r.SourceNets != nil || r.UnitIDs != nil || r.Allow != AllowRead {
 		t.Fatalf("rule 2: %+v", r)
 	}
 	c, err = Parse("[[bus]]\nname = \"a\"\nport = \"/dev/x\"\nunits = [\"1\"]\n")
-	if err != nil || len(c.Policy().Rules) != 0 {
+	if err != nil || len(c.Access) != 0 {
 		t.Fatalf("no [[access]]: %v", err)
 	}
 	// Limits that hold without tuning; 0 written out lifts them.
@@ -316,7 +315,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"max_conns_per_ip", "[server]\nmax_conns_per_ip = -1\n" + base, "server.max_conns_per_ip -1"},
 		{"rate_limit", "[server]\nrate_limit = -5\n" + base, "server.rate_limit -5"},
 		{"access allow missing", base + "[[access]]\nunits = [\"1\"]\n", "[[access]] table 1: allow: missing"},
-		{"access allow value", base + "[[access]]\nallow = \"read\"\n[[access]]\nallow = \"rw\"\n", `[[access]] table 2: allow: "rw": must be "read", "read-write" or "none"`},
+		{"access allow value", base + "[[access]]\nallow = \"read\"\n[[access]]\nallow = \"rw\"\n", `[[access]] table 2: allow "rw": must be "read", "read-write" or "none"`},
 		{"access source", base + "[[access]]\nsources = [\"10.1.0.0/16\", \"10.2\"]\nallow = \"read\"\n", `[[access]] table 1: sources: "10.2"`},
 		{"access units", base + "[[access]]\nunits = [\"1-300\"]\nallow = \"read\"\n", "[[access]] table 1: units:"},
 		{"access role", base + "[[access]]\nroles = [\"\"]\nallow = \"read\"\n", "[[access]] table 1: roles: an empty role"},

@@ -3,10 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-
-	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
 
 // SlaveLine is a serial line on which the gateway is an RTU slave,
@@ -22,6 +19,8 @@ type SlaveLine struct {
 	Forward  string   `toml:"forward"`   // a [[bus]]'s name, or modbus+tcp://host:port
 	Timeout  Duration `toml:"timeout"`   // the master's: default 1s; answers later are not sent
 
+	Wire    Wire   `toml:"-"` // Port's kind
+	Addr    string `toml:"-"` // Port without its scheme
 	UnitIDs []byte `toml:"-"`
 }
 
@@ -32,7 +31,8 @@ func (s *SlaveLine) check() error {
 		return err
 	}
 	s.Baud, s.DataBits, s.Parity, s.StopBits, s.UnitIDs = b.Baud, b.DataBits, b.Parity, b.StopBits, b.UnitIDs
-	if isModbusTCP(s.Port) {
+	s.Wire, s.Addr = b.Wire, b.Addr
+	if s.Wire == ModbusTCP {
 		return fmt.Errorf(`port %q: a slave line is a serial line ("/dev/ttyUSB1", or "tcp://host:port" through a serial device server) on which an RTU master polls the gateway; modbus+tcp:// names a Modbus TCP device, a [[bus]]'s port or a forward (a Modbus TCP master reaches the gateway on [server] listen)`, s.Port)
 	}
 	if s.Forward == "" {
@@ -55,11 +55,6 @@ func (s *SlaveLine) ForwardLine() string {
 		return s.Name + "-forward"
 	}
 	return s.Forward
-}
-
-// Settings returns the slave line's character format.
-func (s *SlaveLine) Settings() serialport.Settings {
-	return serialport.Settings{Baud: s.Baud, DataBits: s.DataBits, Parity: s.Parity[0], StopBits: s.StopBits}
 }
 
 // checkSlaveLines checks [[slave_line]] tables, and makes the line a
@@ -116,6 +111,8 @@ func (c *Config) checkSlaveLines() error {
 }
 
 // isModbusTCP reports whether a port or forward names a Modbus TCP device
-// (modbus+tcp://host:port, the scheme setDefaults checks a [[bus]]'s port
-// for).
-func isModbusTCP(port string) bool { return strings.HasPrefix(port, "modbus+tcp://") }
+// (modbus+tcp://host:port).
+func isModbusTCP(port string) bool {
+	w, _, _ := ParsePort(port)
+	return w == ModbusTCP
+}

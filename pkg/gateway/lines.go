@@ -197,14 +197,14 @@ func (s *Service) closeAfter(bus *rtu.Bus, rec *capture.Recorder) {
 // newBus builds the bus of a [[bus]] table; replaces is the bus it takes
 // over from on a reload, or nil.
 func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus) *rtu.Bus {
-	settings := b.Settings()
-	path, open := b.Port, opener(b.Port, settings)
+	settings := serialSettings(b.Baud, b.DataBits, b.Parity, b.StopBits)
+	path, open := b.Addr, opener(b.Wire, b.Addr, settings)
 	var burst time.Duration
 	frameGap := b.FrameGap.Duration
-	switch {
-	case netserial.Is(path):
+	switch b.Wire {
+	case config.SerialServer:
 		path = "" // a serial device server: no device node to watch
-	case tcpdevice.Is(path):
+	case config.ModbusTCP:
 		// A Modbus TCP device: the line's frames as MBAP, no silence owed
 		// between them.
 		path = ""
@@ -233,7 +233,7 @@ func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus)
 		Name:           b.Name,
 		Open:           open,
 		Path:           path,
-		CharTime:       rtu.CharTime(settings.Baud, settings.CharBits()),
+		CharTime:       settings.CharTime(),
 		FrameGap:       frameGap,
 		CharGap:        b.CharGap.Duration,
 		Burst:          burst,
@@ -253,14 +253,19 @@ func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus)
 // opener opens a line's port: a serial device, a serial device server
 // (tcp://: the line's bytes over TCP) or a Modbus TCP device
 // (modbus+tcp://: its frames as MBAP).
-func opener(port string, settings serialport.Settings) func() (rtu.Port, error) {
-	switch {
-	case netserial.Is(port):
-		return func() (rtu.Port, error) { return netserial.Dial(port, 5*time.Second) }
-	case tcpdevice.Is(port):
-		return func() (rtu.Port, error) { return tcpdevice.Dial(port, 5*time.Second) }
+func opener(w config.Wire, addr string, settings serialport.Settings) func() (rtu.Port, error) {
+	switch w {
+	case config.SerialServer:
+		return func() (rtu.Port, error) { return netserial.Dial(addr, 5*time.Second) }
+	case config.ModbusTCP:
+		return func() (rtu.Port, error) { return tcpdevice.Dial(addr, 5*time.Second) }
 	}
-	return func() (rtu.Port, error) { return serialport.Open(port, settings) }
+	return func() (rtu.Port, error) { return serialport.Open(addr, settings) }
+}
+
+// serialSettings is a line's character format as the config writes it.
+func serialSettings(baud, dataBits int, parity string, stopBits int) serialport.Settings {
+	return serialport.Settings{Baud: baud, DataBits: dataBits, Parity: parity[0], StopBits: stopBits}
 }
 
 // plan is what the lines' tables say of each unit, for the handlers.
@@ -334,11 +339,11 @@ func planOf(lines []*line) plan {
 // newSlaveLine builds a [[slave_line]]: its requests go into handler,
 // the gateway's whole chain, which routes them to forward's line.
 func newSlaveLine(sl config.SlaveLine, handler request.Handler, log *slog.Logger) *slaveline.Line {
-	settings := sl.Settings()
+	settings := serialSettings(sl.Baud, sl.DataBits, sl.Parity, sl.StopBits)
 	return slaveline.New(slaveline.Config{
 		Name:     sl.Name,
-		Open:     opener(sl.Port, settings),
-		FrameGap: rtu.FrameGap(rtu.CharTime(settings.Baud, settings.CharBits())),
+		Open:     opener(sl.Wire, sl.Addr, settings),
+		FrameGap: rtu.FrameGap(settings.CharTime()),
 		Units:    sl.UnitIDs,
 		Forward:  sl.ForwardLine(),
 		Timeout:  sl.Timeout.Duration,

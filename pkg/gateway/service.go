@@ -93,7 +93,7 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	s.Shared = coalesce.New()
 	s.Cache = cache.New()
 	s.Limits = ratelimit.New(cfg.Server.RateLimit)
-	s.Access = access.New(cfg.Policy())
+	s.Access = access.New(policy(cfg.Access))
 	s.Checks = validate.New()
 	s.Access.Reach = s.Router.BroadcastReach // a broadcast is a write to every unit it reaches
 	s.Cache.Offline = s.Offline.Offline
@@ -117,13 +117,13 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 		MaxStreams: cfg.Metrics.MaxStreams, MaxStreamsPerIP: cfg.Metrics.MaxStreamsPerIP})
 	handler := s.chain(log, cfg.Metrics.Listen != "")
 	if cfg.MQTT.Broker != "" {
-		tlsCfg, err := sparkplug.TLSConfig(cfg.MQTT)
+		spCfg, blocks, err := sparkplugConfig(cfg.MQTT, cfg.Bus)
 		if err != nil {
 			s.closeCaptures()
 			return nil, err
 		}
 		// Its writes go through the whole chain, like a client's.
-		s.Node = sparkplug.New(cfg.MQTT, cfg.Bus, handler, s.Offline.Offline, tlsCfg, log)
+		s.Node = sparkplug.New(spCfg, blocks, handler, s.Offline.Offline, log)
 		s.Agent.OnResult = s.Node.Polled
 		s.Metrics.AddCounters(sparkplugCounters(s.Node)...)
 	}
@@ -350,7 +350,7 @@ func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err
 	}
 	s.startDiscovery() // the units a reload added, or moved to another line
 	applied = append(applied, changes...)
-	s.Access.SetPolicy(cfg.Policy())
+	s.Access.SetPolicy(policy(cfg.Access))
 	s.Limits.SetRate(cfg.Server.RateLimit)
 	s.Router.SetPriorityClients(cfg.Server.PriorityNets)
 	applied = append(applied, "access", "server.rate_limit", "server.priority_clients")

@@ -120,7 +120,7 @@ type Config struct {
 	Name           string
 	Open           func() (Port, error) // opens (and reopens) the port
 	Path           string               // the port's device node, watched while it is missing; optional
-	CharTime       time.Duration        // one character on the wire; see CharTime
+	CharTime       time.Duration        // one character on the wire: default Char19200
 	FrameGap       time.Duration        // silence between frames, and the end of a frame of unpredictable length: default t3.5 from CharTime
 	CharGap        time.Duration        // silence inside a frame that makes it incomplete: default CharGap(CharTime)
 	Burst          time.Duration        // the port delivers bytes in bursts up to this far apart (a USB adapter's latency timer): default gaps are raised to Burst + 2 ms
@@ -141,15 +141,14 @@ type Config struct {
 	Replaces *Bus
 }
 
-// CharTime returns the time one character of bits bits takes at baud.
-func CharTime(baud, bits int) time.Duration {
-	return time.Duration(bits) * time.Second / time.Duration(baud)
-}
+// Char19200 is one character of 11 bits (8E1) at 19200 baud: the
+// character time below which the spec fixes t1.5 and t3.5.
+const Char19200 = 11 * time.Second / 19200
 
 // FrameGap returns t3.5 for a character time: 3.5 characters, fixed at
 // 1750 µs when the character time is shorter than at 19200 baud.
 func FrameGap(char time.Duration) time.Duration {
-	if char < CharTime(19200, 11) {
+	if char < Char19200 {
 		return 1750 * time.Microsecond
 	}
 	return char * 7 / 2
@@ -163,7 +162,7 @@ func FrameGap(char time.Duration) time.Duration {
 // frame that really stops short still fails its length and CRC check.
 func CharGap(char time.Duration) time.Duration {
 	t := char * 3 / 2
-	if char < CharTime(19200, 11) {
+	if char < Char19200 {
 		t = 750 * time.Microsecond
 	}
 	return max(t, MinCharGap)
@@ -267,7 +266,7 @@ func (b *Bus) Stats() Stats {
 // NewBus checks cfg and returns a bus; start it with Run.
 func NewBus(cfg Config) *Bus {
 	if cfg.CharTime <= 0 {
-		cfg.CharTime = CharTime(19200, 11)
+		cfg.CharTime = Char19200
 	}
 	var floor time.Duration // gaps shorter than a burst's are no gaps on the wire
 	if cfg.Burst > 0 {

@@ -207,7 +207,7 @@ type simFaults struct {
 }
 
 // simChar is a character's time on the simulated line (115200 baud).
-var simChar = rtu.CharTime(115200, 10)
+var simChar = 10 * time.Second / 115200
 
 // simValue is what register addr of unit holds in the simulation. Every
 // request of a run asks for a different address (see simulate), so an

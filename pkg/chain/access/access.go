@@ -14,7 +14,6 @@ package access
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -35,14 +34,6 @@ const (
 var allowNames = [...]string{"none", "read", "read-write"}
 
 func (a Allow) String() string { return allowNames[a] }
-
-// ParseAllow parses "none", "read" or "read-write".
-func ParseAllow(s string) (Allow, error) {
-	if i := slices.Index(allowNames[:], s); i >= 0 {
-		return Allow(i), nil
-	}
-	return None, fmt.Errorf("%q: must be \"read\", \"read-write\" or \"none\"", s)
-}
 
 // Rule is one [[access]] table. An empty field matches any client or
 // unit.

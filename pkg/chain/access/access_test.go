@@ -9,19 +9,6 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/request"
 )
 
-func TestParseAllow(t *testing.T) {
-	for s, want := range map[string]Allow{"none": None, "read": Read, "read-write": ReadWrite} {
-		if got, err := ParseAllow(s); err != nil || got != want || got.String() != s {
-			t.Errorf("%q: %v, %v", s, got, err)
-		}
-	}
-	for _, bad := range []string{"", "rw", "write", "READ"} {
-		if _, err := ParseAllow(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}
-
 func TestPolicy(t *testing.T) {
 	net := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 	p := &Policy{Rules: []Rule{

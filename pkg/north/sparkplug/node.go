@@ -32,10 +32,10 @@ import (
 
 	"github.com/mcpgw/mcpgw/pkg/chain/cache"
 	"github.com/mcpgw/mcpgw/pkg/chain/poller"
-	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/north/sparkplug/sproto"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/request"
+	"github.com/mcpgw/mcpgw/pkg/tag"
 	"github.com/mcpgw/mcpgw/pkg/trace"
 )
 
@@ -54,10 +54,10 @@ type Device struct {
 }
 
 type metric struct {
-	conf  config.Value
+	conf  tag.Tag
 	alias uint64
 	dtype sproto.DataType
-	last  value // the value last read (nil: none yet)
+	last  tag.Value // the value last read (nil: none yet)
 	at    time.Time
 }
 
@@ -97,8 +97,7 @@ type Stats struct {
 type Node struct {
 	Stats Stats
 
-	cfg     config.MQTT
-	tls     *tls.Config
+	cfg     Config
 	chain   request.Handler
 	offline func(unit byte) bool
 	log     *slog.Logger
@@ -120,34 +119,52 @@ type Node struct {
 	done      chan struct{}
 }
 
-// New makes a node for cfg's polls with values. chain answers its writes
+// Config is the node's session: the broker, who it is there, and how
+// much it keeps while the broker is away.
+type Config struct {
+	Broker             string      // tcp://host:1883 or ssl://host:8883
+	TLS                *tls.Config // for ssl://
+	ClientID           string
+	Group, Node        string // Sparkplug group and edge node ids
+	Username, Password string
+	Buffer             int // messages kept while the broker is away, oldest dropped first
+}
+
+// Block is a polled block of registers with named values in it: the
+// values of Device, unit Unit.
+type Block struct {
+	Device         string
+	Unit, Function byte
+	Address, Count uint16
+	Tags           []tag.Tag
+}
+
+// New makes a node publishing blocks' values. chain answers its writes
 // (the gateway's whole chain, so they are checked, queued and logged
 // like a client's); offline reports whether the offline rule holds a
-// unit offline; tlsCfg is for ssl:// brokers.
-func New(m config.MQTT, lines []config.Bus, chain request.Handler, offline func(unit byte) bool, tlsCfg *tls.Config, log *slog.Logger) *Node {
-	n := &Node{cfg: m, tls: tlsCfg, chain: chain, offline: offline, log: log,
+// unit offline.
+func New(cfg Config, blocks []Block, chain request.Handler, offline func(unit byte) bool, log *slog.Logger) *Node {
+	n := &Node{cfg: cfg, chain: chain, offline: offline, log: log,
 		byID: make(map[string]*Device), byPoll: make(map[pollKey][]*metric), devOf: make(map[pollKey]*Device),
 		wake: make(chan struct{}, 1), rebirth: make(chan struct{}, 1), done: make(chan struct{})}
 	var alias uint64
-	for _, b := range lines {
-		for _, p := range b.Poll {
-			if len(p.Value) == 0 {
-				continue
-			}
-			d := n.byID[p.Device]
-			if d == nil {
-				d = &Device{ID: p.Device, Unit: byte(p.Unit)}
-				n.byID[p.Device] = d
-				n.devices = append(n.devices, d)
-			}
-			k := pollKey{byte(p.Unit), byte(p.Function), uint16(p.Address), uint16(p.Count)}
-			n.devOf[k] = d
-			for _, v := range p.Value {
-				alias++
-				mt := &metric{conf: v, alias: alias, dtype: dataType(&v)}
-				d.metrics = append(d.metrics, mt)
-				n.byPoll[k] = append(n.byPoll[k], mt)
-			}
+	for _, b := range blocks {
+		if len(b.Tags) == 0 {
+			continue
+		}
+		d := n.byID[b.Device]
+		if d == nil {
+			d = &Device{ID: b.Device, Unit: b.Unit}
+			n.byID[b.Device] = d
+			n.devices = append(n.devices, d)
+		}
+		k := pollKey{b.Unit, b.Function, b.Address, b.Count}
+		n.devOf[k] = d
+		for _, v := range b.Tags {
+			alias++
+			mt := &metric{conf: v, alias: alias, dtype: dataType(&v)}
+			d.metrics = append(d.metrics, mt)
+			n.byPoll[k] = append(n.byPoll[k], mt)
 		}
 	}
 	return n
@@ -190,8 +207,8 @@ func (n *Node) Polled(p poller.Poll, answer []byte, ok bool, at time.Time) {
 	}
 	var changedMetrics []*sproto.Payload_Metric
 	for _, mt := range n.byPoll[k] {
-		x := decode(&mt.conf, words)
-		if changed(&mt.conf, mt.last, x) {
+		x := mt.conf.Decode(words)
+		if mt.conf.Changed(mt.last, x) {
 			mt.last, mt.at = x, at
 			changedMetrics = append(changedMetrics, mt.data())
 		}
@@ -333,8 +350,8 @@ func (n *Node) connect() (mqtt.Client, <-chan struct{}, error) {
 	if n.cfg.Username != "" {
 		opts.SetUsername(n.cfg.Username).SetPassword(n.cfg.Password)
 	}
-	if n.tls != nil {
-		opts.SetTLSConfig(n.tls)
+	if n.cfg.TLS != nil {
+		opts.SetTLSConfig(n.cfg.TLS)
 	}
 	c := mqtt.NewClient(opts)
 	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
@@ -546,7 +563,7 @@ func (n *Node) write(d *Device, m *sproto.Payload_Metric) {
 	x, err := getValue(m, mt.dtype)
 	if err == nil {
 		var regs []uint16
-		if regs, err = encode(&mt.conf, x); err == nil {
+		if regs, err = mt.conf.Encode(x); err == nil {
 			n.writeRegs(d, mt, regs, fail)
 			return
 		}

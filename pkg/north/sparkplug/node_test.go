@@ -7,40 +7,20 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/chain/poller"
-	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/north/sparkplug/sproto"
 	"github.com/mcpgw/mcpgw/pkg/request"
+	"github.com/mcpgw/mcpgw/pkg/tag"
 )
 
 // node is an edge node for one unit's poll of two registers, never
 // connected: what it would publish stays in its queue.
 func node(t *testing.T, buffer int, offline *bool) *Node {
 	t.Helper()
-	cfg, err := config.Parse(`
-[[bus]]
-name = "l1"
-port = "/dev/null"
-units = [1]
-[[bus.poll]]
-unit = 1
-function = 3
-count = 2
-interval = "1s"
-[[bus.poll.value]]
-name = "a"
-type = "uint16"
-writable = true
-[[bus.poll.value]]
-name = "b"
-offset = 1
-type = "int16"
-deadband = 5
-`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MQTT.Buffer = buffer
-	return New(cfg.MQTT, cfg.Bus, nil, func(byte) bool { return *offline }, nil, slog.New(slog.DiscardHandler))
+	blocks := []Block{{Device: "l1-unit1", Unit: 1, Function: 3, Count: 2, Tags: []tag.Tag{
+		{Name: "a", Type: tag.Uint16, Writable: true},
+		{Name: "b", Offset: 1, Type: tag.Int16, Deadband: 5},
+	}}}
+	return New(Config{Buffer: buffer}, blocks, nil, func(byte) bool { return *offline }, slog.New(slog.DiscardHandler))
 }
 
 var poll = poller.Poll{Unit: 1, Function: 3, Count: 2}

@@ -13,16 +13,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"time"
 )
-
-// Scheme is the prefix of a [[bus]] port that names a serial device
-// server: tcp://host:port.
-const Scheme = "tcp://"
-
-// Is reports whether a port names a serial device server.
-func Is(port string) bool { return strings.HasPrefix(port, Scheme) }
 
 // Port is a connection to a serial device server.
 type Port struct {
@@ -30,9 +22,9 @@ type Port struct {
 	timeout time.Duration
 }
 
-// Dial connects to port (tcp://host:port) within timeout.
-func Dial(port string, timeout time.Duration) (*Port, error) {
-	addr := strings.TrimPrefix(port, Scheme)
+// Dial connects to the serial device server at addr (host:port) within
+// timeout.
+func Dial(addr string, timeout time.Duration) (*Port, error) {
 	c, err := DialTCP(addr, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("serial device server %s: %w", addr, err)

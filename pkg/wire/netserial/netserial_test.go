@@ -21,7 +21,7 @@ func TestPortActsAsASerialPort(t *testing.T) {
 		c, _ := l.Accept()
 		server <- c
 	}()
-	p, err := Dial(Scheme+l.Addr().String(), time.Second)
+	p, err := Dial(l.Addr().String(), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestPortActsAsASerialPort(t *testing.T) {
 	if _, err := p.Read(buf); err == nil {
 		t.Fatal("a read after the server closed: no error")
 	}
-	if _, err := Dial(Scheme+"127.0.0.1:1", 200*time.Millisecond); err == nil {
+	if _, err := Dial("127.0.0.1:1", 200*time.Millisecond); err == nil {
 		t.Fatal("dialled a port nobody listens on")
 	}
 }

@@ -30,7 +30,7 @@ func openPolled(path string, s Settings) (Port, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &pollPort{fd: fd, tfd: -1, min: 1, char: s.charTime(), timeout: -1}
+	p := &pollPort{fd: fd, tfd: -1, min: 1, char: s.CharTime(), timeout: -1}
 	if p.cfg, err = openConfigured(path, s); err != nil {
 		p.Close()
 		return nil, err
@@ -40,11 +40,6 @@ func openPolled(path string, s Settings) (Port, error) {
 		return nil, fmt.Errorf("poller: %w", err)
 	}
 	return p, nil
-}
-
-// charTime is how long one character takes on the wire.
-func (s Settings) charTime() time.Duration {
-	return time.Duration(s.CharBits()) * time.Second / time.Duration(s.Baud)
 }
 
 // pollPort is a configured serial port whose reads wait in the runtime's

@@ -47,6 +47,11 @@ func (s Settings) CharBits() int {
 	return n
 }
 
+// CharTime is how long one character takes on the wire.
+func (s Settings) CharTime() time.Duration {
+	return time.Duration(s.CharBits()) * time.Second / time.Duration(s.Baud)
+}
+
 // Validate names the first setting that is out of range.
 func (s Settings) Validate() error {
 	switch {

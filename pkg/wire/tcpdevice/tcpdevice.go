@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/crc"
@@ -27,12 +26,6 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 	"github.com/mcpgw/mcpgw/pkg/wire/netserial"
 )
-
-// Scheme is the prefix of a [[bus]] port that names a Modbus TCP device.
-const Scheme = "modbus+tcp://"
-
-// Is reports whether a port names a Modbus TCP device.
-func Is(port string) bool { return strings.HasPrefix(port, Scheme) }
 
 // Port is the connection to the device.
 type Port struct {
@@ -44,9 +37,9 @@ type Port struct {
 	adu     []byte
 }
 
-// Dial connects to port (modbus+tcp://host:port) within timeout.
-func Dial(port string, timeout time.Duration) (*Port, error) {
-	addr := strings.TrimPrefix(port, Scheme)
+// Dial connects to the Modbus TCP device at addr (host:port) within
+// timeout.
+func Dial(addr string, timeout time.Duration) (*Port, error) {
 	c, err := netserial.DialTCP(addr, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("modbus tcp device %s: %w", addr, err)

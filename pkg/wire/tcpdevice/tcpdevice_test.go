@@ -22,7 +22,7 @@ func TestPort(t *testing.T) {
 	defer l.Close()
 	dev := make(chan net.Conn, 1)
 	go func() { c, _ := l.Accept(); dev <- c }()
-	p, err := Dial(Scheme+l.Addr().String(), time.Second)
+	p, err := Dial(l.Addr().String(), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
