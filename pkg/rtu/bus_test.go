@@ -284,10 +284,10 @@ func (c closeCounted) Close() error {
 }
 
 func TestCharGap(t *testing.T) {
-	if got := rtu.CharGap(time.Duration(11)*time.Second/time.Duration(300)); got.Round(time.Microsecond) != 55*time.Millisecond {
+	if got := rtu.CharGap(time.Duration(11) * time.Second / time.Duration(300)); got.Round(time.Microsecond) != 55*time.Millisecond {
 		t.Errorf("300 baud: t1.5 = %v, want 55 ms", got)
 	}
-	if got := rtu.CharGap(time.Duration(11)*time.Second/time.Duration(19200)); got != rtu.MinCharGap {
+	if got := rtu.CharGap(time.Duration(11) * time.Second / time.Duration(19200)); got != rtu.MinCharGap {
 		t.Errorf("19200 baud: %v, want the floor", got)
 	}
 }
@@ -334,7 +334,7 @@ func TestFrameGap(t *testing.T) {
 		{115200, 10, 1750 * time.Microsecond},
 	}
 	for _, tt := range tests {
-		if got := rtu.FrameGap(time.Duration(tt.bits)*time.Second/time.Duration(tt.baud)); got.Round(time.Microsecond) != tt.want.Round(time.Microsecond) {
+		if got := rtu.FrameGap(time.Duration(tt.bits) * time.Second / time.Duration(tt.baud)); got.Round(time.Microsecond) != tt.want.Round(time.Microsecond) {
 			t.Errorf("%d baud: t3.5 = %v, want %v", tt.baud, got, tt.want)
 		}
 	}

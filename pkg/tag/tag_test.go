@@ -4,7 +4,6 @@ import (
 	"math"
 	"slices"
 	"testing"
-
 )
 
 func val(typ, order string, scale, add float64) *Tag {

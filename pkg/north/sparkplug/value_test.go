@@ -42,4 +42,3 @@ func TestSparkplugEncoding(t *testing.T) {
 		t.Errorf("Int16 -2 as int_value %#x, want two's complement 0xFFFFFFFE", m.GetIntValue())
 	}
 }
-
