@@ -86,7 +86,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 // hand-over also wakes a thread to look for work that the first one
 // then does itself: on a slow line that doubled the gateway's context
 // switches per transaction, and a thread's wakeup costs more CPU than
-// the work (README, On an edge box: "CPU and processors").
+// the work (docs/operations.md, "CPU and processors").
 func oneProcessor() {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)

@@ -23,7 +23,7 @@ import (
 // benchPKI writes a CA, the gateway's certificate (for 127.0.0.1) and
 // key into dir, and returns the [server.tls] table for the gateway and
 // the TLS configuration of a client whose certificate carries the role
-// "operator". ECDSA P-256, as the openssl recipe in the README makes.
+// "operator". ECDSA P-256, as the openssl recipe in docs/security.md makes.
 func benchPKI(dir, listen string) (server string, client *tls.Config, err error) {
 	newKey := func() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
 	caKey, err := newKey()

@@ -229,6 +229,10 @@ func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus)
 		s.log.Info("USB serial adapter with a latency timer: default frame_gap and char_gap allow for its bursts",
 			"line", b.Name, "port", path, "latency_timer", burst)
 	}
+	var capt rtu.Recorder // nil, not a nil *capture.Recorder, when there is none
+	if rec != nil {
+		capt = rec
+	}
 	return rtu.NewBus(rtu.Config{
 		Name:           b.Name,
 		Open:           open,
@@ -244,7 +248,7 @@ func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus)
 		QueueSize:      b.QueueSize,
 		QueueTimeout:   b.QueueTimeout.Duration,
 		ProbeShare:     *b.ProbeShare,
-		Capture:        rec,
+		Capture:        capt,
 		Log:            s.log,
 		Replaces:       replaces,
 	})

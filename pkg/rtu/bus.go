@@ -10,9 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/mcpgw/mcpgw/pkg/ops/capture"
-	"github.com/mcpgw/mcpgw/pkg/trace"
 )
 
 // Port is what the bus needs of a serial port. A Read that times out
@@ -38,82 +35,6 @@ type MinReader interface {
 	SetReadMin(n int, due time.Time) error
 }
 
-// Outcome is how a transaction ended.
-type Outcome uint8
-
-const (
-	OK         Outcome = iota // an answer arrived (normal or the device's exception)
-	Sent                      // a broadcast went out; no answer is expected
-	Timeout                   // no valid answer after every attempt
-	LineDown                  // the port is closed or failed
-	QueueFull                 // the line's queue is full
-	Expired                   // waited in the queue longer than QueueTimeout
-	Skipped                   // Skip said, when its turn came, that it need not go out
-	OverBudget                // Unknown, and the line's silence budget had no room for it: not sent
-)
-
-var outcomeNames = [...]string{"ok", "broadcast", "timeout", "line down", "queue full", "expired", "skipped", "over budget"}
-
-func (o Outcome) String() string { return outcomeNames[o] }
-
-// Request is one transaction for the bus. The caller fills the request
-// fields, calls Bus.Do, and reads the result fields after it returns. A
-// Request may be reused for the next transaction once Do has returned.
-type Request struct {
-	Unit    byte
-	PDU     []byte        // the request PDU: function code and data
-	Timeout time.Duration // per attempt; 0 means the bus's default
-	Retries int           // further attempts after the first; <0 means the bus's default
-	// Priority puts the request in the line's priority class (writes,
-	// operators' clients), served before plain reads.
-	Priority bool
-	// Background puts it after every other request (the gateway's own
-	// polls, agent mode); Priority wins over it.
-	Background bool
-	// Trace is the transaction's id in the logs; the line's log lines
-	// about it carry it.
-	Trace trace.ID
-	// Skip, if set, is asked when the request's turn on the line comes,
-	// once the line is quiet for it: true ends it there, Skipped, without
-	// a frame. What decided it should go out may have changed while it
-	// waited (its unit went offline, see package offline).
-	Skip func() bool
-	// Flow is the client the request comes from (a connection): the
-	// line's time is shared fairly between flows (see queue).
-	Flow uint64
-	// Unknown marks a request to a unit not known to answer: the first
-	// to a unit that has never answered, or a probe of an offline one.
-	// It gets one attempt, and the time it may lose to silence is taken
-	// from the line's silence budget (see silence): without room it is
-	// not sent (OverBudget).
-	Unknown bool
-	// Probe marks an Unknown request that probes an offline unit (not
-	// the first request to a unit never heard).
-	Probe bool
-
-	// Results.
-	Resp     []byte  // the answer's PDU when Outcome is OK; owned by the Request
-	Outcome  Outcome // how it ended
-	Err      error   // for Timeout: the last attempt's failure (ErrNoAnswer, ErrBadCRC, ...)
-	Attempts int     // frames sent
-
-	enqueued time.Time
-	done     chan struct{}
-	adu      []byte
-	tag      int64 // fair queuing: its flow's finish tag when it was queued
-	budgeted bool  // it took the silence budget (see silence)
-}
-
-// ErrNoAnswer means an attempt heard nothing valid before its timeout.
-var ErrNoAnswer = errors.New("rtu: no answer")
-
-// errTrailing marks bytes after a good answer.
-var errTrailing = errors.New("rtu: bytes after the answer")
-
-// ErrMismatch means a frame from the right unit and function answered a
-// different request (its byte count or echo does not fit).
-var ErrMismatch = errors.New("rtu: answer does not fit the request")
-
 // Config is one serial line's behaviour. Zero values take the defaults
 // noted on each field.
 type Config struct {
@@ -132,7 +53,7 @@ type Config struct {
 	QueueTimeout   time.Duration        // longest wait in the queue: default none
 	Aging          time.Duration        // a plain request that waited this long goes before priority ones: default QueueTimeout/2, or 1s without one
 	ProbeShare     float64              // the silence budget: of the line's time in any minute (see silence); 0: silence only while no one else uses the line
-	Capture        *capture.Recorder    // records every byte sent and received; nil: none
+	Capture        Recorder             // records every byte sent and received; nil: none
 	Log            *slog.Logger
 	// Replaces is the bus this one takes over from on the same port, when
 	// a reload changes the line: Run opens the port only once Replaces has
@@ -141,35 +62,14 @@ type Config struct {
 	Replaces *Bus
 }
 
-// Char19200 is one character of 11 bits (8E1) at 19200 baud: the
-// character time below which the spec fixes t1.5 and t3.5.
-const Char19200 = 11 * time.Second / 19200
-
-// FrameGap returns t3.5 for a character time: 3.5 characters, fixed at
-// 1750 µs when the character time is shorter than at 19200 baud.
-func FrameGap(char time.Duration) time.Duration {
-	if char < Char19200 {
-		return 1750 * time.Microsecond
-	}
-	return char * 7 / 2
+// A Recorder records the line's bytes as they pass, with the times of
+// their first and last byte: Sent what the gateway sent (requests),
+// Received what it received (answers and noise). The line's goroutine
+// calls it, so it must not wait (pkg/ops/capture's Recorder queues).
+type Recorder interface {
+	Sent(start, end time.Time, p []byte)
+	Received(start, end time.Time, p []byte)
 }
-
-// CharGap returns the default silence inside a frame that makes it
-// incomplete: t1.5 for a character time (750 µs above 19200 baud), but at
-// least 10 ms. Pseudo-terminals, USB adapters and busy machines deliver
-// bytes with gaps of a few milliseconds that were never on the wire;
-// treating those as the end of a frame throws good answers away, while a
-// frame that really stops short still fails its length and CRC check.
-func CharGap(char time.Duration) time.Duration {
-	t := char * 3 / 2
-	if char < Char19200 {
-		t = 750 * time.Microsecond
-	}
-	return max(t, MinCharGap)
-}
-
-// MinCharGap is the least default CharGap.
-const MinCharGap = 10 * time.Millisecond
 
 // Bus owns one serial line. Its Run goroutine is the only code that
 // touches the port; everyone else hands it Requests through Do.
@@ -201,24 +101,11 @@ type Bus struct {
 	why         error     // the first reason they were discarded
 	rxStart     time.Time // when the first byte now in buf arrived
 	noiseRec    []byte    // discarded bytes not yet recorded in the capture
-	// What the line knows of each unit, for the guard between
-	// transactions (see settle): its normal response time (answers to a
-	// first attempt, from the end of the request to the answer's last
-	// byte) and its slowest answer (from the transaction's first frame),
-	// each a maximum that decays with every new answer.
-	respTime, slowest [256]time.Duration
-	respN             [256]uint8         // samples in respTime, up to trustAfter
-	turnaround        [256]time.Duration // see learnStart
-	trickles          [256]bool          // the unit's last answer measured came in pieces
-	noLook            [256]uint8         // attempts left that wait for the first byte (see startDue)
-	lookMissed        [256]uint8         // first looks in a row that came before the answer began
-	pieces            int                // reads that brought bytes in the attempt in flight
-	latest            [256]time.Duration // the latest any answer of the unit came after it could start on its frame: never forgotten
-	prev              prevTx
-	owed              [256]owedAnswers
-	silent            [256]bool // the unit's last transaction heard nothing at all: one attempt until it answers
-	finished          bool      // the last attempt ended on a broken answer from the unit, not on silence
-	finishedAt        time.Time // when that broken answer arrived
+	units       [256]unit // what the line has learnt of each unit
+	pieces      int       // reads that brought bytes in the attempt in flight
+	prev        prevTx
+	finished    bool      // the last attempt ended on a broken answer from the unit, not on silence
+	finishedAt  time.Time // when that broken answer arrived
 	// In the transaction in flight: how many broken answers from its unit
 	// were the first thing an attempt heard while it was alone (see
 	// othersQuiet).
@@ -329,6 +216,7 @@ func (b *Bus) Name() string { return b.cfg.Name }
 // CharTime returns one character's time on the line, and FrameGap the
 // silence it keeps between frames, as NewBus settled them.
 func (b *Bus) CharTime() time.Duration { return b.cfg.CharTime }
+
 func (b *Bus) FrameGap() time.Duration { return b.cfg.FrameGap }
 
 // Since returns when the line last went up or down (zero before it first
@@ -650,4 +538,5 @@ func (b *Bus) closePort(err error) {
 type ioError struct{ err error }
 
 func (e ioError) Error() string { return e.err.Error() }
+
 func (e ioError) Unwrap() error { return e.err }

@@ -1,5 +1,3 @@
-// Package rtu implements Modbus RTU: the frame codec (pure functions over
-// bytes) and the Bus, the single goroutine that owns a serial line.
 package rtu
 
 import (

@@ -220,7 +220,7 @@ func simValue(unit byte, addr int) uint16 { return uint16(addr*7+int(unit)*13) ^
 // 1.5 timeouts after it. A request that
 // arrived while the device was busy is answered promptly once it gets to
 // it: the device was late because it was busy, not because of the
-// request (the contract the README states).
+// request (the contract the package comment states).
 func simDevice(dev *memPort, me byte, f simFaults, timeout time.Duration, seed uint64) {
 	rnd := rand.New(rand.NewPCG(seed, uint64(me)))
 	buf := make([]byte, 0, 1024)

@@ -48,6 +48,11 @@ func (r *Recorder) Record(dir Dir, start, end time.Time, p []byte) {
 	}
 }
 
+// Sent records bytes the master sent (TX), and Received bytes it
+// received (RX): what a line's Recorder (rtu.Recorder) asks for.
+func (r *Recorder) Sent(start, end time.Time, p []byte)     { r.Record(TX, start, end, p) }
+func (r *Recorder) Received(start, end time.Time, p []byte) { r.Record(RX, start, end, p) }
+
 // Dropped returns how many records were dropped because the queue was full.
 func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
 

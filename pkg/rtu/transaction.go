@@ -6,12 +6,154 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/ops/capture"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 )
 
-// One attempt of a transaction on the wire: the request out, and its
-// answer read in as few wakeups as the line's pace allows.
+// One transaction on the wire: its attempts, each the request out and
+// its answer read in, and what was discarded on the way.
+
+// serve runs one transaction; Run calls it only with the port open.
+//
+// The rules that decide when the line may carry the next frame, and which
+// frames are a request's answer, are in the package comment ("How the line
+// recovers"); in short:
+//   - until the next frame is sent, the line belongs to the transaction in
+//     flight: a frame that fits its request (unit, function, shape; every
+//     attempt sends the same bytes) is its answer, whether it comes during
+//     an attempt or in the silence before a retry;
+//   - an attempt ends at its timeout, or earlier, at t3.5 of silence after
+//     a complete frame that failed its CRC or did not fit: the device has
+//     finished talking; the retry follows after t3.5 of silence;
+//   - between transactions, settle keeps the line quiet only as long as an
+//     answer still owed could arrive and be taken for the next request's,
+//     or collide with it.
+//
+// It reports false if r was deferred (see settle): r is not done, and
+// goes back to the queue.
+func (b *Bus) serve(r *Request) bool {
+	if b.cfg.QueueTimeout > 0 && time.Since(r.enqueued) > b.cfg.QueueTimeout {
+		r.Outcome = Expired
+		return true
+	}
+	timeout, retries := r.Timeout, r.Retries
+	if timeout <= 0 {
+		timeout = b.cfg.Timeout
+	}
+	if retries < 0 {
+		retries = b.cfg.Retries
+	}
+	r.adu = AppendADU(r.adu[:0], r.Unit, r.PDU)
+	err := b.settle(r)
+	if errors.Is(err, errDeferred) {
+		return false
+	}
+	if err == nil && b.queue.yields(r, b.canGo) {
+		return false // another goes first; r keeps its place
+	}
+	if err == nil && r.Unknown && !b.queue.mayGo(r, b.settled, 2*timeout) {
+		// A silence came while it waited: the budget turns it back.
+		r.Outcome = OverBudget
+		return true
+	}
+	if err == nil && r.Skip != nil && r.Skip() {
+		// Asked now, after the wait for the line: a transaction that
+		// failed just before has its guard, and the handler that set
+		// Skip has had that time to learn of the failure.
+		r.Outcome = Skipped
+		return true
+	}
+	attempts := 1 + retries
+	if b.units[r.Unit].silent || r.Unknown {
+		// Its last transaction heard nothing at all, and nothing it owed
+		// has come since (see settle), or it is not known to answer at
+		// all (a unit never heard, or offline): one attempt. Retrying a
+		// device that missed every attempt costs the line a timeout for
+		// little chance.
+		attempts = 1
+	}
+	unknownTimeout := timeout
+	if r.Unknown {
+		// The one attempt listens for the timeout and the guard a
+		// failure would leave after it (a unit's pace is not known
+		// before it answers: the timeout): the same silence, and a
+		// device slower than its timeout is still heard, and found.
+		unknownTimeout = 2 * timeout
+	}
+	b.stats.requests.Add(1)
+	if err != nil {
+		b.closePort(err)
+		r.Outcome, r.Err = LineDown, err
+		return true
+	}
+	// A unit that owes nothing answers at its normal pace: only then is
+	// its response time measured.
+	clean := b.units[r.Unit].owed.n == 0
+	b.brokenHeard = 0
+	var first, sent time.Time // when the first and the last attempt went out
+	unheard := 0              // attempts that ended with nothing from the device: their answers may still come
+	unheardFrom := 0          // the number of the first attempt that heard nothing (r.Attempts then)
+	b.sends = b.sends[:0]
+	for i := 0; i < attempts; i++ {
+		b.unheard = unheard > 0
+		t := timeout
+		if r.Unknown && i == 0 {
+			t = unknownTimeout
+		}
+		sent, err = b.attempt(r, t)
+		b.sends = append(b.sends, sent)
+		if first.IsZero() {
+			first = sent
+		}
+		if err == nil {
+			b.answered(r, first, sent, timeout, clean, unheard)
+			return true
+		}
+		if !b.finished {
+			unheard++
+			if unheardFrom == 0 {
+				unheardFrom = r.Attempts
+			}
+		} else if r.Unknown && i == 0 {
+			// A broken answer: the device is there. It gets its
+			// retries, as any unit that answers.
+			attempts = 1 + retries
+		}
+		r.Err = err
+		if errors.As(err, new(ioError)) {
+			b.closePort(err)
+			r.Outcome = LineDown
+			b.prev.guard = false
+			return true
+		}
+	}
+	r.Outcome = Timeout
+	b.stats.timeouts.Add(1)
+	b.units[r.Unit].silent = unheard == r.Attempts
+	// Every attempt the device did not answer, broken, may still be; if
+	// it answered each, nothing is on its way.
+	b.prev.guard = false
+	if unheard > 0 {
+		b.lastIO = time.Now() // the guard counts from here
+		if b.brokenPromptly(r.Unit, sent, timeout) {
+			// Nothing owed; at most the last attempt's answer, promptly.
+			b.prev = prevTx{guard: true, unit: r.Unit, timeout: timeout}
+		} else {
+			b.prev = prevTx{guard: true, failed: true, unit: r.Unit, timeout: timeout}
+			// Until the first attempt that heard nothing, the device
+			// answered each (broken): it was free when that one went
+			// out. From then on, any frame may still be answered, one
+			// after the other (a broken answer may have been an earlier
+			// frame's).
+			owed := b.sends[unheardFrom-1:]
+			b.owe(r, owed[0], owed, timeout, unheard)
+		}
+		if r.Unknown && !b.finished {
+			// Its attempt listened through the guard already.
+			b.prev.guard = false
+		}
+	}
+	return true
+}
 
 // attempt sends r once and waits for its answer: until timeout, and then
 // until the line has been silent for t3.5, since an answer that arrives
@@ -39,7 +181,9 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 	}
 	start := time.Now()
 	b.lastIO = start
-	b.cfg.Capture.Record(capture.TX, start, start, r.adu)
+	if b.cfg.Capture != nil {
+		b.cfg.Capture.Sent(start, start, r.adu)
+	}
 	deadline := start.Add(timeout)
 	// Past the deadline the attempt still waits for silence, but not for
 	// ever on a line that babbles: at most one longest frame more.
@@ -77,7 +221,9 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 				} else {
 					r.Resp = append(r.Resp[:0], frame[1:len(frame)-2]...)
 					b.recordNoise()
-					b.cfg.Capture.Record(capture.RX, b.rxStart, b.lastIO, frame)
+					if b.cfg.Capture != nil {
+						b.cfg.Capture.Received(b.rxStart, b.lastIO, frame)
+					}
 					// Bytes after the answer may be (the start of) another
 					// attempt's answer: settle counts owed answers over them.
 					b.tail = append(b.tail[:0], b.buf[used:]...)
@@ -90,7 +236,7 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 			if errors.Is(err, ErrNeedMore) {
 				break
 			}
-			if len(b.dropped) == 0 && b.owed[r.Unit].n == 0 {
+			if len(b.dropped) == 0 && b.units[r.Unit].owed.n == 0 {
 				// The first thing the attempt heard, from a unit that
 				// owes nothing: is it alone on the line?
 				alone := b.othersQuiet(r.Unit)
@@ -184,107 +330,13 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 	}
 }
 
-// startDue returns when the first byte of r's answer is expected, in the
-// attempt sent at start, for a first look at the answer (firstLook);
-// zero if the attempt should wait for the first byte instead. If the
-// unit's answers trickle in (a real line's pace) and the line has
-// measured when they begin, the look is at about their third byte: by
-// then the answer's length is known (a function code and a byte count)
-// and an exception, five bytes, is not yet complete. The attempt then
-// wakes once for the first bytes and once for the rest, where waiting
-// for the first byte wakes it three times (that byte, then enough to
-// know the length, then the rest). Until the look the read sleeps with
-// the line out of the poller; if nothing has come by then, it waits for
-// the first byte as usual, and so does the unit's next attempt (a
-// retry's or the next transaction's), or the next 2, 4 and so on up to
-// 64 while its looks keep coming too soon:
-// a unit off its usual pace now and then (a simulated line's jitter, a
-// busy device) is looked at again soon, and one with no usual pace
-// seldom costs a look in vain. A unit that answers sooner than ever
-// before is read that much later than it could be, once.
-func (b *Bus) startDue(r *Request, start time.Time) time.Time {
-	u := r.Unit
-	if b.minReader == nil || b.cfg.Echo || !b.trickles[u] || b.respN[u] < trustAfter || b.owed[u].n > 0 {
-		return time.Time{}
-	}
-	if b.noLook[u] > 0 {
-		b.noLook[u]--
-		return time.Time{}
-	}
-	return start.Add(time.Duration(len(r.adu))*b.cfg.CharTime + b.turnaround[u])
-}
-
-// firstLook is when to look first at an answer whose first byte is
-// expected at first: firstLookChars character times later, the middle of
-// the span between its third byte (its length known) and its fifth (a
-// whole exception).
-func (b *Bus) firstLook(first time.Time) time.Time {
-	return first.Add(firstLookChars * b.cfg.CharTime)
-}
-
-const firstLookChars = 3
-
-// maxLookMissed bounds a unit's looks missed in a row as counted: it
-// waits for the first byte for at most 1<<(maxLookMissed-1) attempts
-// after a miss (see startDue).
-const maxLookMissed = 7
-
-// firstLooked returns when the first of the n bytes read at the first
-// look (at look, for an answer expected to begin at usual) arrived: the
-// answer's rest is due from then. The last of them came at most a
-// character time before the read, each one a character time after the
-// one before, so the first came within a span of one character time;
-// where the unit's usual start lies in that span, it is taken. If they
-// all came after the look, the read waited for them as usual (see
-// startDue).
-func (b *Bus) firstLooked(u byte, n int, look, usual, start time.Time) time.Time {
-	ch := b.cfg.CharTime
-	earliest, latest := b.lastIO.Add(-time.Duration(n)*ch), b.lastIO.Add(-time.Duration(n-1)*ch)
-	if earliest.After(look) {
-		b.lookMissed[u] = min(b.lookMissed[u]+1, maxLookMissed)
-		b.noLook[u] = 1 << (b.lookMissed[u] - 1)
-		return b.lastIO
-	}
-	b.lookMissed[u] = 0
-	return maxTime(start, maxTime(earliest, minTime(usual, latest)))
-}
-
-// learnStart learns from an answer to a first attempt sent at sent, at
-// the unit's normal pace, when the unit's answers begin (its turnaround:
-// from the end of the request to the answer's first byte; a sooner start
-// is taken at once, a later one moves it a sixteenth of the way) and
-// whether they trickle in.
-func (b *Bus) learnStart(r *Request, sent time.Time) {
-	u := r.Unit
-	d := b.rxStart.Sub(sent) - time.Duration(len(r.adu))*b.cfg.CharTime
-	if b.respN[u] <= 1 || d < b.turnaround[u] {
-		b.turnaround[u] = d
-	} else {
-		b.turnaround[u] += (d - b.turnaround[u]) / 16
-	}
-	b.trickles[u] = b.pieces > 1
-}
-
-// readMin makes the port's reads wait for n bytes, due by due (zero:
-// unknown), where it can; every read outside an answer's rest waits for
-// one.
-func (b *Bus) readMin(n int, due time.Time) error {
-	if b.minReader == nil {
-		return nil
-	}
-	if err := b.minReader.SetReadMin(n, due); err != nil {
-		return ioError{fmt.Errorf("set read minimum: %w", err)}
-	}
-	return nil
-}
-
 // ownAnswer reports whether a broken answer from unit u that ends now, in
 // the attempt sent at start, was that attempt's: if an earlier attempt
 // heard nothing, it may be that one's answer, late, with this one's still
 // to come, unless it came at the unit's normal pace. The attempt then
 // listens on until its timeout.
 func (b *Bus) ownAnswer(u byte, start time.Time, timeout time.Duration) bool {
-	return !b.unheard || b.respN[u] >= trustAfter && b.lastIO.Sub(start) <= b.prompt(u, timeout)
+	return !b.unheard || b.units[u].respN >= trustAfter && b.lastIO.Sub(start) <= b.prompt(u, timeout)
 }
 
 // frameEnded reports whether Scan's err, on the bytes buf begins with,
@@ -314,29 +366,6 @@ func frameEnded(err error, buf []byte, unit byte, alone bool) bool {
 	return false
 }
 
-// awaitRest sleeps while the rest of a frame of known length is still on
-// the wire: a line trickles bytes in at one a character time, and waking
-// for each costs the CPU of a small edge box for nothing. It wakes one
-// character (and a little) before the last byte is due, so the answer is
-// handed on no later. Where the whole frame came at once (a pty, an
-// adapter's burst) there is nothing to wait for.
-func (b *Bus) awaitRest(deadline time.Time) {
-	total, err := b.lenFn(b.buf)
-	if err != nil || total <= len(b.buf)+1 {
-		return
-	}
-	// Aim early by the runtime's timer granularity (a millisecond when the
-	// process is idle): a parked goroutine costs nothing while it waits,
-	// where a thread held in a long syscall makes the scheduler hand its
-	// P around.
-	d := time.Duration(total-len(b.buf)-1)*b.cfg.CharTime - 1200*time.Microsecond
-	d = min(d, time.Until(deadline))
-	if d < 500*time.Microsecond {
-		return
-	}
-	time.Sleep(d)
-}
-
 // readEcho reads back the frame just sent from an adapter that echoes.
 func (b *Bus) readEcho(adu []byte, deadline time.Time) error {
 	for len(b.buf) < len(adu) {
@@ -354,7 +383,9 @@ func (b *Bus) readEcho(adu []byte, deadline time.Time) error {
 		}
 		b.buf = append(b.buf, b.rx[:n]...)
 	}
-	b.cfg.Capture.Record(capture.RX, b.rxStart, time.Now(), b.buf[:len(adu)])
+	if b.cfg.Capture != nil {
+		b.cfg.Capture.Received(b.rxStart, time.Now(), b.buf[:len(adu)])
+	}
 	if string(b.buf[:len(adu)]) != string(adu) {
 		return fmt.Errorf("rtu: echo differs from the request (%x): %w", b.buf[:len(adu)], ErrUnexpected)
 	}
@@ -383,7 +414,7 @@ func (b *Bus) noise(r *Request, p []byte, why error) {
 // capture as one record, so the capture keeps the line's order.
 func (b *Bus) recordNoise() {
 	if len(b.noiseRec) > 0 {
-		b.cfg.Capture.Record(capture.RX, b.rxStart, b.lastIO, b.noiseRec)
+		b.cfg.Capture.Received(b.rxStart, b.lastIO, b.noiseRec)
 		b.noiseRec = b.noiseRec[:0]
 	}
 }

@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mcpgw/mcpgw/pkg/ops/capture"
 	"github.com/mcpgw/mcpgw/pkg/pdu"
 )
 
-// The recovery rules (the README's "How the line recovers"): what a
-// transaction leaves the next to respect, the answers a unit may still
-// owe, and the wait before a frame goes out.
+// The guard between transactions: what a transaction leaves the next
+// to respect, the answers a unit may still owe, and the wait before a
+// frame goes out (see the package comment).
 
 // prevTx is what the last transaction leaves the next one to respect:
 // the guard against a collision with an answer still on its way.
@@ -99,8 +98,8 @@ func (b *Bus) othersQuiet(u byte) bool {
 		return false
 	}
 	now := time.Now()
-	for v := range b.owed {
-		if o := &b.owed[v]; byte(v) != u && o.n > 0 && now.Before(o.until) {
+	for v := range b.units {
+		if o := &b.units[v].owed; byte(v) != u && o.n > 0 && now.Before(o.until) {
 			return false
 		}
 	}
@@ -113,151 +112,8 @@ func (b *Bus) canGo(r *Request, now time.Time) bool { return !b.mustWait(r, now)
 
 // mustWait reports whether r's unit owes answers that could pass for r's.
 func (b *Bus) mustWait(r *Request, now time.Time) bool {
-	o := &b.owed[r.Unit]
+	o := &b.units[r.Unit].owed
 	return o.n > 0 && now.Before(o.until) && o.confusable(r)
-}
-
-// serve runs one transaction; Run calls it only with the port open.
-//
-// The rules that decide when the line may carry the next frame, and which
-// frames are a request's answer, are in the README ("How the line
-// recovers"); in short:
-//   - until the next frame is sent, the line belongs to the transaction in
-//     flight: a frame that fits its request (unit, function, shape; every
-//     attempt sends the same bytes) is its answer, whether it comes during
-//     an attempt or in the silence before a retry;
-//   - an attempt ends at its timeout, or earlier, at t3.5 of silence after
-//     a complete frame that failed its CRC or did not fit: the device has
-//     finished talking; the retry follows after t3.5 of silence;
-//   - between transactions, settle keeps the line quiet only as long as an
-//     answer still owed could arrive and be taken for the next request's,
-//     or collide with it.
-//
-// It reports false if r was deferred (see settle): r is not done, and
-// goes back to the queue.
-func (b *Bus) serve(r *Request) bool {
-	if b.cfg.QueueTimeout > 0 && time.Since(r.enqueued) > b.cfg.QueueTimeout {
-		r.Outcome = Expired
-		return true
-	}
-	timeout, retries := r.Timeout, r.Retries
-	if timeout <= 0 {
-		timeout = b.cfg.Timeout
-	}
-	if retries < 0 {
-		retries = b.cfg.Retries
-	}
-	r.adu = AppendADU(r.adu[:0], r.Unit, r.PDU)
-	err := b.settle(r)
-	if errors.Is(err, errDeferred) {
-		return false
-	}
-	if err == nil && b.queue.yields(r, b.canGo) {
-		return false // another goes first; r keeps its place
-	}
-	if err == nil && r.Unknown && !b.queue.mayGo(r, b.settled, 2*timeout) {
-		// A silence came while it waited: the budget turns it back.
-		r.Outcome = OverBudget
-		return true
-	}
-	if err == nil && r.Skip != nil && r.Skip() {
-		// Asked now, after the wait for the line: a transaction that
-		// failed just before has its guard, and the handler that set
-		// Skip has had that time to learn of the failure.
-		r.Outcome = Skipped
-		return true
-	}
-	attempts := 1 + retries
-	if b.silent[r.Unit] || r.Unknown {
-		// Its last transaction heard nothing at all, and nothing it owed
-		// has come since (see settle), or it is not known to answer at
-		// all (a unit never heard, or offline): one attempt. Retrying a
-		// device that missed every attempt costs the line a timeout for
-		// little chance.
-		attempts = 1
-	}
-	unknownTimeout := timeout
-	if r.Unknown {
-		// The one attempt listens for the timeout and the guard a
-		// failure would leave after it (a unit's pace is not known
-		// before it answers: the timeout): the same silence, and a
-		// device slower than its timeout is still heard, and found.
-		unknownTimeout = 2 * timeout
-	}
-	b.stats.requests.Add(1)
-	if err != nil {
-		b.closePort(err)
-		r.Outcome, r.Err = LineDown, err
-		return true
-	}
-	// A unit that owes nothing answers at its normal pace: only then is
-	// its response time measured.
-	clean := b.owed[r.Unit].n == 0
-	b.brokenHeard = 0
-	var first, sent time.Time // when the first and the last attempt went out
-	unheard := 0              // attempts that ended with nothing from the device: their answers may still come
-	unheardFrom := 0          // the number of the first attempt that heard nothing (r.Attempts then)
-	b.sends = b.sends[:0]
-	for i := 0; i < attempts; i++ {
-		b.unheard = unheard > 0
-		t := timeout
-		if r.Unknown && i == 0 {
-			t = unknownTimeout
-		}
-		sent, err = b.attempt(r, t)
-		b.sends = append(b.sends, sent)
-		if first.IsZero() {
-			first = sent
-		}
-		if err == nil {
-			b.answered(r, first, sent, timeout, clean, unheard)
-			return true
-		}
-		if !b.finished {
-			unheard++
-			if unheardFrom == 0 {
-				unheardFrom = r.Attempts
-			}
-		} else if r.Unknown && i == 0 {
-			// A broken answer: the device is there. It gets its
-			// retries, as any unit that answers.
-			attempts = 1 + retries
-		}
-		r.Err = err
-		if errors.As(err, new(ioError)) {
-			b.closePort(err)
-			r.Outcome = LineDown
-			b.prev.guard = false
-			return true
-		}
-	}
-	r.Outcome = Timeout
-	b.stats.timeouts.Add(1)
-	b.silent[r.Unit] = unheard == r.Attempts
-	// Every attempt the device did not answer, broken, may still be; if
-	// it answered each, nothing is on its way.
-	b.prev.guard = false
-	if unheard > 0 {
-		b.lastIO = time.Now() // the guard counts from here
-		if b.brokenPromptly(r.Unit, sent, timeout) {
-			// Nothing owed; at most the last attempt's answer, promptly.
-			b.prev = prevTx{guard: true, unit: r.Unit, timeout: timeout}
-		} else {
-			b.prev = prevTx{guard: true, failed: true, unit: r.Unit, timeout: timeout}
-			// Until the first attempt that heard nothing, the device
-			// answered each (broken): it was free when that one went
-			// out. From then on, any frame may still be answered, one
-			// after the other (a broken answer may have been an earlier
-			// frame's).
-			owed := b.sends[unheardFrom-1:]
-			b.owe(r, owed[0], owed, timeout, unheard)
-		}
-		if r.Unknown && !b.finished {
-			// Its attempt listened through the guard already.
-			b.prev.guard = false
-		}
-	}
-	return true
 }
 
 // guardAfter is the guard against a collision that r, just served,
@@ -270,80 +126,9 @@ func (b *Bus) guardAfter(r *Request) time.Duration {
 	}
 	g := b.prompt(p.unit, p.timeout)
 	if p.failed {
-		g = max(g, min(b.slowest[p.unit], p.timeout))
+		g = max(g, min(b.units[p.unit].slowest, p.timeout))
 	}
 	return g
-}
-
-// brokenPromptly reports whether the last attempt, sent at sent, ended on
-// a broken answer that came at the unit's normal pace. That answer was
-// the last attempt's, and a device answers in order, so what the earlier
-// attempts did not hear will not come: nothing is owed, and the guard
-// against a collision is the unit's prompt time, not its slowest answer.
-// (Were it instead an earlier attempt's answer, late, the last attempt's
-// own answer would follow as promptly as a device answers what it
-// received while busy, within that guard, and be drained by it.) This is
-// rule 3 of the README for a transaction that failed.
-func (b *Bus) brokenPromptly(u byte, sent time.Time, timeout time.Duration) bool {
-	return b.finished && b.respN[u] >= trustAfter && b.finishedAt.Sub(sent) <= b.prompt(u, timeout)
-}
-
-// answered books a transaction that got its answer (or sent a
-// broadcast): the unit's response times, and what the next transactions
-// must respect.
-func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration, clean bool, unheard int) {
-	b.prev.guard = false
-	if r.Unit == pdu.Broadcast {
-		r.Outcome = Sent
-		return
-	}
-	r.Outcome = OK
-	b.stats.answers.Add(1)
-	if _, ok := pdu.IsException(r.Resp); ok {
-		b.stats.exceptions.Add(1)
-	}
-	u := r.Unit
-	b.silent[u] = false
-	b.slowest[u] = decayMax(b.slowest[u], b.lastIO.Sub(first))
-	b.latest[u] = max(b.latest[u], b.lastIO.Sub(first))
-	// The answer is to one of r's frames, the last ones the unit got: all
-	// it owed before has come or never will.
-	b.owed[u].n = 0
-	if r.Attempts == 1 {
-		// An answer slower than half the timeout is not the unit's normal
-		// pace, whatever held it up.
-		if d := b.lastIO.Sub(sent); clean && d <= timeout/2 {
-			b.respTime[u] = decayMax(b.respTime[u], d)
-			b.respN[u] = min(b.respN[u]+1, trustAfter)
-			b.learnStart(r, sent)
-		}
-		return
-	}
-	if unheard > 0 {
-		b.prev = prevTx{guard: true, unit: u, timeout: timeout}
-	}
-	// After a retry the answer may have been an earlier attempt's, late
-	// (one that heard nothing: one that got a broken answer has had it),
-	// and then as many later answers are still to come. An answer within
-	// the unit's normal response time after the last attempt is taken as
-	// that attempt's (nothing owed); a slower one, or any before the line
-	// knows the unit's response time, as an earlier attempt's.
-	if unheard == 0 || b.respN[u] >= trustAfter && b.lastIO.Sub(sent) <= b.prompt(u, timeout) {
-		return
-	}
-	// Broken answers heard while the unit was the only one talking were
-	// its answers too: a device answers each frame at most once, so only
-	// the frames it has not answered yet may still be.
-	n := unheard
-	if b.brokenHeard > 0 {
-		n = min(n, r.Attempts-b.brokenHeard-1)
-	}
-	if n <= 0 {
-		return
-	}
-	// The device has just finished an answer: the frames it owes answers
-	// to come after it.
-	b.owe(r, b.lastIO, b.sends[len(b.sends)-n:], timeout, n)
 }
 
 // owe records that unit r.Unit may still send n answers to r's frames
@@ -353,7 +138,7 @@ func (b *Bus) answered(r *Request, first, sent time.Time, timeout time.Duration,
 // these; they are kept: the unit then owes answers to two requests, and
 // every request to it is confusable.
 func (b *Bus) owe(r *Request, free time.Time, sends []time.Time, timeout time.Duration, n int) {
-	o := &b.owed[r.Unit]
+	o := &b.units[r.Unit].owed
 	late := b.lateness(r.Unit, timeout)
 	if o.n > 0 && time.Now().Before(o.until) {
 		o.any = o.any || !Confusable(o.pdu[:o.pn], r.PDU)
@@ -366,48 +151,6 @@ func (b *Bus) owe(r *Request, free time.Time, sends []time.Time, timeout time.Du
 	*o = owedAnswers{n: n, sends: append(o.sends[:0], sends...), free: free, late: late, timeout: timeout}
 	o.pn = copy(o.pdu[:], r.PDU)
 	o.until = o.due()
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
-}
-
-// decayMax is a maximum that forgets: each new sample lowers the old
-// maximum by a sixteenth before comparing.
-func decayMax(old, sample time.Duration) time.Duration {
-	return max(sample, old-old/16)
-}
-
-// lateness is how long after it starts on a frame unit u may still
-// answer it: the latest it has ever answered (counted from when it could
-// start on the frame), at least twice the timeout, at most four times.
-func (b *Bus) lateness(u byte, timeout time.Duration) time.Duration {
-	return min(max(b.latest[u], 2*timeout), 4*timeout)
-}
-
-// trustAfter is how many answers to first attempts the line measures
-// before it trusts a unit's response time.
-const trustAfter = 4
-
-// prompt is how soon after a request unit u answers when nothing is
-// wrong: twice its measured response time plus t3.5, at least twice t3.5,
-// at most half the timeout; the timeout until the line has measured
-// enough of its answers.
-func (b *Bus) prompt(u byte, timeout time.Duration) time.Duration {
-	if b.respN[u] < trustAfter {
-		return timeout
-	}
-	return min(max(2*b.respTime[u]+b.cfg.FrameGap, 2*b.cfg.FrameGap), timeout/2)
 }
 
 // settle waits before a transaction's first frame until the line is free
@@ -444,11 +187,11 @@ func (b *Bus) settle(r *Request) error {
 		guardedFrom = int(p.unit)
 		quiet = max(quiet, b.prompt(p.unit, p.timeout))
 		if p.failed {
-			quiet = max(quiet, min(b.slowest[p.unit], p.timeout))
+			quiet = max(quiet, min(b.units[p.unit].slowest, p.timeout))
 		}
 		p.guard = false
 	}
-	o := &b.owed[r.Unit]
+	o := &b.units[r.Unit].owed
 	var until time.Time // wait for owed answers until then
 	if o.n > 0 {
 		if !time.Now().Before(o.until) {
@@ -479,10 +222,10 @@ func (b *Bus) settle(r *Request) error {
 		}
 		k := countAnswers(b.scan, r.Unit, o.pdu[:o.pn], alone)
 		if k > booked {
-			b.silent[r.Unit] = false // it answers, late
+			b.units[r.Unit].silent = false // it answers, late
 		}
 		for ; booked < k && o.n > 0; booked++ {
-			b.latest[r.Unit] = max(b.latest[r.Unit], o.heard(b.lastIO))
+			b.units[r.Unit].latest = max(b.units[r.Unit].latest, o.heard(b.lastIO))
 		}
 		until = o.until
 		if o.n == 0 {
@@ -517,7 +260,9 @@ func (b *Bus) settle(r *Request) error {
 		}
 		if n > 0 {
 			b.lastIO = time.Now()
-			b.cfg.Capture.Record(capture.RX, b.lastIO, b.lastIO, b.rx[:n])
+			if b.cfg.Capture != nil {
+				b.cfg.Capture.Received(b.lastIO, b.lastIO, b.rx[:n])
+			}
 			b.stats.lateBytes.Add(uint64(n))
 			total += n
 			b.scan = append(b.scan, b.rx[:min(n, cap(b.scan)-len(b.scan))]...)
