@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command mcpgw-bench measures a gateway, the mcpgw binary, side by side
 // with a direct RTU master on identical virtual lines, and writes
 // BENCHMARKS.md; it also soaks one under faulty simulated devices. It is

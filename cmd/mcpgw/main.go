@@ -18,7 +18,7 @@ import (
 
 	"github.com/lmittmann/tint"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
-	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 const usage = `mcpgw: a Modbus TCP to RTU gateway
@@ -131,6 +131,5 @@ func isTerminal(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return term.IsTerminal(int(f.Fd()))
 }

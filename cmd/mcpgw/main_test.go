@@ -294,3 +294,14 @@ func TestOneProcessor(t *testing.T) {
 		t.Errorf("with GOMAXPROCS unset: %d processors, want 1", n)
 	}
 }
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

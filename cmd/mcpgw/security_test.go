@@ -1,3 +1,5 @@
+//go:build !windows
+
 package main
 
 import (
@@ -24,17 +26,6 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 	"github.com/mcpgw/mcpgw/pkg/wire/serialport"
 )
-
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // startGateway runs the binary with cfg until the test ends, and waits
 // until its log says text.

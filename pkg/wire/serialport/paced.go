@@ -5,8 +5,6 @@ import (
 	"runtime"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // PacedLine is a virtual serial line that keeps a real UART's pace: two
@@ -52,12 +50,12 @@ func (l *PacedLine) Close() error {
 }
 
 func (l *PacedLine) forward(from, to Port) {
-	// A thread of its own with a 1 ns timer slack: nanosleep then wakes
-	// within microseconds, where the Go scheduler's timers can be a
+	// A thread of its own with a fine timer (see preciseThread): it then
+	// wakes within microseconds, where the Go scheduler's timers can be a
 	// millisecond late, longer than t1.5 at 19200 baud.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+	preciseThread()
 	buf := make([]byte, 512)
 	for {
 		select {
@@ -95,8 +93,7 @@ func (l *PacedLine) forward(from, to Port) {
 // waitUntil sleeps the thread until shortly before t, then spins.
 func waitUntil(t time.Time) {
 	if d := time.Until(t) - 30*time.Microsecond; d > 0 {
-		ts := unix.NsecToTimespec(d.Nanoseconds())
-		unix.Nanosleep(&ts, nil)
+		sleepThread(d)
 	}
 	for time.Now().Before(t) {
 	}
