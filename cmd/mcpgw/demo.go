@@ -19,6 +19,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:5020", "Modbus TCP address to listen on")
+	metricsAt := fs.String("metrics", "127.0.0.1:9502", "address of the status page and /metrics; \"\": none")
 	units := fs.String("units", "1-3", "simulated unit ids")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	format := fs.String("log-format", "text", "text or json")
@@ -47,6 +48,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	cfg, err := config.Parse(fmt.Sprintf(`
 [server]
 listen = %q
+[metrics]
+listen = %q
 [log]
 level = %q
 format = %q
@@ -58,7 +61,7 @@ parity = "N"
 stop_bits = 2
 timeout = "200ms"
 units = [%q]
-%s`, *listen, *level, *format, line.Path, *units, demoSparkplug(*broker, ids)))
+%s`, *listen, *metricsAt, *level, *format, line.Path, *units, demoSparkplug(*broker, ids)))
 	if err != nil {
 		return err
 	}
@@ -66,13 +69,22 @@ units = [%q]
 Modbus TCP on %s. Try:
   mbpoll -m tcp -p %s -a 1 -0 -r 0 -c 10 -1 %s
   go run ./cmd/mcpgw poll -tcp %s -unit 1 -r 0 -c 10
-Holding register N of unit U holds U*1000+N. Ctrl-C stops.
-`, *units, line.Path, *listen, port(*listen), host(*listen), *listen)
+Holding register N of unit U holds U*1000+N.
+%sCtrl-C stops.
+`, *units, line.Path, *listen, port(*listen), host(*listen), *listen, statusAt(*metricsAt))
 	svc, err := gateway.NewService(cfg, log)
 	if err != nil {
 		return err
 	}
 	return serve(svc, 2*time.Second, log, nil, nil)
+}
+
+// statusAt is where the demo's status page is, for its banner.
+func statusAt(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return "The status page: http://" + addr + "/\n"
 }
 
 // demoSparkplug is the demo's [mqtt] table and polls: each unit's first

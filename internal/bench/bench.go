@@ -740,14 +740,14 @@ type gatewayProcess struct {
 }
 
 // benchLines are the simulated lines the bench measures the gateway on.
-// Its paced 19200 line is lines[1]; issue 9's rigs are lines[3] (the
+// Its paced 19200 line is lines[1]; the pace rigs are lines[3] (the
 // fault mix) and lines[4] (a dead unit beside a live one).
 func benchLines() []*benchLine {
 	return []*benchLine{
 		{name: "unpaced pty", baud: 19200, units: []byte{1, 2, 3}},
 		{name: "paced 19200 8N2", baud: 19200, paced: true, units: []byte{11, 12, 13}},
 		{name: "paced 115200 8N2", baud: 115200, paced: true, units: []byte{21, 22, 23}},
-		// Issue 9's rigs: the fault mix (drop 1 in 29, corrupt 1 in 11,
+		// The pace rigs: the fault mix (drop 1 in 29, corrupt 1 in 11,
 		// 1 in 37 late by 450 ms) and its healthy twin, with a dead unit
 		// configured beside a live one; timeout 300 ms, one retry.
 		{name: "faulty pty", baud: 115200, units: []byte{41}, timeout: 300 * time.Millisecond,
@@ -776,7 +776,7 @@ func busesFor(lines []*benchLine) string {
 	return buses.String()
 }
 
-// benchPaceAlone runs issue 9's rows (benchPace) on their own lines and
+// benchPaceAlone runs the pace rows (benchPace) on their own lines and
 // gateway: -only pace. Its gateway is fresh: the hostile row's warm-up
 // (see benchHostile) is where its heap grows to its working size.
 func benchPaceAlone(ctx context.Context, rep *report, d func(time.Duration) time.Duration, stderr io.Writer) ([]target, error) {

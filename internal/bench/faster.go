@@ -72,7 +72,7 @@ func (r *fasterRow) perSecond() float64 { return float64(r.answers) / r.elapsed.
 // fasterBlocks are the blocks every master reads: 10 registers each.
 var fasterBlocks = []int{0, 10, 20, 30}
 
-// benchFaster measures issue 12: four masters polling the same blocks of
+// benchFaster measures what is faster than the wire: four masters polling the same blocks of
 // a clock device on a paced 19200 line, through a line with each way of
 // answering: transparent (every read on the wire), shared reads, the
 // cache, and agent mode.

@@ -17,7 +17,7 @@ type target struct {
 	ok        bool
 }
 
-// benchPace measures issue 9's rigs: good answers under a fixed fault
+// benchPace measures a line that keeps its pace: good answers under a fixed fault
 // mix, live units beside a dead one, a good client among hostile ones,
 // and writes queued behind 50 clients' reads. faulty's devices
 // misbehave as its faults say; twin has a dead unit configured beside

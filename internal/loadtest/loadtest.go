@@ -1,5 +1,5 @@
 // Package loadtest drives a Modbus TCP server with many concurrent clients
-// and checks every answer: the load behind mcpgw soak and mcpgw bench.
+// and checks every answer: the load behind mcpgw-bench and its soak.
 package loadtest
 
 import (

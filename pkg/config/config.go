@@ -90,7 +90,7 @@ type TLS struct {
 }
 
 // Access is one [[access]] table: who may do what, first match wins (see
-// pkg/access).
+// pkg/chain/access).
 type Access struct {
 	Roles   []string `toml:"roles"`   // Modbus/TCP Security roles; absent: any client
 	Sources []string `toml:"sources"` // client networks; absent: any

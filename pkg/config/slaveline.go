@@ -64,7 +64,7 @@ func (c *Config) checkSlaveLines() error {
 	names := make(map[string]bool)
 	for i := range c.SlaveLine {
 		s := &c.SlaveLine[i]
-		if s.Name == "" { // the keys are port, settings, units, forward
+		if s.Name == "" { // a name is optional: port, settings, units and forward are not
 			s.Name = fmt.Sprintf("slave_line%d", i+1)
 		}
 		key := fmt.Sprintf("slave_line %q", s.Name)

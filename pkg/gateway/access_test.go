@@ -13,7 +13,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
-// The tests of issue 10's access rules and network limits, through the
+// The tests of the access rules and network limits, through the
 // whole gateway. Every address in 127.0.0.0/8 reaches the loopback on
 // Linux, so a client can come from 127.0.0.2 as from another host.
 

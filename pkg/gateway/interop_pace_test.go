@@ -16,10 +16,10 @@ import (
 	"github.com/mcpgw/mcpgw/internal/loadtest"
 )
 
-// Issue 9's rigs with an independent device: a libmodbus 3.1.6 RTU slave
+// The pace rigs with an independent device: a libmodbus 3.1.6 RTU slave
 // on a pseudo-terminal line behind the gateway (timeout 300 ms, one
 // retry). The tests assert that no answer is wrong and log what they
-// measured; MCPGW_RIG_SECONDS makes them run longer (the issue's figures
+// measured; MCPGW_RIG_SECONDS makes them run longer (the bench's figures
 // are for 10 s), MCPGW_RIG_SEED draws other faults.
 
 func rigSeconds() time.Duration {

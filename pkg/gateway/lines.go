@@ -313,7 +313,7 @@ func planOf(lines []*line) plan {
 		}
 		// A polled value answers reads for an interval after its answer
 		// came back. A poll starts early by the time the last one took
-		// (pkg/agent), so the next answer comes before then; one that is
+		// (pkg/chain/poller), so the next answer comes before then; one that is
 		// late or fails leaves reads to the line, not to older values.
 		// The device read the value a transaction at most before its
 		// answer came back, so no value served is older than the

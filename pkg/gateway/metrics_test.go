@@ -20,7 +20,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
-// The tests of issue 11's metrics and health checks, through the whole
+// The tests of the metrics and health checks, through the whole
 // gateway; promtool (Debian's prometheus package) lints the output.
 
 const metricsOn = "\n[metrics]\nlisten = \"127.0.0.1:0\"\n"

@@ -15,7 +15,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
-// The tests of issue 9's rules, through the whole gateway: a line that
+// The line's pace through the whole gateway: a line that
 // keeps its pace when devices fail or die, and when clients misbehave.
 
 // transactions returns the transaction lines of a JSON log.

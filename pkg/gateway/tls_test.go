@@ -21,7 +21,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/wire/mbsec"
 )
 
-// The tests of issue 10's Modbus/TCP Security listener, with certificates
+// The tests of the Modbus/TCP Security listener, with certificates
 // made by the openssl command line and clients on OpenSSL (Python's ssl
 // module, openssl s_client), not on Go's crypto/tls.
 

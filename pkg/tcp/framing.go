@@ -8,7 +8,7 @@ import (
 
 // Framing is how requests and answers travel on a connection: MBAP
 // (Modbus TCP, the default) or another wire's (RTU over TCP,
-// pkg/rtuovertcp). The server owns the connection, its limits and its
+// pkg/wire/rtuovertcp). The server owns the connection, its limits and its
 // handler chain; a Framing only cuts frames.
 type Framing interface {
 	// Read reads the next request from r into buf (MaxADU bytes) and

@@ -11,7 +11,7 @@ import (
 
 // quiet wraps a plain TCP connection so that its reads and writes go to
 // the kernel without telling the scheduler (RawSyscall), as the serial
-// port's do (pkg/serialport). The socket is non-blocking and the waiting
+// port's do (pkg/wire/serialport). The socket is non-blocking and the waiting
 // is the runtime poller's, so no call can block; through the ordinary path
 // each call made after the process was idle wakes the scheduler's monitor
 // thread, which then naps in 20 µs steps until the process is idle again:

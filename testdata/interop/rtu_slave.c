@@ -5,7 +5,7 @@
  *   cc -o rtu_slave rtu_slave.c $(pkg-config --cflags --libs libmodbus)
  *   ./rtu_slave DEVICE BAUD PARITY UNIT [DROP CORRUPT LATE LATE_MS SEED]
  *
- * With the fault arguments it misbehaves as issue 9's rig does: it drops
+ * With the fault arguments it misbehaves as the bench's faulty rig does: it drops
  * 1 answer in DROP, corrupts the CRC of 1 read of holding registers in
  * CORRUPT, and answers 1 request in LATE after LATE_MS milliseconds (0:
  * never), drawing from rand() seeded with SEED.

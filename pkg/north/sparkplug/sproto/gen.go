@@ -4,7 +4,7 @@
 // google.golang.org/protobuf in go.mod:
 //
 //	go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
-//	go generate ./pkg/sparkplug/sproto
+//	go generate ./pkg/north/sparkplug/sproto
 package sproto
 
 //go:generate protoc --go_out=. --go_opt=paths=source_relative sparkplug_b.proto

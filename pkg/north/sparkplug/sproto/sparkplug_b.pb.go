@@ -17,12 +17,11 @@
 package sproto
 
 import (
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
-
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -1792,7 +1791,7 @@ const file_sparkplug_b_proto_rawDesc = "" +
 	"\vDoubleArray\x10\x1f\x12\x10\n" +
 	"\fBooleanArray\x10 \x12\x0f\n" +
 	"\vStringArray\x10!\x12\x11\n" +
-	"\rDateTimeArray\x10\"B-Z+github.com/mcpgw/mcpgw/pkg/sparkplug/sproto"
+	"\rDateTimeArray\x10\"B3Z1github.com/mcpgw/mcpgw/pkg/north/sparkplug/sproto"
 
 var (
 	file_sparkplug_b_proto_rawDescOnce sync.Once
