@@ -49,7 +49,8 @@ cross:
 		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/mcpgw-$$os-$$arch$$ext ./cmd/mcpgw || exit 1; \
 	done
 
-# Debian packages for amd64, arm64 and armhf in dist/ (packaging/build-deb).
+# Packages for amd64, arm64 and armhf in dist/: .deb, .rpm and .apk, with
+# nfpm (packaging/build-deb, packaging/nfpm.yaml).
 deb:
 	bash packaging/build-deb
 

@@ -8,10 +8,11 @@ import (
 	"testing"
 )
 
-// TestDebianPackage builds the amd64 package as make deb does and looks
+// TestDebianPackage builds the amd64 packages as make deb does and looks
 // inside: the control fields, the files and conffiles, the binary runs and
-// accepts the shipped config, and systemd-analyze finds nothing to say
-// about the unit.
+// accepts the shipped config, systemd-analyze finds nothing to say about
+// the unit, lintian (where installed) reports no error or warning, and
+// the copyright covers every module linked into the binary.
 func TestDebianPackage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a package")
@@ -27,11 +28,15 @@ func TestDebianPackage(t *testing.T) {
 	out := t.TempDir()
 	build := exec.Command("bash", "../../packaging/build-deb")
 	build.Env = append(os.Environ(), "ARCHS=amd64", "OUT="+out)
-	b, err := build.CombinedOutput()
+	b, err := build.Output()
 	if err != nil {
 		t.Fatalf("build-deb: %v\n%s", err, b)
 	}
-	deb := strings.TrimSpace(string(b))
+	built := strings.Fields(string(b))
+	if len(built) != 3 || !strings.HasSuffix(built[1], ".x86_64.rpm") || !strings.HasSuffix(built[2], "_amd64.apk") {
+		t.Fatalf("build-deb wrote %q, want a .deb, an .rpm and an .apk", built)
+	}
+	deb := built[0]
 	if !strings.HasPrefix(filepath.Base(deb), "mcpgw_0.") || !strings.HasSuffix(deb, "_amd64.deb") {
 		t.Fatalf("package name %q", deb)
 	}
@@ -50,7 +55,9 @@ func TestDebianPackage(t *testing.T) {
 		}
 	}
 	contents := run("dpkg-deb", "--contents", deb)
-	for _, want := range []string{"./usr/bin/mcpgw", "./lib/systemd/system/mcpgw.service", "./etc/mcpgw/config.toml", "./etc/logrotate.d/mcpgw"} {
+	for _, want := range []string{"./usr/bin/mcpgw", "./lib/systemd/system/mcpgw.service", "./etc/mcpgw/config.toml", "./etc/logrotate.d/mcpgw",
+		"./usr/share/man/man1/mcpgw.1.gz", "./usr/share/man/man5/mcpgw.toml.5.gz", "./usr/share/doc/mcpgw/copyright",
+		"./usr/share/doc/mcpgw/changelog.gz", "./usr/share/doc/mcpgw/docs/configuration.md"} {
 		if !strings.Contains(contents, want) {
 			t.Errorf("dpkg-deb --contents lacks %s:\n%s", want, contents)
 		}
@@ -95,5 +102,39 @@ func TestDebianPackage(t *testing.T) {
 	if b, err := exec.Command("systemd-analyze", "security", "--offline=yes", "--threshold=35", check).CombinedOutput(); err != nil {
 		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 		t.Errorf("systemd-analyze security: %v: %s", err, lines[len(lines)-1])
+	}
+	// The maintainer scripts go through deb-systemd-helper, not systemctl
+	// enable (lintian's maintainer-script-calls-systemctl).
+	postinst, err := os.ReadFile("../../packaging/deb/postinst")
+	if err != nil || !strings.Contains(string(postinst), "deb-systemd-helper enable") || strings.Contains(string(postinst), "systemctl enable") {
+		t.Errorf("postinst: %v", err)
+	}
+	// Every Go module in the binary is in the copyright file.
+	copyright, err := os.ReadFile(filepath.Join(root, "usr/share/doc/mcpgw/copyright"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(run("go", "version", "-m", bin), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "dep" && !strings.Contains(string(copyright), f[1]) {
+			t.Errorf("the copyright file does not name %s, which the binary links", f[1])
+		}
+	}
+	lintianCheck(t, deb)
+}
+
+// lintianCheck runs lintian on deb: no error, no warning (an override
+// in the package says why it holds).
+func lintianCheck(t *testing.T, deb string) {
+	t.Helper()
+	if _, err := exec.LookPath("lintian"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("lintian is not installed: .ci/run must install it")
+		}
+		t.Log("lintian is not installed: the package is not checked against Debian's policy")
+		return
+	}
+	b, err := exec.Command("lintian", "--fail-on", "error,warning", deb).CombinedOutput()
+	if err != nil {
+		t.Errorf("lintian: %v\n%s", err, b)
 	}
 }
