@@ -49,16 +49,26 @@ func startAbsentRig(ctx context.Context, slave string, units string, stderr io.W
 	}
 	r := &absentRig{slave: slave, stderr: stderr, line: line}
 	args := append([]string{line.DevicePath, "115200", "N", "1"}, faults...)
-	r.dev = exec.CommandContext(ctx, slave, args...)
+	if err := r.start(exec.CommandContext(ctx, slave, args...), "rtu_slave", 0, units); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// start runs dev, the rig's device, until it prints "ready" (and settle
+// more), then a gateway whose line serves units; on an error it stops
+// what it started.
+func (r *absentRig) start(dev *exec.Cmd, name string, settle time.Duration, units string) error {
+	r.dev = dev
 	out, err := r.dev.StdoutPipe()
 	if err != nil {
 		r.stop()
-		return nil, err
+		return err
 	}
-	r.dev.Stderr = stderr
+	r.dev.Stderr = r.stderr
 	if err := r.dev.Start(); err != nil {
 		r.stop()
-		return nil, err
+		return err
 	}
 	ready := make(chan bool, 1)
 	go func() {
@@ -73,19 +83,20 @@ func startAbsentRig(ctx context.Context, slave string, units string, stderr io.W
 	case <-ready:
 	case <-time.After(10 * time.Second):
 		r.stop()
-		return nil, fmt.Errorf("rtu_slave did not start")
+		return fmt.Errorf("%s did not start", name)
 	}
+	time.Sleep(settle)
 	if r.metrics, err = freeAddr(); err != nil {
 		r.stop()
-		return nil, err
+		return err
 	}
 	buses := fmt.Sprintf("[metrics]\nlisten = %q\n[[bus]]\nname = \"rig\"\nport = %q\nbaud = 115200\nparity = \"N\"\nstop_bits = 2\ntimeout = \"300ms\"\nretries = 1\nunits = [%s]\n",
-		r.metrics, line.Path, units)
-	if r.gw, r.addr, err = startGatewayProcess(buses, 1000, "warn", stderr); err != nil {
+		r.metrics, r.line.Path, units)
+	if r.gw, r.addr, err = startGatewayProcess(buses, 1000, "warn", r.stderr); err != nil {
 		r.stop()
-		return nil, err
+		return err
 	}
-	return r, nil
+	return nil
 }
 
 func (r *absentRig) stop() {
@@ -313,35 +324,8 @@ func startPymodbusRig(ctx context.Context, server, units string, stderr io.Write
 	for u := 1; u <= 30; u++ {
 		args = append(args, strconv.Itoa(u))
 	}
-	r.dev = exec.CommandContext(ctx, "/usr/bin/python3", args...)
-	out, err := r.dev.StdoutPipe()
-	if err != nil {
-		r.stop()
-		return nil, err
-	}
-	r.dev.Stderr = stderr
-	if err := r.dev.Start(); err != nil {
-		r.stop()
-		return nil, err
-	}
-	sc := bufio.NewScanner(out)
-	if !sc.Scan() || sc.Text() != "ready" {
-		r.stop()
-		return nil, fmt.Errorf("pymodbus_server.py did not start")
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
-	time.Sleep(500 * time.Millisecond) // to its first read
-	if r.metrics, err = freeAddr(); err != nil {
-		r.stop()
-		return nil, err
-	}
-	buses := fmt.Sprintf("[metrics]\nlisten = %q\n[[bus]]\nname = \"rig\"\nport = %q\nbaud = 115200\nparity = \"N\"\nstop_bits = 2\ntimeout = \"300ms\"\nretries = 1\nunits = [%s]\n",
-		r.metrics, line.Path, units)
-	if r.gw, r.addr, err = startGatewayProcess(buses, 1000, "warn", stderr); err != nil {
-		r.stop()
+	// Half a second more, to the server's first read.
+	if err := r.start(exec.CommandContext(ctx, "/usr/bin/python3", args...), "pymodbus_server.py", 500*time.Millisecond, units); err != nil {
 		return nil, err
 	}
 	return r, nil

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/pdu"
 	"github.com/mcpgw/mcpgw/pkg/trace"
 )
 
@@ -137,4 +138,15 @@ func Observe(next Handler, f func(ctx context.Context, r *Request, d Done)) Hand
 		f(ctx, r, Done{Outcome: outcome, Exception: exc, Start: start, Duration: time.Since(start)})
 		return out
 	})
+}
+
+// Refuse is how a handler answers a request itself, with the gateway's
+// exception e: it records the outcome o and appends the exception to dst,
+// or returns nil for a broadcast, which gets no answer.
+func (r *Request) Refuse(dst []byte, o Outcome, e pdu.Exception) []byte {
+	r.Outcome = o
+	if r.Unit == pdu.Broadcast || len(r.PDU) == 0 {
+		return nil
+	}
+	return pdu.AppendException(dst, r.PDU[0], e)
 }

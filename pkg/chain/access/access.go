@@ -151,9 +151,5 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *request.Request, dst []by
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}
 	h.denied.Add(1)
-	tr.Outcome = request.Denied
-	if tr.Unit == pdu.Broadcast || len(tr.PDU) == 0 {
-		return nil
-	}
-	return pdu.AppendException(dst, tr.PDU[0], pdu.IllegalFunction)
+	return tr.Refuse(dst, request.Denied, pdu.IllegalFunction)
 }

@@ -177,8 +177,8 @@ func (h *Handler) Stats() Stats {
 // touching the line.
 func (h *Handler) answerOffline(rule *rule, tr *request.Request, dst []byte) []byte {
 	h.bump(rule, func(c *counters) *atomic.Uint64 { return &c.answered })
-	tr.Line, tr.Outcome = rule.Line, request.Offline
-	return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
+	tr.Line = rule.Line
+	return tr.Refuse(dst, request.Offline, pdu.GatewayTargetNoResponse)
 }
 
 // Offline reports whether unit u is offline now.
@@ -239,8 +239,8 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *request.Request, dst []by
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			tr.Line, tr.Outcome = rule.Line, request.Expired
-			return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
+			tr.Line = rule.Line
+			return tr.Refuse(dst, request.Expired, pdu.GatewayTargetNoResponse)
 		}
 		h.mu.Lock()
 	}

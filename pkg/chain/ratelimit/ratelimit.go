@@ -109,9 +109,5 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *request.Request, dst []by
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}
 	h.limited.Add(1)
-	tr.Outcome = request.RateLimited
-	if tr.Unit == pdu.Broadcast || len(tr.PDU) == 0 {
-		return nil
-	}
-	return pdu.AppendException(dst, tr.PDU[0], pdu.ServerDeviceBusy)
+	return tr.Refuse(dst, request.RateLimited, pdu.ServerDeviceBusy)
 }

@@ -107,9 +107,5 @@ func (h *Handler) ServeModbus(ctx context.Context, tr *request.Request, dst []by
 		return h.Next.ServeModbus(ctx, tr, dst)
 	}
 	h.rejected.Add(1)
-	tr.Outcome = request.Rejected
-	if tr.Unit == pdu.Broadcast {
-		return nil
-	}
-	return pdu.AppendException(dst, tr.PDU[0], e)
+	return tr.Refuse(dst, request.Rejected, e)
 }
