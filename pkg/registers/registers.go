@@ -249,6 +249,10 @@ func (m *Model) handle(req, dst []byte) ([]byte, pdu.Exception) {
 		// Return query data only: the request looped back, whatever
 		// its length. The model keeps no counters and has no
 		// listen-only mode, so the other sub-functions are refused.
+		// A request longer than a PDU can be has no echo that fits.
+		if len(req) > pdu.MaxSize {
+			return nil, pdu.IllegalDataValue
+		}
 		if pdu.IsReturnQueryData(req) {
 			return append(dst, req...), 0
 		}
