@@ -64,7 +64,7 @@ func local(path string) string { return strings.TrimPrefix(path, module+"/") }
 // options): no logging framework, no config, no other part of the
 // gateway.
 func TestCodecs(t *testing.T) {
-	allowed := []string{"pkg/crc", "pkg/pdu", "pkg/trace", "pkg/request", "pkg/registers", "pkg/rtu", "pkg/tag"}
+	allowed := []string{"pkg/crc", "pkg/pdu", "pkg/trace", "pkg/request", "pkg/registers", "pkg/rtu", "pkg/tag", "pkg/quirk"}
 	codecs := append(slices.Clone(allowed), "pkg/tcp", "pkg/wire/ascii")
 	for _, c := range codecs {
 		for path, p := range list(t, false, "./"+c) {
