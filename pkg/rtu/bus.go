@@ -75,11 +75,12 @@ type Recorder interface {
 // touches the port; everyone else hands it Requests through Do.
 type Bus struct {
 	cfg     Config
-	queue   *queue       // senders: Do; receiver: Run
-	up      atomic.Bool  // the port is open
-	opening atomic.Bool  // Run has not tried the port yet (or waits for the bus it replaces): queue requests meanwhile
-	since   atomic.Int64 // when up last changed, unix ns
-	stats   *counters    // shared with the bus this one replaces
+	queue   *queue                // senders: Do; receiver: Run
+	up      atomic.Bool           // the port is open
+	opening atomic.Bool           // Run has not tried the port yet (or waits for the bus it replaces): queue requests meanwhile
+	since   atomic.Int64          // when up last changed, unix ns
+	downErr atomic.Pointer[error] // why the port is down (nil: up, or not tried yet)
+	stats   *counters             // shared with the bus this one replaces
 	// Retiring (see Retire).
 	retire     chan struct{} // closed by Retire
 	retireOnce sync.Once
@@ -140,6 +141,14 @@ type Stats struct {
 type counters struct {
 	requests, frames, answers, exceptions, timeouts, crcErrors, unexpected,
 	shortFrame, noiseBytes, lateBytes, lineDowns atomic.Uint64
+}
+
+// wireTime is what a transaction answered at its first attempt takes on
+// the line: its request and answer frames at the line's pace, the unit's
+// turnaround between them, and the gap before the next frame.
+func (b *Bus) wireTime(r *Request) time.Duration {
+	frames := len(r.adu) + len(r.Resp) + 3 // the answer's unit and CRC
+	return time.Duration(frames)*b.cfg.CharTime + max(b.units[r.Unit].turnaround, 0) + max(b.cfg.FrameGap, r.Gap)
 }
 
 // Stats returns a snapshot of the line's counters; safe from any goroutine.
@@ -239,6 +248,15 @@ func (b *Bus) SetProbeShare(share float64) {
 // Queued returns how many requests wait in the line's queue.
 func (b *Bus) Queued() int { return b.queue.len() }
 
+// Down returns why the port is down: the error its opening or its last
+// transaction failed with; nil while it is up or before it was tried.
+func (b *Bus) Down() error {
+	if p := b.downErr.Load(); p != nil && !b.up.Load() {
+		return *p
+	}
+	return nil
+}
+
 // Up reports whether the line's port is open.
 func (b *Bus) Up() bool { return b.up.Load() }
 
@@ -324,6 +342,7 @@ func (b *Bus) Run(ctx context.Context) {
 		if b.port == nil {
 			p, err := b.cfg.Open()
 			if err != nil {
+				b.downErr.Store(&err)
 				b.opening.Store(false) // queued requests are answered LineDown while it is down
 				if downFrom.IsZero() {
 					downFrom = time.Now()
@@ -347,6 +366,7 @@ func (b *Bus) Run(ctx context.Context) {
 				continue
 			}
 			b.port, backoff, lastErr = p, 100*time.Millisecond, ""
+			b.downErr.Store(nil)
 			b.minReader, _ = p.(MinReader)
 			b.port.ResetInputBuffer()
 			b.lastIO = time.Now()
@@ -384,12 +404,18 @@ func (b *Bus) Run(ctx context.Context) {
 				}
 				// What it cost the line: from its first frame to its
 				// last byte (no clock read on the way), and the guard it
-				// leaves after it.
+				// leaves after it; for an answer to a first attempt, what
+				// its frames take on the wire at its unit's pace, so that
+				// a busy machine's late wakeups do not count against the
+				// client whose transaction they fell on.
 				var cost, guard time.Duration
 				end := b.lastIO
 				if r.Attempts > 0 {
 					guard = b.guardAfter(r)
 					cost = max(end.Sub(b.settled), 0) + guard
+					if r.Outcome == OK && r.Attempts == 1 {
+						cost = b.wireTime(r) + guard
+					}
 				}
 				b.queue.done(r, cost, b.settled, end, guard)
 				r.done <- struct{}{}
@@ -497,7 +523,7 @@ func (b *Bus) checkPort() error {
 		return nil
 	}
 	if b.cfg.Path != "" && missing(b.cfg.Path) {
-		return ioError{fmt.Errorf("%s: the device is gone", b.cfg.Path)}
+		return ioError{fmt.Errorf("%s: %w", b.cfg.Path, ErrGone)}
 	}
 	if c, ok := b.port.(Checker); ok {
 		if err := c.Check(); err != nil {
@@ -506,6 +532,10 @@ func (b *Bus) checkPort() error {
 	}
 	return nil
 }
+
+// ErrGone is why a line is down whose device node was removed (a USB
+// adapter unplugged).
+var ErrGone = errors.New("the device is gone")
 
 func missing(path string) bool {
 	_, err := os.Stat(path)
@@ -524,6 +554,9 @@ func (b *Bus) failQueued() {
 
 func (b *Bus) closePort(err error) {
 	b.up.Store(false)
+	if err != nil {
+		b.downErr.Store(&err)
+	}
 	b.since.Store(time.Now().UnixNano())
 	if b.port != nil {
 		b.port.Close()

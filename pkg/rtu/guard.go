@@ -178,7 +178,8 @@ func (b *Bus) settle(r *Request) error {
 		time.Sleep(d)
 	}
 	p := &b.prev
-	quiet, guarded := b.cfg.FrameGap, p.guard
+	gap := max(b.cfg.FrameGap, r.Gap) // the least silence before r's frame
+	quiet, guarded := gap, p.guard
 	guardedFrom := -1 // the unit whose answers on their way the guard is against
 	b.guardOther = p.guard && p.unit != r.Unit
 	// settle returns after silence: whatever comes next starts a frame.
@@ -236,7 +237,7 @@ func (b *Bus) settle(r *Request) error {
 			// prompt time after them, not its slowest answer.
 			until = time.Time{}
 			if guardedFrom == int(r.Unit) {
-				quiet = b.cfg.FrameGap
+				quiet = gap
 			}
 			quiet = max(quiet, b.prompt(r.Unit, o.timeout))
 		}

@@ -61,6 +61,10 @@ type Request struct {
 	// Probe marks an Unknown request that probes an offline unit (not
 	// the first request to a unit never heard).
 	Probe bool
+	// Gap is the least silence before each of its frames, if its device
+	// needs more than the line's FrameGap (a slow device that does not
+	// hear a frame sent sooner after the last one).
+	Gap time.Duration
 
 	// Results.
 	Resp     []byte  // the answer's PDU when Outcome is OK; owned by the Request

@@ -290,12 +290,13 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 				due = b.rxStart.Add(time.Duration(n-1) * b.cfg.CharTime)
 			}
 		case b.finished || !now.Before(deadline):
-			// Over, once the line has been silent for t3.5.
-			idle := now.Sub(b.lastIO)
-			if idle >= b.cfg.FrameGap {
+			// Over, once the line has been silent for t3.5, or the
+			// longer gap the device needs before the retry.
+			idle, gap := now.Sub(b.lastIO), max(b.cfg.FrameGap, r.Gap)
+			if idle >= gap {
 				return start, lastErr
 			}
-			wait = b.cfg.FrameGap - idle
+			wait = gap - idle
 		default:
 			wait = deadline.Sub(now)
 			if !looked && !look.IsZero() && look.Before(deadline) {
