@@ -35,11 +35,27 @@ func openPolled(path string, s Settings) (Port, error) {
 		p.Close()
 		return nil, err
 	}
+	if s.RS485 != nil {
+		if err := setRS485(fd, s.RS485.kernel()); err != nil {
+			p.Close()
+			return nil, errRS485(path, err)
+		}
+	}
 	if err := p.initWaiter(); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("poller: %w", err)
 	}
 	return p, nil
+}
+
+// setRS485 hands the kernel a struct serial_rs485 (TIOCSRS485); a
+// variable, so that a test can see what the kernel would get.
+var setRS485 = func(fd int, k [8]uint32) error {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(unix.TIOCSRS485), uintptr(unsafe.Pointer(&k)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // pollPort is a configured serial port whose reads wait in the runtime's

@@ -4,6 +4,7 @@
 package serialport
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,12 +27,53 @@ type Port interface {
 	Close() error
 }
 
-// Settings are a serial line's character format.
+// Settings are a serial line's character format, and its RS-485 mode.
 type Settings struct {
 	Baud     int
 	DataBits int  // 5..8
 	Parity   byte // 'N', 'E' or 'O'
 	StopBits int  // 1 or 2
+	// RS485, if set, puts the port in the kernel's RS-485 mode (Linux
+	// only): the UART drives the transceiver's direction itself.
+	RS485 *RS485
+}
+
+// RS485 is the kernel's RS-485 mode of a port (the TIOCSRS485 ioctl), as
+// edge boxes' built-in RS-485 ports and many HATs need: the UART raises
+// RTS to drive the line while it sends and lowers it after.
+type RS485 struct {
+	RTSLowOnSend bool          // RTS low while sending, high after (the default is the reverse)
+	DelayBefore  time.Duration // RTS asserted this long before sending; the kernel counts milliseconds
+	DelayAfter   time.Duration // and this long after
+}
+
+// The kernel's struct serial_rs485 (linux/serial.h): flags, the delays in
+// milliseconds, and padding, eight 32-bit words.
+const (
+	rs485Enabled      = 1 << 0 // SER_RS485_ENABLED
+	rs485RTSOnSend    = 1 << 1 // SER_RS485_RTS_ON_SEND: RTS high while sending
+	rs485RTSAfterSend = 1 << 2 // SER_RS485_RTS_AFTER_SEND: RTS high after sending
+)
+
+// kernel is r as the kernel's struct serial_rs485: what TIOCSRS485
+// gets. A delay is rounded up to whole milliseconds.
+func (r RS485) kernel() [8]uint32 {
+	var k [8]uint32
+	k[0] = rs485Enabled | rs485RTSOnSend
+	if r.RTSLowOnSend {
+		k[0] = rs485Enabled | rs485RTSAfterSend
+	}
+	ms := func(d time.Duration) uint32 { return uint32((d + time.Millisecond - 1) / time.Millisecond) }
+	k[1], k[2] = ms(r.DelayBefore), ms(r.DelayAfter)
+	return k
+}
+
+// ErrRS485 is the error of a port that refused RS-485 mode.
+var ErrRS485 = errors.New("rs485")
+
+// errRS485 explains a port that refused RS-485 mode.
+func errRS485(path string, err error) error {
+	return fmt.Errorf("%w: %s cannot be put in the kernel's RS-485 mode (%v): a USB adapter or a serial device server switches direction itself and needs no rs485 = true; a pseudo-terminal has no such mode; on a board's built-in port, check that its device tree enables RS-485", ErrRS485, path, err)
 }
 
 // CharBits is the number of bits one character takes on the wire: a start

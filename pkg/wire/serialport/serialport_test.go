@@ -76,7 +76,7 @@ func TestSettings(t *testing.T) {
 	if n := (Settings{Baud: 9600, DataBits: 8, Parity: 'N', StopBits: 1}).CharBits(); n != 10 {
 		t.Fatalf("8N1: %d bits", n)
 	}
-	for _, bad := range []Settings{{0, 8, 'N', 1}, {9600, 9, 'N', 1}, {9600, 8, 'X', 1}, {9600, 8, 'N', 3}} {
+	for _, bad := range []Settings{{Baud: 0, DataBits: 8, Parity: 'N', StopBits: 1}, {Baud: 9600, DataBits: 9, Parity: 'N', StopBits: 1}, {Baud: 9600, DataBits: 8, Parity: 'X', StopBits: 1}, {Baud: 9600, DataBits: 8, Parity: 'N', StopBits: 3}} {
 		if bad.Validate() == nil {
 			t.Errorf("%+v accepted", bad)
 		}
