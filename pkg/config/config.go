@@ -119,6 +119,7 @@ type Server struct {
 	Allow           []string `toml:"allow"`            // client networks that may connect; absent: any
 	MaxConnsPerIP   int      `toml:"max_conns_per_ip"` // connections from one address at most: default 64; 0 (written out): no cap
 	RateLimit       float64  `toml:"rate_limit"`       // requests per second per client address; 0: no limit
+	SelfUnit        int      `toml:"self_unit"`        // the unit id the gateway answers itself, from its own state: 0 (default): none; 255 by convention
 
 	PriorityNets []netip.Prefix `toml:"-"` // PriorityClients, parsed
 	AllowNets    []netip.Prefix `toml:"-"` // Allow, parsed
@@ -157,6 +158,18 @@ type Bus struct {
 	ProbeInterval  Duration `toml:"probe_interval"` // between probes of an offline unit: default 5s
 	ProbeShare     *float64 `toml:"probe_share"`    // of the line's time in any minute that silence may take while others use it: default 0.05
 	Discover       *bool    `toml:"discover"`       // probe each configured unit once at start and when a reload adds it: default true
+	// The port: RS-485 mode of the kernel (serial ports), and the pause
+	// after a network line's connection is made.
+	RS485          bool     `toml:"rs485"`            // set the port's RS-485 mode (TIOCSRS485): the UART drives the transceiver
+	RTSOnSend      string   `toml:"rts_on_send"`      // "high" (default) or "low": RTS while sending
+	RTSDelayBefore Duration `toml:"rts_delay_before"` // RTS asserted this long before sending (milliseconds)
+	RTSDelayAfter  Duration `toml:"rts_delay_after"`  // and kept this long after
+	ConnectDelay   Duration `toml:"connect_delay"`    // tcp:// and modbus+tcp:// lines: pause after connecting before the first request
+	// The devices' quirks, the line's default ([[bus.device]] overrides).
+	MaxRegisters        *int   `toml:"max_registers"`         // registers one read may ask a device for (1..125): larger reads are split
+	MaxBits             *int   `toml:"max_bits"`              // bits one read may ask a device for (1..2000)
+	SingleRegisterWrite string `toml:"single_register_write"` // "fc16": FC 6 goes as FC 16 of one register; "fc6": FC 16 of one as FC 6
+	SingleCoilWrite     string `toml:"single_coil_write"`     // "fc15": FC 5 goes as FC 15 of one coil; "fc5": FC 15 of one as FC 5
 	// Faster than the wire: shared reads, the read cache, agent mode.
 	SharedReads     *bool    `toml:"shared_reads"`      // identical reads share one transaction: default true
 	CacheMaxAge     Duration `toml:"cache_max_age"`     // answer reads from values the line returned at most this long ago; 0: off
@@ -182,6 +195,12 @@ type Device struct {
 	ProbeInterval   Duration  `toml:"probe_interval"`    // default: the line's
 	CacheMaxAge     *Duration `toml:"cache_max_age"`     // default: the line's
 	CacheServeStale *bool     `toml:"cache_serve_stale"` // default: the line's
+	// Quirks: default, the line's.
+	FrameGap            Duration `toml:"frame_gap"` // the least silence before a frame to this unit
+	MaxRegisters        *int     `toml:"max_registers"`
+	MaxBits             *int     `toml:"max_bits"`
+	SingleRegisterWrite string   `toml:"single_register_write"`
+	SingleCoilWrite     string   `toml:"single_coil_write"`
 }
 
 // Poll is a block agent mode keeps warm in the cache.
@@ -376,10 +395,30 @@ func (c *Config) setDefaults() error {
 	if err := c.checkSlaveLines(); err != nil {
 		return err
 	}
+	if err := c.checkSelfUnit(); err != nil {
+		return err
+	}
 	if err := c.checkPorts(); err != nil {
 		return err
 	}
 	return c.checkDevices()
+}
+
+// checkSelfUnit checks server.self_unit: a unit id no line serves.
+func (c *Config) checkSelfUnit() error {
+	u := c.Server.SelfUnit
+	if u == 0 {
+		return nil
+	}
+	if u < 1 || u > 255 {
+		return fmt.Errorf("server.self_unit %d: must be 1..255 (255, which no RTU device can have, by convention); 0: none", u)
+	}
+	for _, b := range c.Bus {
+		if contains(b.UnitIDs, byte(u)) {
+			return fmt.Errorf("server.self_unit %d: unit %d is served by bus %q; the gateway's own unit must be one no line serves, such as 255", u, u, b.Name)
+		}
+	}
+	return nil
 }
 
 // checkPorts refuses two lines on one port: two [[bus]] tables (or a
@@ -588,6 +627,18 @@ func (b *Bus) setDefaults() error {
 		if d.CacheMaxAge != nil && d.CacheMaxAge.Duration < 0 {
 			return fmt.Errorf("device[%d]: cache_max_age %v: must be 0 (off) or positive", j, d.CacheMaxAge)
 		}
+		if d.FrameGap.Duration < 0 {
+			return fmt.Errorf("device[%d]: frame_gap %v: must be positive, such as \"20ms\"", j, d.FrameGap)
+		}
+		if err := checkQuirks(d.MaxRegisters, d.MaxBits, d.SingleRegisterWrite, d.SingleCoilWrite); err != nil {
+			return fmt.Errorf("device[%d]: %w", j, err)
+		}
+	}
+	if err := checkQuirks(b.MaxRegisters, b.MaxBits, b.SingleRegisterWrite, b.SingleCoilWrite); err != nil {
+		return err
+	}
+	if err := b.checkPortKeys(); err != nil {
+		return err
 	}
 	if b.SharedReads == nil {
 		yes := true

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 )
 
 // Wire is the kind of port a [[bus]] or [[slave_line]] names.
@@ -53,6 +54,65 @@ func checkSerial(baud, dataBits int, parity string, stopBits int) error {
 		return fmt.Errorf("parity %q: must be \"N\", \"E\" or \"O\"", parity)
 	case stopBits != 1 && stopBits != 2:
 		return fmt.Errorf("stop_bits %d: must be 1 or 2", stopBits)
+	}
+	return nil
+}
+
+// checkPortKeys checks the keys of a [[bus]]'s port: RS-485 mode on a
+// serial port only, a connection's pause on a network line only.
+func (b *Bus) checkPortKeys() error {
+	if b.RS485 && b.Wire != Serial {
+		return fmt.Errorf("rs485: only on a serial port, not on %q (a serial device server sets its own RS-485 mode)", b.Port)
+	}
+	switch b.RTSOnSend {
+	case "":
+		if b.RS485 {
+			b.RTSOnSend = "high"
+		}
+	case "high", "low":
+	default:
+		return fmt.Errorf("rts_on_send %q: want \"high\" or \"low\" (the RTS level while sending)", b.RTSOnSend)
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"rts_delay_before", b.RTSDelayBefore}, {"rts_delay_after", b.RTSDelayAfter}} {
+		if d.v.Duration < 0 || d.v.Duration > 10*time.Second {
+			return fmt.Errorf("%s %v: must be 0 to 10s (the kernel counts it in milliseconds)", d.key, d.v)
+		}
+		if d.v.Duration > 0 && !b.RS485 {
+			return fmt.Errorf("%s: only with rs485 = true", d.key)
+		}
+	}
+	if (b.RTSOnSend != "") && !b.RS485 {
+		return errors.New("rts_on_send: only with rs485 = true")
+	}
+	if b.ConnectDelay.Duration < 0 || b.ConnectDelay.Duration > time.Minute {
+		return fmt.Errorf("connect_delay %v: must be 0 to 1m", b.ConnectDelay)
+	}
+	if b.ConnectDelay.Duration > 0 && b.Wire == Serial {
+		return fmt.Errorf("connect_delay: only on a network line (tcp:// or modbus+tcp://), not on %q", b.Port)
+	}
+	return nil
+}
+
+// checkQuirks checks a line's or a device's quirks, naming the key.
+func checkQuirks(maxRegisters, maxBits *int, singleRegister, singleCoil string) error {
+	if n := maxRegisters; n != nil && (*n < 1 || *n > 125) {
+		return fmt.Errorf("max_registers %d: must be 1..125, the registers one read may ask the device for", *n)
+	}
+	if n := maxBits; n != nil && (*n < 1 || *n > 2000) {
+		return fmt.Errorf("max_bits %d: must be 1..2000, the coils or inputs one read may ask the device for", *n)
+	}
+	switch singleRegister {
+	case "", "fc16", "fc6":
+	default:
+		return fmt.Errorf("single_register_write %q: want \"fc16\" (FC 6 sent as FC 16 of one register) or \"fc6\" (FC 16 of one register sent as FC 6)", singleRegister)
+	}
+	switch singleCoil {
+	case "", "fc15", "fc5":
+	default:
+		return fmt.Errorf("single_coil_write %q: want \"fc15\" (FC 5 sent as FC 15 of one coil) or \"fc5\" (FC 15 of one coil sent as FC 5)", singleCoil)
 	}
 	return nil
 }
