@@ -25,6 +25,7 @@ func (s *Service) chain(log *slog.Logger, observed bool) request.Handler {
 		s.Checks.Middleware,  // what no device can use: 01 or 03 at once
 		s.Access.Middleware,  // what [[access]] denies: 01 at once
 		s.Limits.Middleware,  // beyond the client's rate: 06 at once
+		s.Self.Middleware,    // the gateway's own unit (self_unit): from its state
 		s.Cache.Middleware,   // a read of values the line returned lately: from memory
 		s.Shared.Middleware,  // the same read already on its way: its answer
 		s.Offline.Middleware, // an offline unit: 0x0B at once, but a probe now and then

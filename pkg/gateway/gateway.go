@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/pdu"
+	"github.com/mcpgw/mcpgw/pkg/quirk"
 	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 )
@@ -35,6 +36,12 @@ type Route struct {
 	// Bound makes the route serve only requests bound to its line (a
 	// slave line's, whose forward is the line), not every client's.
 	Bound bool
+	// Gap is the least silence before a frame to the unit; 0: the
+	// line's frame gap.
+	Gap time.Duration
+	// Quirks, if set, are the device's: reads split, single writes in
+	// the other form (package quirk).
+	Quirks *quirk.Device
 }
 
 // Routes is a routing table: where each unit id goes, and the lines
@@ -163,7 +170,6 @@ func (g *Gateway) prioritized(tr *request.Request) bool {
 // said, when its turn came, that it need not go out), 0x06 when the
 // line's queue is full. Broadcasts get no answer.
 func (g *Gateway) ServeModbus(ctx context.Context, tr *request.Request, dst []byte) []byte {
-	fc := tr.PDU[0]
 	routes := g.routes.Load().table(tr)
 	if tr.Unit == pdu.Broadcast {
 		g.doBroadcast(ctx, tr, routes.broadcast)
@@ -172,18 +178,29 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *request.Request, dst []by
 	route := routes.unit[tr.Unit]
 	if route == nil {
 		tr.Outcome = request.NoRoute
-		return pdu.AppendException(dst, fc, pdu.GatewayPathUnavailable)
+		return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayPathUnavailable)
 	}
+	if route.Quirks != nil {
+		return g.serveQuirky(ctx, tr, route, dst)
+	}
+	return g.transact(ctx, tr, route, tr.PDU, dst)
+}
+
+// transact sends req (tr's PDU, or a part of it) to route's line as one
+// transaction, and appends the answer: the device's, or the gateway's
+// exception under req's function code.
+func (g *Gateway) transact(ctx context.Context, tr *request.Request, route *Route, req, dst []byte) []byte {
+	fc := req[0]
 	r := g.pool.Get().(*rtu.Request)
 	defer g.pool.Put(r)
-	r.Unit, r.PDU, r.Timeout, r.Retries, r.Trace = tr.Unit, tr.PDU, route.Timeout, route.Retries, tr.Trace
+	r.Unit, r.PDU, r.Timeout, r.Retries, r.Trace, r.Gap = tr.Unit, req, route.Timeout, route.Retries, tr.Trace, route.Gap
 	if route.Unit != 0 {
 		r.Unit = route.Unit // the answer goes back under the client's id: the server's
 	}
 	r.Priority, r.Background, r.Skip = g.prioritized(tr), tr.Background, tr.Skip
 	r.Flow, r.Unknown, r.Probe = flowOf(tr), tr.Unknown, tr.Probe
 	route.Line.Do(ctx, r)
-	tr.Line, tr.Attempts = route.Line.Name(), r.Attempts
+	tr.Line, tr.Attempts = route.Line.Name(), tr.Attempts+r.Attempts
 
 	var exc pdu.Exception
 	switch r.Outcome {
@@ -201,6 +218,41 @@ func (g *Gateway) ServeModbus(ctx context.Context, tr *request.Request, dst []by
 		tr.Err = r.Err // what was heard: for the log
 	}
 	return pdu.AppendException(dst, fc, exc)
+}
+
+// serveQuirky answers tr for a device with quirks: a read larger than
+// the device takes goes out in parts, one after the other, and their
+// answers are joined into one; a single write the device lacks goes in
+// its other form. A part that fails fails the whole: the client gets
+// that part's exception (the device's, or the gateway's), never a
+// partial answer. The parts are transactions of their own, so other
+// clients' requests may come between them: a split read is not atomic.
+func (g *Gateway) serveQuirky(ctx context.Context, tr *request.Request, route *Route, dst []byte) []byte {
+	q := route.Quirks
+	if parts := q.Split(tr.PDU); parts != nil {
+		answers := make([][]byte, len(parts))
+		unknown, probe := tr.Unknown, tr.Probe
+		defer func() { tr.Unknown, tr.Probe = unknown, probe }()
+		for i, p := range parts {
+			a := g.transact(ctx, tr, route, p, nil)
+			if _, exc := pdu.IsException(a); exc {
+				return append(dst, a...)
+			}
+			answers[i] = a
+			// The device has answered: the rest are to a unit known to.
+			tr.Unknown, tr.Probe = false, false
+		}
+		joined, err := q.Join(tr.PDU, answers)
+		if err != nil { // the line checked each part: not expected
+			tr.Outcome, tr.Err = request.Timeout, err
+			return pdu.AppendException(dst, tr.PDU[0], pdu.GatewayTargetNoResponse)
+		}
+		return append(dst, joined...)
+	}
+	if dev, ok := q.Rewrite(tr.PDU); ok {
+		return append(dst, quirk.Restore(tr.PDU, g.transact(ctx, tr, route, dev, nil))...)
+	}
+	return g.transact(ctx, tr, route, tr.PDU, dst)
 }
 
 // outcomes are the line's outcomes as the request's.

@@ -71,7 +71,15 @@ func socatLine(t *testing.T) (a, b string) {
 // startPeer runs a peer program and waits until it prints "ready".
 func startPeer(t *testing.T, name string, args ...string) {
 	t.Helper()
+	startPeerEnv(t, nil, name, args...)
+}
+
+// startPeerEnv is startPeer with env added to the peer's environment; it
+// returns the peer's process, which the test's end kills.
+func startPeerEnv(t *testing.T, env []string, name string, args ...string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +105,7 @@ func startPeer(t *testing.T, name string, args ...string) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("%s did not start: %s", name, stderr.String())
 	}
+	return cmd
 }
 
 var (

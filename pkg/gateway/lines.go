@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"net"
 	"reflect"
 	"time"
 
@@ -11,7 +14,9 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/chain/poller"
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/ops/capture"
+	"github.com/mcpgw/mcpgw/pkg/ops/selfunit"
 	"github.com/mcpgw/mcpgw/pkg/ops/status"
+	"github.com/mcpgw/mcpgw/pkg/quirk"
 	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/wire/ascii"
@@ -32,11 +37,12 @@ type line struct {
 // portConf is what of a [[bus]] its bus is built from: a change to it
 // reopens the line. The rest (units and their map, devices, broadcast, the offline
 // rule and the silence budget, discovery, shared reads, the cache and the
-// polls) only changes the routes and the rules.
+// polls, the devices' quirks) only changes the routes and the rules.
 func portConf(b config.Bus) config.Bus {
 	b.Units, b.UnitIDs, b.Device, b.Broadcast, b.UnitMap, b.LineUnit = nil, nil, nil, nil, nil, nil
 	b.OfflineAfter, b.ProbeInterval, b.ProbeShare, b.Discover = nil, config.Duration{}, nil, nil
 	b.SharedReads, b.CacheMaxAge, b.CacheServeStale, b.Poll = nil, config.Duration{}, false, nil
+	b.MaxRegisters, b.MaxBits, b.SingleRegisterWrite, b.SingleCoilWrite = nil, nil, "", ""
 	return b
 }
 
@@ -69,6 +75,36 @@ func (s *Service) unitStates() []offline.Unit {
 		}
 	}
 	return us
+}
+
+// selfLines are the lines as the gateway's own unit shows them.
+func (s *Service) selfLines() []selfunit.Line {
+	cur := s.current()
+	lines := make([]selfunit.Line, len(cur))
+	for i, l := range cur {
+		st := l.bus.Stats()
+		lines[i] = selfunit.Line{Up: l.bus.Up(), Why: whyDown(l.bus.Down()), Transactions: st.Requests,
+			Failures: st.Timeouts, CRCErrors: st.CRCErrors, Queued: l.bus.Queued()}
+	}
+	return lines
+}
+
+// whyDown is the gateway's own unit's code for why a line is down.
+func whyDown(err error) uint16 {
+	var netErr net.Error
+	switch {
+	case err == nil:
+		return selfunit.NotOpened
+	case errors.Is(err, serialport.ErrRS485):
+		return selfunit.RS485
+	case errors.Is(err, rtu.ErrGone), errors.Is(err, fs.ErrNotExist):
+		return selfunit.Missing
+	case errors.Is(err, fs.ErrPermission):
+		return selfunit.Permission
+	case errors.As(err, &netErr):
+		return selfunit.Unreachable
+	}
+	return selfunit.IOError
 }
 
 // statusLines are the lines as the status page shows them.
@@ -198,7 +234,11 @@ func (s *Service) closeAfter(bus *rtu.Bus, rec *capture.Recorder) {
 // over from on a reload, or nil.
 func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus) *rtu.Bus {
 	settings := serialSettings(b.Baud, b.DataBits, b.Parity, b.StopBits)
-	path, open := b.Addr, opener(b.Wire, b.Addr, settings)
+	if b.RS485 {
+		settings.RS485 = &serialport.RS485{RTSLowOnSend: b.RTSOnSend == "low",
+			DelayBefore: b.RTSDelayBefore.Duration, DelayAfter: b.RTSDelayAfter.Duration}
+	}
+	path, open := b.Addr, opener(b.Wire, b.Addr, settings, b.ConnectDelay.Duration)
 	var burst time.Duration
 	frameGap := b.FrameGap.Duration
 	switch b.Wire {
@@ -256,15 +296,29 @@ func (s *Service) newBus(b config.Bus, rec *capture.Recorder, replaces *rtu.Bus)
 
 // opener opens a line's port: a serial device, a serial device server
 // (tcp://: the line's bytes over TCP) or a Modbus TCP device
-// (modbus+tcp://: its frames as MBAP).
-func opener(w config.Wire, addr string, settings serialport.Settings) func() (rtu.Port, error) {
+// (modbus+tcp://: its frames as MBAP). A network line's port is handed
+// on delay after its connection is made (connect_delay: inverter
+// dongles that need a second before they take a request).
+func opener(w config.Wire, addr string, settings serialport.Settings, delay time.Duration) func() (rtu.Port, error) {
+	var dial func() (rtu.Port, error)
 	switch w {
 	case config.SerialServer:
-		return func() (rtu.Port, error) { return netserial.Dial(addr, 5*time.Second) }
+		dial = func() (rtu.Port, error) { return netserial.Dial(addr, 5*time.Second) }
 	case config.ModbusTCP:
-		return func() (rtu.Port, error) { return tcpdevice.Dial(addr, 5*time.Second) }
+		dial = func() (rtu.Port, error) { return tcpdevice.Dial(addr, 5*time.Second) }
+	default:
+		return func() (rtu.Port, error) { return serialport.Open(addr, settings) }
 	}
-	return func() (rtu.Port, error) { return serialport.Open(addr, settings) }
+	if delay <= 0 {
+		return dial
+	}
+	return func() (rtu.Port, error) {
+		p, err := dial()
+		if err == nil {
+			time.Sleep(delay)
+		}
+		return p, err
+	}
 }
 
 // serialSettings is a line's character format as the config writes it.
@@ -289,12 +343,15 @@ func planOf(lines []*line) plan {
 	for _, l := range lines {
 		b := &l.conf
 		rule := offline.Rule{Line: b.Name, After: *b.OfflineAfter, Probe: b.ProbeInterval.Duration, Bound: b.Bound}
+		lineQuirks := quirks(quirk.Device{}, b.MaxRegisters, b.MaxBits, b.SingleRegisterWrite, b.SingleCoilWrite)
 		for _, u := range b.UnitIDs {
-			p.routes.Add(u, Route{Line: l.bus, Unit: b.LineUnit[u], Retries: -1, Bound: b.Bound})
+			p.routes.Add(u, Route{Line: l.bus, Unit: b.LineUnit[u], Retries: -1, Bound: b.Bound, Quirks: quirksOf(lineQuirks)})
 			p.offline[u] = rule
 		}
 		for _, d := range b.Device {
-			r := Route{Line: l.bus, Unit: b.LineUnit[byte(d.Unit)], Timeout: d.Timeout.Duration, Retries: -1, Bound: b.Bound}
+			r := Route{Line: l.bus, Unit: b.LineUnit[byte(d.Unit)], Timeout: d.Timeout.Duration, Retries: -1, Bound: b.Bound,
+				Gap:    d.FrameGap.Duration,
+				Quirks: quirksOf(quirks(lineQuirks, d.MaxRegisters, d.MaxBits, d.SingleRegisterWrite, d.SingleCoilWrite))}
 			if d.Retries != nil {
 				r.Retries = *d.Retries
 			}
@@ -340,13 +397,45 @@ func planOf(lines []*line) plan {
 	return p
 }
 
+// quirks is q with what a [[bus]] or [[bus.device]] table sets of them.
+func quirks(q quirk.Device, maxRegisters, maxBits *int, singleRegister, singleCoil string) quirk.Device {
+	if maxRegisters != nil {
+		q.MaxRegisters = *maxRegisters
+	}
+	if maxBits != nil {
+		q.MaxBits = *maxBits
+	}
+	switch singleRegister {
+	case "fc16":
+		q.Registers = quirk.AsMultiple
+	case "fc6":
+		q.Registers = quirk.AsSingle
+	}
+	switch singleCoil {
+	case "fc15":
+		q.Coils = quirk.AsMultiple
+	case "fc5":
+		q.Coils = quirk.AsSingle
+	}
+	return q
+}
+
+// quirksOf is a route's quirks: nil for none, so the router's path for
+// the devices that follow the spec stays as it is.
+func quirksOf(q quirk.Device) *quirk.Device {
+	if q.IsZero() {
+		return nil
+	}
+	return &q
+}
+
 // newSlaveLine builds a [[slave_line]]: its requests go into handler,
 // the gateway's whole chain, which routes them to forward's line.
 func newSlaveLine(sl config.SlaveLine, handler request.Handler, log *slog.Logger) *slaveline.Line {
 	settings := serialSettings(sl.Baud, sl.DataBits, sl.Parity, sl.StopBits)
 	return slaveline.New(slaveline.Config{
 		Name:     sl.Name,
-		Open:     opener(sl.Wire, sl.Addr, settings),
+		Open:     opener(sl.Wire, sl.Addr, settings, 0),
 		FrameGap: rtu.FrameGap(settings.CharTime()),
 		Units:    sl.UnitIDs,
 		Forward:  sl.ForwardLine(),

@@ -23,6 +23,7 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/north/sparkplug"
 	"github.com/mcpgw/mcpgw/pkg/ops/metrics"
+	"github.com/mcpgw/mcpgw/pkg/ops/selfunit"
 	"github.com/mcpgw/mcpgw/pkg/ops/status"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 	"github.com/mcpgw/mcpgw/pkg/wire/mbsec"
@@ -40,6 +41,7 @@ type Service struct {
 	Access  *access.Handler
 	Limits  *ratelimit.Handler
 	Checks  *validate.Handler
+	Self    *selfunit.Handler // the gateway's own unit (server.self_unit)
 	Offline *offline.Handler
 	Server  *tcp.Server // plain Modbus TCP; nil if server.listen is empty
 	TLS     *tcp.Server // Modbus/TCP Security; nil without server.tls.listen
@@ -95,6 +97,8 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	s.Limits = ratelimit.New(cfg.Server.RateLimit)
 	s.Access = access.New(policy(cfg.Access))
 	s.Checks = validate.New()
+	s.Self = selfunit.New(byte(cfg.Server.SelfUnit), selfunit.Sources{Version: Version, Started: time.Now(),
+		Lines: s.selfLines, Online: func(u byte) bool { st, _ := s.Offline.State(u); return st == offline.Online }})
 	s.Access.Reach = s.Router.BroadcastReach // a broadcast is a write to every unit it reaches
 	s.Cache.Offline = s.Offline.Offline
 	s.Agent = poller.New(s.Cache, log) // agent mode's polls enter the chain at the cache
@@ -352,8 +356,9 @@ func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err
 	applied = append(applied, changes...)
 	s.Access.SetPolicy(policy(cfg.Access))
 	s.Limits.SetRate(cfg.Server.RateLimit)
+	s.Self.SetUnit(byte(cfg.Server.SelfUnit))
 	s.Router.SetPriorityClients(cfg.Server.PriorityNets)
-	applied = append(applied, "access", "server.rate_limit", "server.priority_clients")
+	applied = append(applied, "access", "server.rate_limit", "server.priority_clients", "server.self_unit")
 	old := s.cfg
 	for _, c := range []struct {
 		key  string

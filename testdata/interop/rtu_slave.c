@@ -10,6 +10,12 @@
  * CORRUPT, and answers 1 request in LATE after LATE_MS milliseconds (0:
  * never), drawing from rand() seeded with SEED.
  *
+ * The environment variable RTU_SLAVE_QUIRKS gives it quirks real devices
+ * have, comma-separated: max_registers=N (a read of more than N registers
+ * gets exception 03), max_bits=N (the same for coils and inputs), no_fc6
+ * and no_fc5 (exception 01 to those function codes), gap_ms=N (a request
+ * that arrives sooner than N ms after its last answer is not heard).
+ *
  * It serves 10000 of each object kind. Holding register i holds
  * (i * 7 + unit) & 0xFFFF, input register i holds (i * 3 + unit) & 0xFFFF,
  * coil i is on when i % 4 == 0, discrete input i when i % 6 == 1: a
@@ -20,7 +26,41 @@
 #include <modbus.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+static int max_registers, max_bits, no_fc6, no_fc5, gap_ms;
+
+/* quirks reads RTU_SLAVE_QUIRKS. */
+static void quirks(void) {
+	const char *q = getenv("RTU_SLAVE_QUIRKS");
+	if (q == NULL) {
+		return;
+	}
+	char *s = strdup(q);
+	for (char *tok = strtok(s, ","); tok != NULL; tok = strtok(NULL, ",")) {
+		if (sscanf(tok, "max_registers=%d", &max_registers) == 1 || sscanf(tok, "max_bits=%d", &max_bits) == 1 ||
+			sscanf(tok, "gap_ms=%d", &gap_ms) == 1) {
+			continue;
+		}
+		if (strcmp(tok, "no_fc6") == 0) {
+			no_fc6 = 1;
+		} else if (strcmp(tok, "no_fc5") == 0) {
+			no_fc5 = 1;
+		} else {
+			fprintf(stderr, "rtu_slave: unknown quirk %s\n", tok);
+			exit(2);
+		}
+	}
+	free(s);
+}
+
+static double now_ms(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
 
 static int one_in(int n) { return n > 0 && rand() % n == 0; }
 
@@ -69,6 +109,7 @@ int main(int argc, char **argv) {
 		drop = atoi(argv[5]), corrupt = atoi(argv[6]), late = atoi(argv[7]), late_ms = atoi(argv[8]);
 		srand((unsigned)atoi(argv[9]));
 	}
+	quirks();
 	int baud = atoi(argv[2]), unit = atoi(argv[4]);
 	char parity = argv[3][0];
 	modbus_t *ctx = modbus_new_rtu(argv[1], baud, parity, 8, parity == 'N' ? 2 : 1);
@@ -90,21 +131,39 @@ int main(int argc, char **argv) {
 	printf("ready\n");
 	fflush(stdout);
 	uint8_t query[MODBUS_RTU_MAX_ADU_LENGTH];
+	double answered = 0; /* when the last answer went out */
 	for (;;) {
 		int rc = modbus_receive(ctx, query);
 		if (rc > 0) {
+			if (gap_ms > 0 && now_ms() - answered < gap_ms) {
+				continue; /* too soon after its answer: not heard */
+			}
 			if (one_in(drop)) {
+				continue;
+			}
+			int fc = query[1], qty = query[4] << 8 | query[5];
+			if (((fc == 3 || fc == 4) && max_registers > 0 && qty > max_registers) ||
+				((fc == 1 || fc == 2) && max_bits > 0 && qty > max_bits)) {
+				modbus_reply_exception(ctx, query, MODBUS_EXCEPTION_ILLEGAL_DATA_VALUE);
+				answered = now_ms();
+				continue;
+			}
+			if ((fc == 6 && no_fc6) || (fc == 5 && no_fc5)) {
+				modbus_reply_exception(ctx, query, MODBUS_EXCEPTION_ILLEGAL_FUNCTION);
+				answered = now_ms();
 				continue;
 			}
 			if (one_in(late)) {
 				usleep(late_ms * 1000);
 			}
-			int addr = query[2] << 8 | query[3], qty = query[4] << 8 | query[5];
+			int addr = query[2] << 8 | query[3];
 			if (query[1] == 3 && qty >= 1 && qty <= 125 && addr + qty <= N && one_in(corrupt)) {
 				corrupt_read(ctx, query, m);
+				answered = now_ms();
 				continue;
 			}
 			modbus_reply(ctx, query, rc, m);
+			answered = now_ms();
 		} else if (rc == -1 && errno != EMBBADCRC && errno != EMBBADDATA && errno != ETIMEDOUT) {
 			if (errno == EBADF || errno == EIO) {
 				break;
