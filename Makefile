@@ -65,7 +65,7 @@ bench:
 # Each target alone: go test -fuzz takes one target per run.
 FUZZ_TARGETS := pkg/crc:FuzzChecksum pkg/rtu:FuzzScan pkg/tcp:FuzzMBAP pkg/registers:FuzzHandle pkg/chain/validate:FuzzRequest \
                 pkg/ops/capture:FuzzRead pkg/tools/replay:FuzzAnalyze pkg/wire/mbsec:FuzzParseRole pkg/pdu:FuzzWritten pkg/pdu:FuzzRequestLen \
-                pkg/chain/cache:FuzzValues pkg/tag:FuzzDecode pkg/quirk:FuzzSplitJoin pkg/ops/selfunit:FuzzAnswer pkg/wire/rtuovertcp:FuzzRead pkg/wire/ascii:FuzzParse
+                pkg/chain/cache:FuzzValues pkg/tag:FuzzDecode pkg/quirk:FuzzSplitJoin pkg/ops/selfunit:FuzzAnswer pkg/wire/rtuovertcp:FuzzRead pkg/wire/ascii:FuzzParse pkg/north/spool:FuzzOpen
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
