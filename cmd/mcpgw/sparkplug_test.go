@@ -31,6 +31,8 @@ type hostMsg struct {
 	Seq       *int         `json:"seq"`
 	Timestamp uint64       `json:"timestamp"`
 	Metrics   []hostMetric `json:"metrics"`
+	State     string       `json:"state"` // a STATE message's payload
+	at        time.Time    // when the host printed it
 }
 
 type hostMetric struct {
@@ -51,14 +53,31 @@ type spHost struct {
 	taken []bool // messages expect has returned
 }
 
-func startHost(t *testing.T, port int) *spHost {
+// persistentHost makes the hosts started next keep their MQTT session
+// (a fixed client id, clean session false), so that a broker with
+// persistence queues what is published while they are away.
+var persistentHost bool
+
+// startHost starts a host that only listens and commands; startHost(t,
+// port, id) one that is also a Sparkplug 3.0 primary host of that id
+// (its STATE online, its will the STATE offline).
+func startHost(t *testing.T, port int, id ...string) *spHost {
+	t.Helper()
+	h, _ := startHostProcess(t, port, id...)
+	return h
+}
+
+func startHostProcess(t *testing.T, port int, id ...string) (*spHost, *exec.Cmd) {
 	t.Helper()
 	dir := t.TempDir()
 	if out, err := exec.Command("protoc", "--proto_path=../../pkg/north/sparkplug/sproto", "--python_out="+dir,
 		"../../pkg/north/sparkplug/sproto/sparkplug_b.proto").CombinedOutput(); err != nil {
 		t.Fatalf("protoc: %v\n%s", err, out)
 	}
-	cmd := exec.Command("/usr/bin/python3", "../../testdata/interop/sparkplug_sub.py", "127.0.0.1", fmt.Sprint(port), dir)
+	cmd := exec.Command("/usr/bin/python3", append([]string{"../../testdata/interop/sparkplug_sub.py", "127.0.0.1", fmt.Sprint(port), dir}, id...)...)
+	if persistentHost {
+		cmd.Env = append(os.Environ(), "SPHOST_PERSISTENT=1")
+	}
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -71,7 +90,7 @@ func startHost(t *testing.T, port int) *spHost {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
-			var m hostMsg
+			m := hostMsg{at: time.Now()}
 			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 				t.Errorf("host: %v: %s", err, sc.Text())
 				continue
@@ -82,7 +101,7 @@ func startHost(t *testing.T, port int) *spHost {
 		}
 	}()
 	h.expect(t, "the host connected", func(m hostMsg) bool { return m.Event == "connected" })
-	return h
+	return h, cmd
 }
 
 // expect waits for the first message that ok accepts and no earlier
@@ -113,6 +132,30 @@ func (h *spHost) expect(t *testing.T, what string, ok func(hostMsg) bool) hostMs
 	}
 	t.Fatalf("no %s; the host saw:\n%s", what, strings.Join(seen, "\n"))
 	return hostMsg{}
+}
+
+// raw publishes a payload as it is (QoS 1), retained or not.
+func (h *spHost) raw(t *testing.T, topic, payload string, retain bool) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"topic": topic, "raw": payload, "retain": retain})
+	if _, err := h.stdin.Write(append(b, '\n')); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// none checks that no message ok accepts (and no expect took) comes
+// within d.
+func (h *spHost) none(t *testing.T, what string, d time.Duration, ok func(hostMsg) bool) {
+	t.Helper()
+	time.Sleep(d)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, m := range h.msgs {
+		if (i >= len(h.taken) || !h.taken[i]) && ok(m) {
+			b, _ := json.Marshal(m)
+			t.Fatalf("%s, yet: %s", what, b)
+		}
+	}
 }
 
 // send publishes a Sparkplug command from the spHost.
@@ -148,17 +191,51 @@ func (m *hostMetric) number() float64 {
 }
 
 // broker is Mosquitto on a loopback port, started and killed by the test.
+// Its log (every packet, log_type all) is an independent witness of what
+// the node sent: CONNECT flags, the will, SUBSCRIBE and PUBLISH with
+// their QoS and retain flags, in the order received.
 type broker struct {
-	port int
-	cmd  *exec.Cmd
+	port    int
+	cmd     *exec.Cmd
+	log     *os.File
+	persist string // a directory: sessions outlive a stop (not a kill), QoS 0 queued for them too
+}
+
+func newBroker(t *testing.T) *broker {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer l.Close()
+	return &broker{port: l.Addr().(*net.TCPAddr).Port}
+}
+
+// logText is everything the broker logged, across its restarts.
+func (b *broker) logText() string {
+	if b.log == nil {
+		return ""
+	}
+	bs, _ := os.ReadFile(b.log.Name())
+	return string(bs)
 }
 
 func (b *broker) start(t *testing.T) {
 	t.Helper()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", b.port)), 0o644)
+	persistence := "persistence false\n"
+	if b.persist != "" {
+		os.Chmod(b.persist, 0o777) // mosquitto started as root writes as user mosquitto
+		persistence = fmt.Sprintf("persistence true\npersistence_location %s/\nqueue_qos0_messages true\n", b.persist)
+	}
+	os.WriteFile(conf, []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\n%slog_type all\nlog_dest stderr\n", b.port, persistence)), 0o644)
 	b.cmd = exec.Command("mosquitto", "-c", conf)
+	if b.log == nil {
+		f, err := os.Create(filepath.Join(t.TempDir(), "mosquitto.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		b.log = f
+	}
+	b.cmd.Stderr = b.log
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +247,16 @@ func (b *broker) start(t *testing.T) {
 		if time.Now().After(end) {
 			t.Fatal("mosquitto did not start")
 		}
+	}
+}
+
+// stop stops the broker as its service would (SIGTERM): persistent
+// sessions are saved.
+func (b *broker) stop() {
+	if b.cmd != nil {
+		b.cmd.Process.Signal(syscall.SIGTERM)
+		b.cmd.Wait()
+		b.cmd = nil
 	}
 }
 

@@ -71,6 +71,7 @@ type Metrics struct {
 	Pprof           bool   `toml:"pprof"`              // serve net/http/pprof there too
 	MaxStreams      int    `toml:"max_streams"`        // the status page's live streams (/events) at once: default 64; 0 (written out): no cap
 	MaxStreamsPerIP int    `toml:"max_streams_per_ip"` // of them from one address: default 8; 0 (written out): no cap
+	WebConfig       string `toml:"web_config"`         // a Prometheus web configuration file (TLS, basic auth) for everything on listen
 }
 
 // Defaults of the keys whose 0 means something of its own.
@@ -335,6 +336,14 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("server.allow: %w", err)
 		}
 		s.AllowNets = append(s.AllowNets, n)
+	}
+	if w := c.Metrics.WebConfig; w != "" {
+		if c.Metrics.Listen == "" {
+			return errors.New("metrics.web_config: needs metrics.listen, the listener it locks")
+		}
+		if err := checkWebConfig(w); err != nil {
+			return fmt.Errorf("metrics.web_config: %w", err)
+		}
 	}
 	if m := &c.Metrics; m.MaxStreams < 0 || m.MaxStreamsPerIP < 0 {
 		return fmt.Errorf("metrics.max_streams %d, max_streams_per_ip %d: must be 0 or positive", m.MaxStreams, m.MaxStreamsPerIP)

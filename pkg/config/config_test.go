@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -362,6 +363,16 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"access source mapped, short", base + "[[access]]\nsources = [\"::ffff:10.0.0.0/80\"]\nallow = \"read\"\n", "spans IPv6 addresses too"},
 		{"access source with a zone", base + "[[access]]\nsources = [\"fe80::1%eth0\"]\nallow = \"read\"\n", "without a zone"},
 		{"max_streams", "[metrics]\nmax_streams = -1\n" + base, "metrics.max_streams -1"},
+		{"broker and brokers", "[mqtt]\nbroker = \"tcp://a:1883\"\nbrokers = [\"tcp://b:1883\"]\ngroup = \"g\"\nnode = \"n\"\n" + base, "mqtt.broker and mqtt.brokers: give one"},
+		{"brokers scheme", "[mqtt]\nbrokers = [\"tcp://a:1883\", \"ws://b:80\"]\ngroup = \"g\"\nnode = \"n\"\n" + base, `mqtt.brokers: "ws://b:80"`},
+		{"legacy_state alone", "[mqtt]\nbrokers = [\"tcp://a:1883\"]\ngroup = \"g\"\nnode = \"n\"\nlegacy_state = true\n" + base, "mqtt.legacy_state: needs mqtt.primary_host"},
+		{"primary_host", "[mqtt]\nbrokers = [\"tcp://a:1883\"]\ngroup = \"g\"\nnode = \"n\"\nprimary_host = \"a/b\"\n" + base, `mqtt.primary_host "a/b"`},
+		{"store missing", "[mqtt]\nbrokers = [\"tcp://a:1883\"]\ngroup = \"g\"\nnode = \"n\"\nstore = \"/nonexistent/spool\"\n" + base, "mqtt.store: stat /nonexistent/spool: no such file or directory (create it"},
+		{"store a file", "[mqtt]\nbrokers = [\"tcp://a:1883\"]\ngroup = \"g\"\nnode = \"n\"\nstore = \"/etc/hostname\"\n" + base, "mqtt.store: /etc/hostname: not a directory"},
+		{"store_max_mb", "[mqtt]\nbrokers = [\"tcp://a:1883\"]\ngroup = \"g\"\nnode = \"n\"\nstore_max_mb = -1\n" + base, "mqtt.store_max_mb -1"},
+		{"web_config unreadable", "[metrics]\nlisten = \"127.0.0.1:0\"\nweb_config = \"/nonexistent/web.yml\"\n" + base, "metrics.web_config: open /nonexistent/web.yml"},
+		{"web_config without listen", "[metrics]\nweb_config = \"/etc/hostname\"\n" + base, "metrics.web_config: needs metrics.listen"},
+		{"web_config bad hash", "[metrics]\nlisten = \"127.0.0.1:0\"\nweb_config = " + strconv.Quote(webConfig(t, "basic_auth_users:\n  alice: notahash\n")) + "\n" + base, "metrics.web_config"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -370,6 +381,26 @@ func TestErrorsNameTheKey(t *testing.T) {
 				t.Fatalf("error %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// webConfig writes a web configuration file.
+func webConfig(t *testing.T, text string) string {
+	p := filepath.Join(t.TempDir(), "web.yml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestMQTTKeys: one broker is a list of one; the store's default size.
+func TestMQTTKeys(t *testing.T) {
+	c, err := Parse("[mqtt]\nbroker = \"tcp://a:1883\"\ngroup = \"g\"\nnode = \"n\"\nstore = " + strconv.Quote(t.TempDir()) + "\n[[bus]]\nname = \"l1\"\nport = \"/dev/x\"\nunits = [1]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.MQTT.On() || len(c.MQTT.Brokers) != 1 || c.MQTT.Brokers[0] != "tcp://a:1883" || c.MQTT.StoreMaxMB != 256 {
+		t.Fatalf("mqtt: %+v", c.MQTT)
 	}
 }
 

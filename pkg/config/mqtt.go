@@ -11,16 +11,21 @@ import (
 // MQTT is the Sparkplug B edge node: where it publishes the polled
 // values, and as whom.
 type MQTT struct {
-	Broker       string `toml:"broker"`        // tcp://host:1883, or ssl://host:8883 with ca (and cert, key); empty: off
-	ClientID     string `toml:"client_id"`     // default: "mcpgw-" + node
-	Group        string `toml:"group"`         // Sparkplug group id
-	Node         string `toml:"node"`          // Sparkplug edge node id
-	Username     string `toml:"username"`      //
-	PasswordFile string `toml:"password_file"` // a file holding the password (not the config: it is often world-readable)
-	CA           string `toml:"ca"`            // PEM: the broker's CA, for ssl://
-	Cert         string `toml:"cert"`          // PEM: a client certificate, for brokers that ask for one
-	Key          string `toml:"key"`
-	Buffer       int    `toml:"buffer"` // messages kept while the broker is away: default 10000, oldest dropped first
+	Broker       string   `toml:"broker"`        // one broker: brokers = [broker]
+	Brokers      []string `toml:"brokers"`       // tcp://host:1883, or ssl://host:8883 with ca (and cert, key), tried in turn; none: off
+	ClientID     string   `toml:"client_id"`     // default: "mcpgw-" + node
+	Group        string   `toml:"group"`         // Sparkplug group id
+	Node         string   `toml:"node"`          // Sparkplug edge node id
+	Username     string   `toml:"username"`      //
+	PasswordFile string   `toml:"password_file"` // a file holding the password (not the config: it is often world-readable)
+	CA           string   `toml:"ca"`            // PEM: the broker's CA, for ssl://
+	Cert         string   `toml:"cert"`          // PEM: a client certificate, for brokers that ask for one
+	Key          string   `toml:"key"`
+	Buffer       int      `toml:"buffer"`       // messages kept in memory while the broker is away (no store): default 10000, oldest dropped first
+	Store        string   `toml:"store"`        // a directory: messages wait on disk instead, across restarts; empty: in memory
+	StoreMaxMB   int      `toml:"store_max_mb"` // the store's size: default 256, oldest dropped first
+	PrimaryHost  string   `toml:"primary_host"` // the Sparkplug host id whose STATE says when to publish; empty: none
+	LegacyState  bool     `toml:"legacy_state"` // accept Sparkplug 2.2's STATE/<host> with ONLINE/OFFLINE too
 
 	Password string `toml:"-"` // read from PasswordFile
 }
@@ -107,16 +112,44 @@ func (v *Value) check(p Poll) error {
 	return nil
 }
 
+// On reports whether the edge node is configured.
+func (m *MQTT) On() bool { return len(m.Brokers) > 0 }
+
 func (m *MQTT) check() error {
-	if m.Broker == "" {
+	if m.Broker != "" {
+		if len(m.Brokers) > 0 {
+			return errors.New("mqtt.broker and mqtt.brokers: give one of them (brokers is the list, broker a list of one)")
+		}
+		m.Brokers = []string{m.Broker}
+	}
+	if len(m.Brokers) == 0 {
 		return nil
 	}
-	u, err := url.Parse(m.Broker)
-	if err != nil || u.Host == "" || (u.Scheme != "tcp" && u.Scheme != "ssl") {
-		return fmt.Errorf("mqtt.broker %q: want tcp://host:1883 or ssl://host:8883", m.Broker)
+	for _, b := range m.Brokers {
+		u, err := url.Parse(b)
+		if err != nil || u.Host == "" || (u.Scheme != "tcp" && u.Scheme != "ssl") {
+			return fmt.Errorf("mqtt.brokers: %q: want tcp://host:1883 or ssl://host:8883", b)
+		}
 	}
 	if m.Group == "" || m.Node == "" {
-		return errors.New("mqtt.group and mqtt.node: required with mqtt.broker, the Sparkplug group and edge node ids")
+		return errors.New("mqtt.group and mqtt.node: required with mqtt.brokers, the Sparkplug group and edge node ids")
+	}
+	if strings.ContainsAny(m.PrimaryHost, "/+#") {
+		return fmt.Errorf("mqtt.primary_host %q: a Sparkplug host id must not contain /, + or #", m.PrimaryHost)
+	}
+	if m.LegacyState && m.PrimaryHost == "" {
+		return errors.New("mqtt.legacy_state: needs mqtt.primary_host, the host whose STATE to follow")
+	}
+	if m.StoreMaxMB == 0 {
+		m.StoreMaxMB = 256
+	}
+	if m.StoreMaxMB < 0 {
+		return fmt.Errorf("mqtt.store_max_mb %d: must be positive", m.StoreMaxMB)
+	}
+	if m.Store != "" {
+		if err := writableDir(m.Store); err != nil {
+			return fmt.Errorf("mqtt.store: %w (create it, owned by the user mcpgw runs as)", err)
+		}
 	}
 	for _, id := range []struct{ key, v string }{{"group", m.Group}, {"node", m.Node}} {
 		if strings.ContainsAny(id.v, "/+#") {
@@ -143,4 +176,22 @@ func (m *MQTT) check() error {
 		m.Password = strings.TrimRight(string(b), "\r\n")
 	}
 	return nil
+}
+
+// writableDir checks that dir is a directory this process can create
+// files in.
+func writableDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s: not a directory", dir)
+	}
+	f, err := os.CreateTemp(dir, ".check-*")
+	if err != nil {
+		return fmt.Errorf("%s: not writable: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }

@@ -4,23 +4,41 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/north/sparkplug"
+	"github.com/mcpgw/mcpgw/pkg/north/spool"
 	"github.com/mcpgw/mcpgw/pkg/tag"
 )
 
 // sparkplugConfig translates [mqtt] and the lines' polls with values
-// into the edge node's session and blocks.
-func sparkplugConfig(m config.MQTT, lines []config.Bus) (sparkplug.Config, []sparkplug.Block, error) {
+// into the edge node's session and blocks, and opens its store if it
+// has one.
+func sparkplugConfig(m config.MQTT, lines []config.Bus, log *slog.Logger) (sparkplug.Config, []sparkplug.Block, error) {
 	tlsCfg, err := mqttTLS(m)
 	if err != nil {
 		return sparkplug.Config{}, nil, err
 	}
-	cfg := sparkplug.Config{Broker: m.Broker, TLS: tlsCfg, ClientID: m.ClientID, Group: m.Group, Node: m.Node,
-		Username: m.Username, Password: m.Password, Buffer: m.Buffer}
+	cfg := sparkplug.Config{Brokers: m.Brokers, TLS: tlsCfg, ClientID: m.ClientID, Group: m.Group, Node: m.Node,
+		Username: m.Username, Password: m.Password, Buffer: m.Buffer,
+		PrimaryHost: m.PrimaryHost, LegacyState: m.LegacyState}
+	if m.Store != "" {
+		q, err := spool.Open(m.Store, int64(m.StoreMaxMB)<<20)
+		if err != nil {
+			return sparkplug.Config{}, nil, fmt.Errorf("mqtt.store: %w", err)
+		}
+		if err := q.Truncated(); err != nil {
+			log.Warn("Sparkplug store: a torn tail was cut off (the gateway stopped mid-write, a power cut?)", "err", err)
+		}
+		log.Info("Sparkplug store opened", "dir", m.Store, "waiting", q.Len(), "bytes", q.Size(), "max_mb", m.StoreMaxMB)
+		cfg.Queue = q
+		cfg.BdSeqFile = filepath.Join(m.Store, "bdseq")
+	}
 	var blocks []sparkplug.Block
 	for _, b := range lines {
 		for _, p := range b.Poll {
@@ -41,9 +59,9 @@ func sparkplugConfig(m config.MQTT, lines []config.Bus) (sparkplug.Config, []spa
 
 // mqttTLS is the TLS an ssl:// broker gets: its CA from mqtt.ca (else
 // the system's), and a client certificate if mqtt.cert and mqtt.key name
-// one. nil for tcp://.
+// one. nil if every broker is tcp://.
 func mqttTLS(m config.MQTT) (*tls.Config, error) {
-	if !strings.HasPrefix(m.Broker, "ssl://") {
+	if !slices.ContainsFunc(m.Brokers, func(b string) bool { return strings.HasPrefix(b, "ssl://") }) {
 		return nil, nil
 	}
 	c := &tls.Config{MinVersion: tls.VersionTLS12}

@@ -51,7 +51,7 @@ type Service struct {
 	TLSAddr net.Addr // where TLS listens, once started
 	Metrics *metrics.Metrics
 	Status  *status.Status
-	Node    *sparkplug.Node   // the Sparkplug edge node; nil without mqtt.broker
+	Node    *sparkplug.Node   // the Sparkplug edge node; nil without mqtt.brokers
 	Slaves  []*slaveline.Line // [[slave_line]]: the gateway as a serial slave
 	// MetricsAddr is where /metrics, /healthz and /readyz are served,
 	// once started; nil without metrics.listen.
@@ -120,8 +120,8 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 	s.Status = status.New(status.Sources{Lines: s.statusLines, Offline: s.Offline, Units: s.unitStates, Listeners: map[string]*tcp.Server{},
 		MaxStreams: cfg.Metrics.MaxStreams, MaxStreamsPerIP: cfg.Metrics.MaxStreamsPerIP})
 	handler := s.chain(log, cfg.Metrics.Listen != "")
-	if cfg.MQTT.Broker != "" {
-		spCfg, blocks, err := sparkplugConfig(cfg.MQTT, cfg.Bus)
+	if cfg.MQTT.On() {
+		spCfg, blocks, err := sparkplugConfig(cfg.MQTT, cfg.Bus, log)
 		if err != nil {
 			s.closeCaptures()
 			return nil, err
@@ -373,7 +373,7 @@ func (s *Service) Reload(cfg *config.Config) (applied, needRestart []string, err
 		{"server.max_conns_per_ip", old.Server.MaxConnsPerIP == cfg.Server.MaxConnsPerIP},
 		{"metrics", old.Metrics == cfg.Metrics},
 		{"slave_line", reflect.DeepEqual(old.SlaveLine, cfg.SlaveLine)},
-		{"mqtt, and the Sparkplug devices and values of [[bus.poll]]", old.MQTT == cfg.MQTT && reflect.DeepEqual(sparkplugDevices(old), sparkplugDevices(cfg))},
+		{"mqtt, and the Sparkplug devices and values of [[bus.poll]]", reflect.DeepEqual(old.MQTT, cfg.MQTT) && reflect.DeepEqual(sparkplugDevices(old), sparkplugDevices(cfg))},
 		{"log.format, log.file", old.Log.Format == cfg.Log.Format && old.Log.File == cfg.Log.File},
 	} {
 		if !c.same {
@@ -402,7 +402,7 @@ func sparkplugCounters(n *sparkplug.Node) []metrics.Named {
 	st := &n.Stats
 	return []metrics.Named{
 		{Name: "mcpgw_mqtt_published_total", Help: "Sparkplug messages published to the MQTT broker.", Value: st.Published.Load},
-		{Name: "mcpgw_mqtt_buffer_dropped_total", Help: "Sparkplug messages dropped, the buffer (mqtt.buffer) full while the broker was away.", Value: st.Dropped.Load},
+		{Name: "mcpgw_mqtt_buffer_dropped_total", Help: "Sparkplug messages dropped, the buffer (mqtt.buffer) or the store (mqtt.store_max_mb) full while the broker was away.", Value: st.Dropped.Load},
 		{Name: "mcpgw_mqtt_sessions_total", Help: "MQTT sessions begun: births published, each with a fresh bdSeq.", Value: st.Sessions.Load},
 		{Name: "mcpgw_sparkplug_writes_total", Help: "Sparkplug DCMD writes, by outcome.", Labels: []string{"outcome", "ok"}, Value: st.WritesOK.Load},
 		{Name: "mcpgw_sparkplug_writes_total", Help: "Sparkplug DCMD writes, by outcome.", Labels: []string{"outcome", "failed"}, Value: st.WritesFailed.Load},

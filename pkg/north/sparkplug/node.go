@@ -12,16 +12,25 @@
 // seq 0..255 on every message; DDEATH when the offline rule marks a
 // device's unit offline, DBIRTH when it answers again; a rebirth on
 // Node Control/Rebirth. While the broker is away the serial side goes
-// on: DDATA wait in a bounded buffer (oldest dropped first, counted) and
-// are published, flagged historical, after the births of the next
-// session, which has a fresh bdSeq.
+// on: DDATA wait in a Queue (in memory, or on disk across restarts; the
+// oldest dropped first past its size, counted) and are published,
+// flagged historical, after the births of the next session, which has a
+// fresh bdSeq.
+//
+// Given several brokers, the node holds a session with one at a time and
+// moves to the next when it fails. Given a primary host, it publishes
+// its births only once that host's STATE says it is online, and ends the
+// session (NDEATH, disconnect, the next broker) when it says offline.
 package sparkplug
 
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,7 +59,9 @@ type Device struct {
 	ID      string
 	Unit    byte
 	metrics []*metric
+	byName  map[string]*metric
 	alive   bool // born in this session's terms: its last poll answered
+	polled  bool // a poll of it has ended, answered or not
 }
 
 type metric struct {
@@ -76,18 +87,18 @@ const (
 	ddeath
 )
 
-// event is a message waiting to go out: its metrics are a snapshot.
+// event is a message waiting to go out: its metrics are a snapshot, by
+// name (queued, see encode), by alias once resolved for publishing.
 type event struct {
-	id      uint64 // in the order queued
 	kind    kind
-	dev     *Device
-	metrics []*sproto.Payload_Metric // historical ones say so (IsHistorical)
+	dev     string // the device's id
+	metrics []*sproto.Payload_Metric
 }
 
 // Stats count the node's work.
 type Stats struct {
 	Published    atomic.Uint64 // messages published
-	Dropped      atomic.Uint64 // buffered messages dropped, the buffer full
+	Dropped      atomic.Uint64 // queued messages dropped, the buffer or store full
 	Sessions     atomic.Uint64 // MQTT sessions begun (births published)
 	WritesOK     atomic.Uint64 // DCMD writes the device took
 	WritesFailed atomic.Uint64 // DCMD writes refused or failed, not writable values among them
@@ -107,10 +118,15 @@ type Node struct {
 	byPoll  map[pollKey][]*metric
 	devOf   map[pollKey]*Device
 
-	mu        sync.Mutex // guards the devices' state, queue and connected
-	queue     []event
-	queued    uint64 // events ever queued: the next one's id
-	connected bool
+	mu        sync.Mutex // guards the devices' state, the queue, connected, barrier and host
+	queue     Queue
+	connected bool   // births published in this session
+	barrier   uint64 // the queue's first id after this session's births
+	dropping  bool   // messages are being dropped, the queue full: said once
+	unpolled  int    // devices no poll of which has ended yet
+	ready     chan struct{}
+	host      hostState
+	hostCh    chan struct{} // the primary host's state changed
 	wake      chan struct{}
 	rebirth   chan struct{}
 	bdSeq     uint64
@@ -119,15 +135,26 @@ type Node struct {
 	done      chan struct{}
 }
 
-// Config is the node's session: the broker, who it is there, and how
-// much it keeps while the broker is away.
+// hostState is what the primary host last said of itself.
+type hostState struct {
+	online bool
+	ts     int64 // the timestamp of its last accepted STATE (Sparkplug 3.0)
+}
+
+// Config is the node's session: the brokers, who it is there, whom it
+// waits for, and where it keeps messages while the broker is away.
 type Config struct {
-	Broker             string      // tcp://host:1883 or ssl://host:8883
+	Brokers            []string    // tcp://host:1883 or ssl://host:8883, tried in turn
 	TLS                *tls.Config // for ssl://
 	ClientID           string
 	Group, Node        string // Sparkplug group and edge node ids
 	Username, Password string
-	Buffer             int // messages kept while the broker is away, oldest dropped first
+	PrimaryHost        string        // the host id whose STATE gates the births; empty: none
+	LegacyState        bool          // follow Sparkplug 2.2's STATE/<host> (ONLINE, OFFLINE) too
+	Queue              Queue         // where messages wait; nil: in memory, Buffer of them
+	Buffer             int           // messages kept in memory, oldest dropped first
+	FirstPollWait      time.Duration // the longest the first births wait for every device's first poll: default 10 s
+	BdSeqFile          string        // where the last session's bdSeq is kept, so that the next one, after a restart too, is one more; empty: from 0 at each start
 }
 
 // Block is a polled block of registers with named values in it: the
@@ -144,9 +171,21 @@ type Block struct {
 // like a client's); offline reports whether the offline rule holds a
 // unit offline.
 func New(cfg Config, blocks []Block, chain request.Handler, offline func(unit byte) bool, log *slog.Logger) *Node {
-	n := &Node{cfg: cfg, chain: chain, offline: offline, log: log,
+	n := &Node{cfg: cfg, chain: chain, offline: offline, log: log, queue: cfg.Queue,
 		byID: make(map[string]*Device), byPoll: make(map[pollKey][]*metric), devOf: make(map[pollKey]*Device),
-		wake: make(chan struct{}, 1), rebirth: make(chan struct{}, 1), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), rebirth: make(chan struct{}, 1), hostCh: make(chan struct{}, 1),
+		ready: make(chan struct{}), done: make(chan struct{})}
+	if n.queue == nil {
+		n.queue = NewMemQueue(max(cfg.Buffer, 1))
+	}
+	if n.cfg.FirstPollWait == 0 {
+		n.cfg.FirstPollWait = 10 * time.Second
+	}
+	if b, err := os.ReadFile(cfg.BdSeqFile); err == nil {
+		if last, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 8); err == nil {
+			n.bdSeq = (last + 1) % 256
+		}
+	}
 	var alias uint64
 	for _, b := range blocks {
 		if len(b.Tags) == 0 {
@@ -154,7 +193,7 @@ func New(cfg Config, blocks []Block, chain request.Handler, offline func(unit by
 		}
 		d := n.byID[b.Device]
 		if d == nil {
-			d = &Device{ID: b.Device, Unit: b.Unit}
+			d = &Device{ID: b.Device, Unit: b.Unit, byName: make(map[string]*metric)}
 			n.byID[b.Device] = d
 			n.devices = append(n.devices, d)
 		}
@@ -164,10 +203,43 @@ func New(cfg Config, blocks []Block, chain request.Handler, offline func(unit by
 			alias++
 			mt := &metric{conf: v, alias: alias, dtype: dataType(&v)}
 			d.metrics = append(d.metrics, mt)
+			d.byName[v.Name] = mt
 			n.byPoll[k] = append(n.byPoll[k], mt)
 		}
 	}
+	if n.unpolled = len(n.devices); n.unpolled == 0 {
+		close(n.ready)
+	}
+	n.seed()
 	return n
+}
+
+// seed takes each value's last value from the messages a store kept
+// from before a restart, so that a value read again unchanged is not
+// kept twice.
+func (n *Node) seed() {
+	each, ok := n.queue.(interface {
+		Each(func(id uint64, rec []byte) bool) error
+	})
+	if !ok {
+		return
+	}
+	err := each.Each(func(_ uint64, rec []byte) bool {
+		e, err := decode(rec)
+		if d := n.byID[e.dev]; err == nil && d != nil && e.kind != ddeath {
+			for _, m := range e.metrics {
+				if mt := d.byName[m.GetName()]; mt != nil && !m.GetIsNull() {
+					if x, err := getValue(m, mt.dtype); err == nil {
+						mt.last, mt.at = x, time.UnixMilli(int64(m.GetTimestamp()))
+					}
+				}
+			}
+		}
+		return true
+	})
+	if err != nil {
+		n.log.Warn("Sparkplug store: reading the last values kept", "err", err)
+	}
 }
 
 func (n *Node) topic(kind, device string) string {
@@ -190,10 +262,16 @@ func (n *Node) Polled(p poller.Poll, answer []byte, ok bool, at time.Time) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if !d.polled {
+		d.polled = true
+		if n.unpolled--; n.unpolled == 0 {
+			close(n.ready)
+		}
+	}
 	if !ok {
 		if d.alive && n.offline != nil && n.offline(d.Unit) {
 			d.alive = false
-			n.push(event{kind: ddeath, dev: d})
+			n.push(event{kind: ddeath, dev: d.ID})
 		}
 		return
 	}
@@ -210,35 +288,45 @@ func (n *Node) Polled(p poller.Poll, answer []byte, ok bool, at time.Time) {
 		x := mt.conf.Decode(words)
 		if mt.conf.Changed(mt.last, x) {
 			mt.last, mt.at = x, at
-			changedMetrics = append(changedMetrics, mt.data())
+			m := mt.data()
+			m.Name = proto.String(mt.conf.Name)
+			changedMetrics = append(changedMetrics, m)
 		}
 	}
 	switch {
-	case !d.alive:
+	case !d.alive && n.connected:
 		d.alive = true
-		n.push(event{kind: dbirth, dev: d, metrics: d.birth()})
+		n.push(event{kind: dbirth, dev: d.ID, metrics: d.birth()})
+	case !d.alive:
+		// Born while the broker is away: the next session's births say
+		// so, and what it read now is history by then, like any data.
+		d.alive = true
+		n.push(event{kind: ddata, dev: d.ID, metrics: changedMetrics})
 	case len(changedMetrics) > 0:
-		n.push(event{kind: ddata, dev: d, metrics: changedMetrics})
+		n.push(event{kind: ddata, dev: d.ID, metrics: changedMetrics})
 	}
 }
 
-// push queues e (n.mu held), dropping the oldest past the buffer.
+// push queues e (n.mu held): in a session, to go out in order; while
+// the broker is away only data is kept (the next session's births say
+// who is alive).
 func (n *Node) push(e event) {
-	if !n.connected {
-		if e.kind != ddata {
-			return // the next session's births say who is alive
-		}
-		for _, m := range e.metrics {
-			m.IsHistorical = proto.Bool(true)
-		}
+	if !n.connected && e.kind != ddata || len(e.metrics) == 0 && e.kind != ddeath {
+		return
 	}
-	if len(n.queue) >= n.cfg.Buffer {
-		n.queue = n.queue[1:]
+	if err := n.queue.Append(encode(e)); err != nil {
 		n.Stats.Dropped.Add(1)
+		n.log.Error("Sparkplug message not kept, the store failed", "device", e.dev, "err", err)
+		return
 	}
-	n.queued++
-	e.id = n.queued
-	n.queue = append(n.queue, e)
+	if d := n.queue.Dropped(); d != n.Stats.Dropped.Load() {
+		n.Stats.Dropped.Store(d)
+		if !n.dropping {
+			n.dropping = true
+			n.log.Warn("Sparkplug store full: the oldest messages are being dropped until the broker takes them (mqtt.buffer, mqtt.store_max_mb)",
+				"dropped", d)
+		}
+	}
 	select {
 	case n.wake <- struct{}{}:
 	default:
@@ -280,37 +368,54 @@ func (n *Node) Start() {
 	}()
 }
 
-// Stop publishes NDEATH (a clean goodbye; the will covers the rest) and
-// disconnects.
+// Stop publishes NDEATH (a clean goodbye; the will covers the rest),
+// disconnects, and closes the queue.
 func (n *Node) Stop() {
 	if n.cancel != nil {
 		n.cancel()
 		<-n.done
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.queue.Close(); err != nil {
+		n.log.Error("Sparkplug store: closing", "err", err)
+	}
 }
 
-// run connects, runs a session, and reconnects with backoff (1 s doubling
-// to 30 s) with a fresh bdSeq each time, until ctx ends.
+// run holds one session at a time, with a fresh bdSeq each, until ctx
+// ends. A broker that fails (it cannot be reached, or the session ends
+// on its own or because the primary host went offline) gives way to the
+// next; after a round in which none could be reached it waits (1 s
+// doubling to 30 s).
 func (n *Node) run(ctx context.Context) {
 	backoff := time.Second
-	failing := false
+	brokers := n.cfg.Brokers
+	next, failed := 0, 0 // the broker to try; of them unreachable in a row
 	for ctx.Err() == nil {
-		client, lost, err := n.connect()
+		broker := brokers[next]
+		client, lost, err := n.connect(broker)
 		if err != nil {
-			if !failing {
-				n.log.Warn("MQTT broker unreachable, retrying; values wait in the buffer", "broker", n.cfg.Broker, "err", err, "retry_in", backoff)
-				failing = true
+			n.log.Warn("MQTT broker unreachable; values wait in the store", "broker", broker, "err", err)
+			next = (next + 1) % len(brokers)
+			if failed++; failed%len(brokers) == 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 30*time.Second)
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 30*time.Second)
 			continue
 		}
-		backoff, failing = time.Second, false
-		n.session(ctx, client, lost)
+		backoff, failed = time.Second, 0
+		if n.cfg.BdSeqFile != "" {
+			if err := os.WriteFile(n.cfg.BdSeqFile, []byte(strconv.FormatUint(n.bdSeq, 10)+"\n"), 0o600); err != nil {
+				n.log.Warn("Sparkplug: the bdSeq could not be kept; after a restart it begins at 0 again", "err", err)
+			}
+		}
+		if n.session(ctx, client, lost, broker) {
+			next = (next + 1) % len(brokers)
+		}
 		n.bdSeq = (n.bdSeq + 1) % 256
 	}
 }
@@ -335,16 +440,29 @@ func (n *Node) bdSeqMetric() *sproto.Payload_Metric {
 		Value: &sproto.Payload_Metric_LongValue{LongValue: n.bdSeq}}
 }
 
-// connect opens an MQTT session with this bdSeq's NDEATH as its will and
-// subscribes to the node's commands.
-func (n *Node) connect() (mqtt.Client, <-chan struct{}, error) {
+// stateTopics are the primary host's STATE topics the node follows.
+func (n *Node) stateTopics() []string {
+	if n.cfg.PrimaryHost == "" {
+		return nil
+	}
+	ts := []string{Namespace + "/STATE/" + n.cfg.PrimaryHost}
+	if n.cfg.LegacyState {
+		ts = append(ts, "STATE/"+n.cfg.PrimaryHost)
+	}
+	return ts
+}
+
+// connect opens a clean MQTT session with this bdSeq's NDEATH as its
+// will (QoS 1, not retained) and subscribes to the node's commands and
+// the primary host's STATE, before anything is published.
+func (n *Node) connect(broker string) (mqtt.Client, <-chan struct{}, error) {
 	lost := make(chan struct{})
-	opts := mqtt.NewClientOptions().AddBroker(n.cfg.Broker).SetClientID(n.cfg.ClientID).
+	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(n.cfg.ClientID).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
 		SetKeepAlive(10*time.Second).SetConnectTimeout(5*time.Second).SetWriteTimeout(5*time.Second).
 		SetWill(n.topic("NDEATH", ""), string(n.payload([]*sproto.Payload_Metric{n.bdSeqMetric()}, false)), 1, false).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
-			n.log.Warn("MQTT connection lost; values wait in the buffer", "broker", n.cfg.Broker, "err", err)
+			n.log.Warn("MQTT connection lost; values wait in the store", "broker", broker, "err", err)
 			close(lost)
 		})
 	if n.cfg.Username != "" {
@@ -357,9 +475,11 @@ func (n *Node) connect() (mqtt.Client, <-chan struct{}, error) {
 	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		return nil, nil, fmt.Errorf("connect: %w", orTimeout(t.Error()))
 	}
-	// Commands first: nothing is published before they are subscribed.
 	subs := map[string]byte{n.topic("NCMD", ""): 1, n.topic("DCMD", "+"): 1}
-	if t := c.SubscribeMultiple(subs, n.command); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+	for _, t := range n.stateTopics() {
+		subs[t] = 1
+	}
+	if t := c.SubscribeMultiple(subs, n.message); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		c.Disconnect(0)
 		return nil, nil, fmt.Errorf("subscribe: %w", orTimeout(t.Error()))
 	}
@@ -373,41 +493,99 @@ func orTimeout(err error) error {
 	return err
 }
 
-// session publishes the births, then whatever is queued, until the
-// connection is lost or ctx ends.
-func (n *Node) session(ctx context.Context, c mqtt.Client, lost <-chan struct{}) {
+// session waits until it may publish (every device polled once after
+// the start, and the primary host online), publishes the births, then
+// whatever is queued, until the connection is lost, the primary host
+// goes offline or ctx ends. It reports whether to move to the next
+// broker.
+func (n *Node) session(ctx context.Context, c mqtt.Client, lost <-chan struct{}, broker string) (moveOn bool) {
+	if end, ok := n.await(ctx, c, lost, broker); !ok {
+		return end
+	}
 	if !n.births(c) {
 		n.disconnected()
 		c.Disconnect(0)
-		return
+		return true
 	}
 	n.Stats.Sessions.Add(1)
-	n.log.Info("Sparkplug edge node online", "broker", n.cfg.Broker, "group", n.cfg.Group, "node", n.cfg.Node,
+	n.log.Info("Sparkplug edge node online", "broker", broker, "group", n.cfg.Group, "node", n.cfg.Node,
 		"bdSeq", n.bdSeq, "devices", len(n.devices))
 	for {
 		select {
 		case <-ctx.Done():
-			n.disconnected()
-			n.publish(c, n.topic("NDEATH", ""), n.payload([]*sproto.Payload_Metric{n.bdSeqMetric()}, false), 1)
-			c.Disconnect(250)
-			return
+			n.goodbye(c)
+			return false
 		case <-lost:
 			n.disconnected()
-			return
+			return true
+		case <-n.hostCh:
+			if !n.hostOnline() {
+				n.log.Warn("Sparkplug primary host offline: NDEATH, and on to the next broker", "host", n.cfg.PrimaryHost, "broker", broker)
+				n.goodbye(c)
+				return true
+			}
 		case <-n.rebirth:
 			if !n.births(c) {
 				n.disconnected()
 				c.Disconnect(0)
-				return
+				return true
 			}
 		case <-n.wake:
 			if !n.flush(c) {
 				n.disconnected()
 				c.Disconnect(0)
-				return
+				return true
 			}
 		}
 	}
+}
+
+// goodbye ends a session on purpose: NDEATH, then the disconnect.
+func (n *Node) goodbye(c mqtt.Client) {
+	n.disconnected()
+	n.publish(c, n.topic("NDEATH", ""), n.payload([]*sproto.Payload_Metric{n.bdSeqMetric()}, false), 1)
+	c.Disconnect(250)
+}
+
+// await waits, connected, until the births may go out: every device's
+// first poll has ended (at most FirstPollWait after the start, so that
+// the births after a restart say who is alive and the data kept from
+// before finds them born), and the primary host, if any, is online. ok
+// false: the session ended meanwhile (moveOn says whether to try the
+// next broker).
+func (n *Node) await(ctx context.Context, c mqtt.Client, lost <-chan struct{}, broker string) (moveOn, ok bool) {
+	ready := n.ready
+	timeout := time.NewTimer(n.cfg.FirstPollWait)
+	defer timeout.Stop()
+	said := false
+	for {
+		if ready == nil && (n.cfg.PrimaryHost == "" || n.hostOnline()) {
+			return false, true
+		}
+		if ready == nil && !said {
+			n.log.Info("Sparkplug edge node waits for its primary host to be online before its births", "host", n.cfg.PrimaryHost, "broker", broker)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			c.Disconnect(250) // never born: no NDEATH to say
+			return false, false
+		case <-lost:
+			return true, false
+		case <-ready:
+			ready = nil
+		case <-timeout.C:
+			ready = nil
+		case <-n.hostCh:
+		case <-n.rebirth: // nothing born yet: the births come anyway
+		}
+	}
+}
+
+func (n *Node) hostOnline() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.host.online
 }
 
 func (n *Node) disconnected() {
@@ -416,9 +594,8 @@ func (n *Node) disconnected() {
 	n.mu.Unlock()
 }
 
-// births publishes NBIRTH and a DBIRTH for each live device, drops what
-// the births supersede, and then what was queued; it reports false if
-// the connection failed.
+// births publishes NBIRTH and a DBIRTH for each live device, then what
+// was queued; it reports false if the connection failed.
 func (n *Node) births(c mqtt.Client) bool {
 	n.mu.Lock()
 	n.seq = 0
@@ -432,24 +609,17 @@ func (n *Node) births(c mqtt.Client) bool {
 	out := []msg{{n.topic("NBIRTH", ""), nbirth}}
 	for _, d := range n.devices {
 		if d.alive {
-			out = append(out, msg{n.topic("DBIRTH", d.ID), n.payload(d.birth(), true)})
+			out = append(out, msg{n.topic("DBIRTH", d.ID), n.payload(n.resolve(d, d.birth(), false), true)})
 		}
 	}
-	// Data queued before these births (read while the broker was away, or
-	// not sent when it went) stays, flagged historical, for live devices:
-	// the births carry the values now. Births and deaths are superseded.
-	kept := n.queue[:0]
-	for _, e := range n.queue {
-		if e.kind == ddata && e.dev.alive {
-			for _, m := range e.metrics {
-				m.IsHistorical = proto.Bool(true)
-			}
-			kept = append(kept, e)
-		}
+	// What was queued before these births (read while the broker was
+	// away, or not sent when it went) goes out after them, data of live
+	// devices only, flagged historical: the births carry the values now,
+	// and say who is alive. From here on, a device born or dead is
+	// queued, to go out after these births.
+	if !n.connected {
+		n.barrier = n.queue.Next()
 	}
-	n.queue = kept
-	// Connected from here: a device born or dead from now on is queued,
-	// to go out after these births, not left to births already made.
 	n.connected = true
 	n.mu.Unlock()
 	for _, m := range out {
@@ -460,36 +630,89 @@ func (n *Node) births(c mqtt.Client) bool {
 	return n.flush(c)
 }
 
+// resolve makes queued metrics (by name) the device's metrics of this
+// configuration: DBIRTH keeps the name and gains the alias, DATA goes by
+// alias alone. A metric the device no longer has is left out.
+func (n *Node) resolve(d *Device, ms []*sproto.Payload_Metric, historical bool) []*sproto.Payload_Metric {
+	out := ms[:0]
+	for _, m := range ms {
+		mt := d.byName[m.GetName()]
+		if mt == nil {
+			continue
+		}
+		m.Alias = proto.Uint64(mt.alias)
+		if m.Datatype == nil {
+			m.Name = nil
+		}
+		if historical {
+			m.IsHistorical = proto.Bool(true)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
 // flush publishes the queued messages in order; it reports false (the
 // unsent ones kept) if the connection failed.
 func (n *Node) flush(c mqtt.Client) bool {
 	for {
 		n.mu.Lock()
-		if len(n.queue) == 0 {
-			n.mu.Unlock()
+		seq := n.seq
+		id, topic, body, ok, err := n.next()
+		n.mu.Unlock()
+		if err != nil {
+			n.log.Error("Sparkplug store: reading", "err", err)
+			return true // the next message queued tries again
+		}
+		if !ok {
 			return true
 		}
-		e := n.queue[0]
-		kinds := [...]string{dbirth: "DBIRTH", ddata: "DDATA", ddeath: "DDEATH"}
-		var metrics []*sproto.Payload_Metric
-		if e.kind != ddeath {
-			metrics = e.metrics
-		}
-		seq := n.seq
-		body := n.payload(metrics, true)
-		n.mu.Unlock()
-		if !n.publish(c, n.topic(kinds[e.kind], e.dev.ID), body, 0) {
+		if body != nil && !n.publish(c, topic, body, 0) {
 			n.mu.Lock()
 			n.seq = seq
 			n.mu.Unlock()
 			return false
 		}
 		n.mu.Lock()
-		if len(n.queue) > 0 && n.queue[0].id == e.id { // not dropped meanwhile
-			n.queue = n.queue[1:]
+		if err := n.queue.Ack(id); err != nil {
+			n.log.Error("Sparkplug store: acknowledging", "err", err)
 		}
 		n.mu.Unlock()
 	}
+}
+
+// next makes the oldest queued message ready to publish (n.mu held): its
+// topic and payload, with the next seq; body is nil for one that is not
+// to go out (superseded by the births, or of a device no longer
+// configured), to be acknowledged all the same. ok is false if nothing
+// is queued.
+func (n *Node) next() (id uint64, topic string, body []byte, ok bool, err error) {
+	id, rec, ok, err := n.queue.Peek()
+	if err != nil || !ok {
+		if ok = false; err == nil && n.dropping {
+			n.log.Info("Sparkplug store drained; messages were dropped while it was full", "dropped", n.Stats.Dropped.Load())
+			n.dropping = false
+		}
+		return 0, "", nil, false, err
+	}
+	e, err := decode(rec)
+	if err != nil {
+		n.log.Warn("Sparkplug store: a message that cannot be read, skipped", "id", id, "err", err)
+		return id, "", nil, true, nil
+	}
+	d := n.byID[e.dev]
+	historical := id < n.barrier
+	if d == nil || historical && (e.kind != ddata || !d.alive) {
+		return id, "", nil, true, nil
+	}
+	ms := n.resolve(d, e.metrics, historical)
+	if e.kind == ddeath {
+		ms = nil
+	} else if len(ms) == 0 {
+		return id, "", nil, true, nil
+	}
+	kinds := [...]string{dbirth: "DBIRTH", ddata: "DDATA", ddeath: "DDEATH"}
+	return id, n.topic(kinds[e.kind], e.dev), n.payload(ms, true), true, nil
 }
 
 // publish sends one message and waits until it is written.
@@ -501,6 +724,68 @@ func (n *Node) publish(c mqtt.Client, topic string, body []byte, qos byte) bool 
 	}
 	n.Stats.Published.Add(1)
 	return true
+}
+
+// message dispatches what the node is subscribed to (in paho's
+// goroutine): the primary host's STATE, or a command.
+func (n *Node) message(c mqtt.Client, msg mqtt.Message) {
+	t := msg.Topic()
+	if strings.HasPrefix(t, "STATE/") || strings.HasPrefix(t, Namespace+"/STATE/") {
+		n.state(t, msg.Payload())
+		return
+	}
+	n.command(c, msg)
+}
+
+// state takes a STATE message of the primary host. Sparkplug 3.0's,
+// JSON {"online": true|false, "timestamp": ms}: online counts if not
+// older than the last one taken; offline counts if not older than the
+// last online (an older one is stale, a host's will from before it came
+// back, and ignored). 2.2's (legacy_state), ONLINE or OFFLINE: taken as
+// it comes.
+func (n *Node) state(topic string, payload []byte) {
+	var online bool
+	var ts int64
+	legacy := strings.HasPrefix(topic, "STATE/")
+	if legacy {
+		switch string(payload) {
+		case "ONLINE":
+			online = true
+		case "OFFLINE":
+		default:
+			n.log.Warn("Sparkplug STATE that is neither ONLINE nor OFFLINE, ignored", "topic", topic, "payload", string(payload))
+			return
+		}
+	} else {
+		var st struct {
+			Online    *bool  `json:"online"`
+			Timestamp *int64 `json:"timestamp"`
+		}
+		if err := json.Unmarshal(payload, &st); err != nil || st.Online == nil || st.Timestamp == nil {
+			n.log.Warn("Sparkplug STATE that is not {\"online\": bool, \"timestamp\": ms}, ignored", "topic", topic, "payload", string(payload), "err", err)
+			return
+		}
+		online, ts = *st.Online, *st.Timestamp
+	}
+	n.mu.Lock()
+	if !legacy && ts < n.host.ts {
+		n.mu.Unlock()
+		n.log.Info("Sparkplug STATE older than the last one taken, ignored", "host", n.cfg.PrimaryHost, "online", online, "timestamp", ts, "last", n.host.ts)
+		return
+	}
+	if !legacy && online {
+		n.host.ts = ts
+	}
+	changed := n.host.online != online
+	n.host.online = online
+	n.mu.Unlock()
+	if changed {
+		n.log.Info("Sparkplug primary host", "host", n.cfg.PrimaryHost, "online", online, "timestamp", ts)
+	}
+	select {
+	case n.hostCh <- struct{}{}:
+	default:
+	}
 }
 
 // command handles NCMD and DCMD messages (in paho's goroutine: writes go

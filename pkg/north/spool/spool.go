@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -47,6 +48,7 @@ const MaxRecord = 16 << 20
 const (
 	headerLen = 8
 	ackFile   = "ack"
+	lockFile  = "lock"
 	segSuffix = ".seg"
 )
 
@@ -67,6 +69,7 @@ type Log struct {
 	rseg     int        // the segment holding read, while read < next
 	roff     int64      // read's offset in it
 	ack      *os.File
+	lock     *os.File // held (flock) while open
 	dropped  uint64
 	dirty    bool
 	syncer   *time.Timer
@@ -87,8 +90,18 @@ type segment struct {
 // what was.
 func Open(dir string, maxBytes int64) (*Log, error) {
 	l := &Log{dir: dir, max: maxBytes, segSize: min(4<<20, maxBytes/4+1)}
+	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("spool: %s is in use by another process (two gateways cannot share a store): %w", dir, err)
+	}
+	l.lock = lock
 	ents, err := os.ReadDir(dir)
 	if err != nil {
+		l.closeFiles()
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	type file struct {
@@ -369,6 +382,34 @@ func (l *Log) Peek() (id uint64, rec []byte, ok bool, err error) {
 	return l.read, rec, true, nil
 }
 
+// Each calls fn with every record not yet acknowledged, oldest first,
+// until fn returns false.
+func (l *Log) Each(fn func(id uint64, rec []byte) bool) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	id, seg, off := l.read, l.rseg, l.roff
+	var hdr [headerLen]byte
+	for id < l.next && !l.closed {
+		s := l.segs[seg]
+		if off >= s.size {
+			seg, off = seg+1, 0
+			continue
+		}
+		if _, err := s.f.ReadAt(hdr[:], off); err != nil {
+			return fmt.Errorf("spool: record %d: %w", id, err)
+		}
+		rec := make([]byte, binary.BigEndian.Uint32(hdr[:4]))
+		if _, err := s.f.ReadAt(rec, off+headerLen); err != nil {
+			return fmt.Errorf("spool: record %d: %w", id, err)
+		}
+		if !fn(id, rec) {
+			return nil
+		}
+		id, off = id+1, off+headerLen+int64(len(rec))
+	}
+	return nil
+}
+
 // Ack acknowledges the record Peek returned as id: the next Peek returns
 // the one after it. An id that is no longer the oldest (dropped
 // meanwhile) is ignored.
@@ -446,6 +487,9 @@ func (l *Log) closeFiles() {
 	}
 	if l.ack != nil {
 		l.ack.Close()
+	}
+	if l.lock != nil {
+		l.lock.Close() // and the flock with it
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -72,6 +73,17 @@ func TestOrderAcrossReopen(t *testing.T) {
 	defer l.Close()
 	if l.Dropped() != 0 || l.Truncated() != nil {
 		t.Fatalf("dropped %d, truncated %v", l.Dropped(), l.Truncated())
+	}
+	n := 0
+	l.Each(func(id uint64, r []byte) bool {
+		if id != uint64(1000+n) || !bytes.Equal(r, rec(1000+n)) {
+			t.Fatalf("Each: record %d is %q", id, r)
+		}
+		n++
+		return true
+	})
+	if n != 29000 {
+		t.Fatalf("Each saw %d records, want 29000", n)
 	}
 	drain(t, l, 1000, 29000)
 	if n := len(l.segs); n != 1 {
@@ -163,6 +175,17 @@ func TestKilled(t *testing.T) {
 	l := open(t, dir, 1<<20)
 	defer l.Close()
 	drain(t, l, 1234, 5000-1234)
+}
+
+// TestInUse: a second Open of a log in use fails, saying why.
+func TestInUse(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, 1<<20)
+	if _, err := Open(dir, 1<<20); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("a second Open: %v", err)
+	}
+	l.Close()
+	open(t, dir, 1<<20).Close()
 }
 
 // TestAckTorn: an ack file that does not check out means everything is
