@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -8,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/gateway"
+	"github.com/mcpgw/mcpgw/pkg/ops/webconfig"
 )
 
 // cmdReload checks a configuration file, then asks the gateway running
@@ -25,6 +29,12 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "config.toml", "the configuration file the gateway runs with")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long the reload may take")
+	addrFlag := fs.String("addr", "", "the gateway's metrics listener, host:port (default: metrics.listen on this box); another box's needs metrics.web_config with authentication")
+	user := fs.String("web-user", "", "with metrics.web_config's basic_auth_users: the user name")
+	passFile := fs.String("web-password-file", "", "with -web-user: a file holding the password")
+	caFile := fs.String("web-ca", "", "with metrics.web_config's TLS: the CA (PEM) the listener's certificate chains to (default: the system's)")
+	certFile := fs.String("web-cert", "", "with metrics.web_config's client certificates: this client's certificate (PEM)")
+	keyFile := fs.String("web-key", "", "with -web-cert: its key (PEM)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -35,16 +45,46 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	if cfg.Metrics.Listen == "" {
 		return fmt.Errorf("%s: metrics.listen is empty: mcpgw reload reaches the gateway through its metrics listener; set it (and restart), or send the gateway SIGHUP (systemctl reload mcpgw)", *path)
 	}
-	addr, err := loopbackAddr(cfg.Metrics.Listen)
-	if err != nil {
-		return fmt.Errorf("%s: metrics.listen: %w", *path, err)
+	addr := *addrFlag
+	if addr == "" {
+		if addr, err = loopbackAddr(cfg.Metrics.Listen); err != nil {
+			return fmt.Errorf("%s: metrics.listen: %w", *path, err)
+		}
 	}
 	client := &http.Client{Timeout: *timeout}
-	req, err := http.NewRequest(http.MethodPost, "http://"+addr+gateway.ReloadPath, nil)
+	scheme := "http"
+	var sum webconfig.Summary
+	if wc := cfg.Metrics.WebConfig; wc != "" {
+		if sum, err = webconfig.Read(wc); err != nil {
+			return fmt.Errorf("%s: metrics.web_config: %w", *path, err)
+		}
+		if sum.TLS {
+			scheme = "https"
+			tc, err := reloadTLS(*caFile, *certFile, *keyFile)
+			if err != nil {
+				return err
+			}
+			client.Transport = &http.Transport{TLSClientConfig: tc}
+		}
+		if sum.ClientCerts && *certFile == "" {
+			return fmt.Errorf("%s: metrics.web_config asks for a client certificate: give -web-cert and -web-key", wc)
+		}
+		if sum.Users && *user == "" && *certFile == "" {
+			return fmt.Errorf("%s: metrics.web_config asks for basic auth: give -web-user and -web-password-file", wc)
+		}
+	}
+	req, err := http.NewRequest(http.MethodPost, scheme+"://"+addr+gateway.ReloadPath, nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set(gateway.ReloadHeader, "1")
+	if *user != "" {
+		pw, err := os.ReadFile(*passFile)
+		if err != nil {
+			return fmt.Errorf("-web-password-file: %w", err)
+		}
+		req.SetBasicAuth(*user, strings.TrimRight(string(pw), "\r\n"))
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("no gateway answered on %s (metrics.listen): %w", addr, err)
@@ -85,4 +125,28 @@ func loopbackAddr(listen string) (string, error) {
 		}
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// reloadTLS is the TLS mcpgw reload speaks to a listener that
+// metrics.web_config puts behind TLS.
+func reloadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("-web-ca: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-web-ca %s: no PEM certificate in it", caFile)
+		}
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("-web-cert, -web-key: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }

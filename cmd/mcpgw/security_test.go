@@ -376,3 +376,56 @@ func TestSystemCallsWithinTheUnit(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadThroughWebConfig: behind metrics.web_config (HTTPS, basic
+// auth), mcpgw reload says which flags it needs, and with them reloads.
+func TestReloadThroughWebConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	for _, tool := range []string{"openssl", "/usr/bin/python3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	dir := t.TempDir()
+	pem := func(name, ext string) string { return filepath.Join(dir, name+"."+ext) }
+	openssl := func(args ...string) {
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+		"-keyout", pem("ca", "key"), "-out", pem("ca", "crt"), "-subj", "/CN=test-ca", "-days", "2")
+	os.WriteFile(pem("web", "ext"), []byte("subjectAltName = IP:127.0.0.1\n"), 0o600)
+	openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+		"-keyout", pem("web", "key"), "-out", pem("web", "csr"), "-subj", "/CN=web")
+	openssl("x509", "-req", "-in", pem("web", "csr"), "-CA", pem("ca", "crt"), "-CAkey", pem("ca", "key"),
+		"-set_serial", "7", "-days", "2", "-extfile", pem("web", "ext"), "-out", pem("web", "crt"))
+	hash, err := exec.Command("/usr/bin/python3", "-c", "import bcrypt; print(bcrypt.hashpw(b'pw', bcrypt.gensalt(rounds=10)).decode())").Output()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("python3-bcrypt: %v", err)
+		}
+		t.Skipf("python3-bcrypt: %v", err)
+	}
+	web := pem("web", "yml")
+	os.WriteFile(web, []byte(fmt.Sprintf("tls_server_config:\n  cert_file: %s\n  key_file: %s\nbasic_auth_users:\n  ops: %s", pem("web", "crt"), pem("web", "key"), hash)), 0o600)
+	os.WriteFile(pem("pw", "txt"), []byte("pw\n"), 0o600)
+	metricsAddr := freeAddr(t)
+	cfg := writeConfig(t, fmt.Sprintf("[server]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = %q\nweb_config = %q\n[[bus]]\nname = \"l1\"\nport = \"/dev/ttyMCPGW-missing\"\nunits = [1]\n", metricsAddr, web))
+	startGateway(t, nil, cfg, "metrics and health checks listening")
+	bin := mcpgwBinary(t)
+	out, err := exec.Command(bin, "reload", "-config", cfg).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "-web-user") {
+		t.Fatalf("reload without credentials: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "reload", "-config", cfg, "-web-user", "ops", "-web-password-file", pem("pw", "txt")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "certificate") {
+		t.Fatalf("reload without the listener's CA: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "reload", "-config", cfg, "-web-user", "ops", "-web-password-file", pem("pw", "txt"), "-web-ca", pem("ca", "crt")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "reloaded") {
+		t.Fatalf("reload with credentials: %v\n%s", err, out)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+
+	"github.com/mcpgw/mcpgw/pkg/ops/webconfig"
 )
 
 // ReloadResult is what a reload did: the fields of its log line, and the
@@ -37,7 +39,16 @@ const ReloadHeader = "X-Mcpgw-Reload"
 // (DNS rebinding: a foreign name that resolves to 127.0.0.1), or from a
 // page of a foreign origin.
 func (s *Service) serveReload(w http.ResponseWriter, r *http.Request) {
-	if why := reloadRefused(r); why != "" {
+	authenticated := false
+	if s.cfg != nil && s.cfg.Metrics.WebConfig != "" {
+		sum, err := webconfig.Read(s.cfg.Metrics.WebConfig)
+		if err != nil {
+			http.Error(w, "metrics.web_config: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		authenticated = sum.Authenticated(r)
+	}
+	if why := reloadRefused(r, authenticated); why != "" {
 		http.Error(w, why, http.StatusForbidden)
 		return
 	}
@@ -49,14 +60,24 @@ func (s *Service) serveReload(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(res)
 }
 
-// reloadRefused says why a reload request is refused, or "".
-func reloadRefused(r *http.Request) string {
-	host, _, _ := net.SplitHostPort(r.RemoteAddr)
-	if ip, err := netip.ParseAddr(host); err != nil || !ip.Unmap().IsLoopback() {
-		return "reload is served to loopback clients only: run mcpgw reload on the gateway's box, or send it SIGHUP"
-	}
+// reloadRefused says why a reload request is refused, or "". One that
+// proved who sent it (metrics.web_config's basic auth or client
+// certificates) may come from anywhere; others only from the box itself.
+func reloadRefused(r *http.Request, authenticated bool) string {
 	if r.Header.Get(ReloadHeader) == "" {
 		return "reload needs the " + ReloadHeader + " header (mcpgw reload sends it): a browser cannot be made to send it"
+	}
+	if authenticated {
+		if o := r.Header.Get("Origin"); o != "" {
+			if u, err := url.Parse(o); err != nil || !strings.EqualFold(u.Host, r.Host) {
+				return fmt.Sprintf("reload refused from a web page of origin %q", o)
+			}
+		}
+		return ""
+	}
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.Unmap().IsLoopback() {
+		return "reload is served to loopback clients only, or to clients that authenticate (metrics.web_config with basic_auth_users or client certificates): run mcpgw reload on the gateway's box, or send it SIGHUP"
 	}
 	if !localHost(r.Host) {
 		return fmt.Sprintf("reload is served for localhost and loopback addresses only, not for host %q", r.Host)

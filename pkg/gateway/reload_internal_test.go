@@ -3,8 +3,12 @@ package gateway
 import (
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mcpgw/mcpgw/pkg/config"
 )
 
 // TestServeReload: only the gateway's own box may ask for a reload, and
@@ -57,5 +61,46 @@ func TestServeReload(t *testing.T) {
 	}
 	if calls != 4 {
 		t.Fatalf("%d reloads, want 4", calls)
+	}
+}
+
+// TestServeReloadAuthenticated: behind metrics.web_config with users
+// (exporter-toolkit has checked the credentials before the handler sees
+// the request), a request that carries them may come from another box;
+// one without them may not, nor one from a foreign page.
+func TestServeReloadAuthenticated(t *testing.T) {
+	wc := filepath.Join(t.TempDir(), "web.yml")
+	os.WriteFile(wc, []byte("basic_auth_users:\n  alice: $2b$10$AxqQjeZPDLPE.P7ux4KnfeqAWntWUnh62/LzPwdV/0w35NfAefMXa\n"), 0o600)
+	cfg := &config.Config{}
+	cfg.Metrics.WebConfig = wc
+	calls := 0
+	s := &Service{cfg: cfg, OnReload: func() ReloadResult { calls++; return ReloadResult{Config: "c"} }}
+	for _, tc := range []struct {
+		name, origin string
+		auth         bool
+		code         int
+	}{
+		{name: "another box, authenticated", auth: true, code: http.StatusOK},
+		{name: "another box, no credentials", code: http.StatusForbidden},
+		{name: "another box, authenticated, a foreign page", auth: true, origin: "https://evil.example", code: http.StatusForbidden},
+		{name: "another box, authenticated, its own page", auth: true, origin: "https://10.0.0.9:9502", code: http.StatusOK},
+	} {
+		req := httptest.NewRequest("POST", ReloadPath, nil)
+		req.RemoteAddr, req.Host = "10.0.0.7:40000", "10.0.0.9:9502"
+		req.Header.Set(ReloadHeader, "1")
+		if tc.auth {
+			req.SetBasicAuth("alice", "x")
+		}
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+		}
+		w := httptest.NewRecorder()
+		s.serveReload(w, req)
+		if w.Code != tc.code {
+			t.Errorf("%s: %d, want %d (%s)", tc.name, w.Code, tc.code, strings.TrimSpace(w.Body.String()))
+		}
+	}
+	if calls != 2 {
+		t.Fatalf("%d reloads, want 2", calls)
 	}
 }

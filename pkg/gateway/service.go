@@ -20,6 +20,8 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/chain/poller"
 	"github.com/mcpgw/mcpgw/pkg/chain/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/chain/validate"
+	"github.com/prometheus/exporter-toolkit/web"
+
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/north/sparkplug"
 	"github.com/mcpgw/mcpgw/pkg/ops/metrics"
@@ -272,8 +274,20 @@ func (s *Service) Start() (net.Addr, error) {
 		// Idle connections are closed, so a client that opens many and
 		// leaves them cannot hold the listener's memory.
 		s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-		go s.http.Serve(metricsL)
-		s.log.Info("metrics and health checks listening", "addr", s.MetricsAddr.String(), "paths", "/metrics /healthz /readyz")
+		if wc := s.cfg.Metrics.WebConfig; wc != "" {
+			// exporter-toolkit puts its TLS and basic auth in front of
+			// every path, reading the file again on every request and
+			// connection.
+			flags := &web.FlagConfig{WebConfigFile: &wc, WebListenAddresses: &[]string{s.MetricsAddr.String()}, WebSystemdSocket: new(bool)}
+			go func() {
+				if err := web.Serve(metricsL, s.http, flags, s.log.With("listener", "metrics")); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					s.log.Error("metrics listener stopped", "addr", s.MetricsAddr.String(), "err", err)
+				}
+			}()
+		} else {
+			go s.http.Serve(metricsL)
+		}
+		s.log.Info("metrics and health checks listening", "addr", s.MetricsAddr.String(), "paths", "/metrics /healthz /readyz", "web_config", s.cfg.Metrics.WebConfig)
 		if s.cfg.Metrics.Pprof && !localHost(s.cfg.Metrics.Listen) {
 			s.log.Warn("pprof is served to every client that reaches metrics.listen: it shows the process's internals; keep metrics.listen on loopback while metrics.pprof is on",
 				"addr", s.MetricsAddr.String())

@@ -113,26 +113,41 @@ func openPage(t *testing.T) *browser {
 // value as JSON.
 func (b *browser) eval(expr string) string {
 	b.t.Helper()
+	var res struct {
+		Result struct {
+			Value json.RawMessage `json:"value"`
+		} `json:"result"`
+	}
+	json.Unmarshal(b.call("Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true}), &res)
+	return string(res.Result.Value)
+}
+
+// call sends a DevTools command and returns its result.
+func (b *browser) call(method string, params map[string]any) json.RawMessage {
+	b.t.Helper()
 	b.id++
-	msg := map[string]any{"id": b.id, "method": "Runtime.evaluate", "params": map[string]any{"expression": expr, "returnByValue": true}}
+	msg := map[string]any{"id": b.id, "method": method, "params": params}
+	if params == nil {
+		msg["params"] = map[string]any{}
+	}
 	if err := websocket.JSON.Send(b.ws, msg); err != nil {
 		b.t.Fatal(err)
 	}
 	for {
 		var reply struct {
-			ID     int `json:"id"`
-			Result struct {
-				Result struct {
-					Value json.RawMessage `json:"value"`
-				} `json:"result"`
-			} `json:"result"`
+			ID     int             `json:"id"`
+			Result json.RawMessage `json:"result"`
+			Error  json.RawMessage `json:"error"`
 		}
 		b.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if err := websocket.JSON.Receive(b.ws, &reply); err != nil {
 			b.t.Fatal(err)
 		}
 		if reply.ID == b.id { // events of the page come in between
-			return string(reply.Result.Result.Value)
+			if reply.Error != nil {
+				b.t.Fatalf("DevTools %s: %s", method, reply.Error)
+			}
+			return reply.Result
 		}
 	}
 }
