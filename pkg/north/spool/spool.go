@@ -314,16 +314,22 @@ func (l *Log) markDirty() {
 	l.syncer = time.AfterFunc(SyncEvery, func() { l.Sync() })
 }
 
-// Sync writes what was appended and acknowledged to the disk.
+// Sync writes what was appended and acknowledged to the disk. It does
+// not hold the log while the disk works: appends and reads go on.
 func (l *Log) Sync() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed || !l.dirty {
+		l.mu.Unlock()
 		return nil
 	}
 	l.dirty = false
-	err := l.segs[len(l.segs)-1].f.Sync()
-	return errors.Join(err, l.ack.Sync())
+	seg, ack := l.segs[len(l.segs)-1].f, l.ack
+	l.mu.Unlock()
+	err := errors.Join(seg.Sync(), ack.Sync())
+	if errors.Is(err, os.ErrClosed) {
+		return nil // the segment went (read, or the log closed) meanwhile
+	}
+	return err
 }
 
 // gc removes the segments wholly acknowledged, and the oldest ones past

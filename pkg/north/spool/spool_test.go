@@ -255,3 +255,21 @@ func BenchmarkAppend(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkPeekAck(b *testing.B) {
+	l := open(b, b.TempDir(), 256<<20)
+	defer l.Close()
+	r := bytes.Repeat([]byte{1}, 100)
+	for range b.N {
+		l.Append(r)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		id, _, ok, err := l.Peek()
+		if !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		l.Ack(id)
+	}
+}
