@@ -118,12 +118,25 @@ func (b *browser) eval(expr string) string {
 			Value json.RawMessage `json:"value"`
 		} `json:"result"`
 	}
-	json.Unmarshal(b.call("Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true}), &res)
+	// An error (a navigation the expression began) reads as no value.
+	r, _ := b.send("Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true})
+	json.Unmarshal(r, &res)
 	return string(res.Result.Value)
 }
 
-// call sends a DevTools command and returns its result.
+// call sends a DevTools command and returns its result; an error ends
+// the test.
 func (b *browser) call(method string, params map[string]any) json.RawMessage {
+	b.t.Helper()
+	r, err := b.send(method, params)
+	if err != nil {
+		b.t.Fatalf("DevTools %s: %v", method, err)
+	}
+	return r
+}
+
+// send sends a DevTools command and returns its result or its error.
+func (b *browser) send(method string, params map[string]any) (json.RawMessage, error) {
 	b.t.Helper()
 	b.id++
 	msg := map[string]any{"id": b.id, "method": method, "params": params}
@@ -145,9 +158,9 @@ func (b *browser) call(method string, params map[string]any) json.RawMessage {
 		}
 		if reply.ID == b.id { // events of the page come in between
 			if reply.Error != nil {
-				b.t.Fatalf("DevTools %s: %s", method, reply.Error)
+				return nil, fmt.Errorf("%s", reply.Error)
 			}
-			return reply.Result
+			return reply.Result, nil
 		}
 	}
 }
