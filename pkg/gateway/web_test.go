@@ -249,7 +249,7 @@ func TestWebConfigInABrowser(t *testing.T) {
 	if got := b.waitFor(`location.href + " " + document.readyState`, fmt.Sprintf("%q", url+" complete")); got != fmt.Sprintf("%q", url+" complete") {
 		t.Fatalf("the page did not load: %s", got)
 	}
-	if got := b.eval(`document.querySelector('#lines tr.line td:nth-child(4)').textContent`); got != `"up"` {
+	if got := b.waitFor(`(document.querySelector('#lines .line[data-line="l1"] .state') || {}).textContent`, `"up"`); got != `"up"` {
 		t.Fatalf("line l1's state: %s (the page: %s)", got, b.eval(`document.body.innerText.slice(0, 300)`))
 	}
 	c := dial(t, r.addr)

@@ -250,7 +250,11 @@ func (b *Bus) exchange(r *Request, timeout time.Duration) (time.Time, error) {
 				}
 			}
 			b.noise(r, b.buf[:used], err)
-			lastErr = err
+			// The attempt's failure is what broke it: a bad CRC, not the
+			// pieces of that frame the scan then finds unexpected.
+			if !errors.Is(lastErr, ErrBadCRC) {
+				lastErr = err
+			}
 			b.buf = b.buf[:copy(b.buf, b.buf[used:])]
 		}
 		now := time.Now()

@@ -1,23 +1,29 @@
-// Package status is the gateway's page at a glance: each line, each unit
-// seen, the connected clients, and the last transactions scrolling live
-// (server-sent events). html/template and a few lines of plain
-// JavaScript, embedded; no build step.
+// Package status is the gateway's page at a glance: each line's last hour
+// as sparklines, each configured unit's state and last hour as a strip of
+// minutes, the connected clients, and the last transactions scrolling
+// live (server-sent events); the same history as JSON at /api/status.
+// html/template, inline SVG and plain JavaScript, embedded; no build
+// step, no asset from elsewhere.
 package status
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"io"
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/mcpgw/mcpgw/pkg/chain/offline"
+	"github.com/mcpgw/mcpgw/pkg/ops/history"
 	"github.com/mcpgw/mcpgw/pkg/request"
 	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
@@ -65,6 +71,7 @@ type Tx struct {
 	FC       int    `json:"fc"`
 	Outcome  string `json:"outcome"`
 	Duration string `json:"duration"`
+	Kind     string `json:"kind,omitempty"` // how the history counts it (ok, timeout, crc, unexpected, gateway); empty: not at all
 }
 
 // record is a transaction as the feed keeps it: raw values, made into
@@ -78,20 +85,52 @@ type record struct {
 	unit, fc byte
 	outcome  request.Outcome
 	d        time.Duration
+	kind     history.Kind
+	counted  bool // in the history
 }
 
 func (r *record) tx() Tx {
-	return Tx{Time: r.at.UTC().Format("15:04:05.000"), Trace: r.trace.String(), Client: r.client, Line: r.line,
+	t := Tx{Time: r.at.UTC().Format("15:04:05.000"), Trace: r.trace.String(), Client: r.client, Line: r.line,
 		Unit: int(r.unit), FC: int(r.fc), Outcome: r.outcome.String(), Duration: r.d.Round(time.Microsecond).String()}
+	if r.counted {
+		t.Kind = history.KindNames[r.kind]
+	}
+	return t
+}
+
+// unitKey names a unit on a line.
+type unitKey struct {
+	line string
+	unit byte
 }
 
 // unitSeen is what the page knows of a unit from its transactions.
 type unitSeen struct {
-	line       string
+	hist       history.Unit
 	lastAnswer time.Time
-	lat        [128]time.Duration // the last answers' latencies, a ring
-	n          int
 	exceptions uint64
+}
+
+// kindOf is how the history counts a transaction that reached a line,
+// and whether it counts at all: answers from the cache or another
+// client's read, broadcasts, and requests refused before the line
+// (rejected, denied, rate-limited) are not the line's transactions.
+func kindOf(tr *request.Request, o request.Outcome) (history.Kind, bool) {
+	switch o {
+	case request.OK, request.Exception:
+		return history.OK, true
+	case request.Timeout:
+		switch {
+		case errors.Is(tr.Err, rtu.ErrBadCRC):
+			return history.CRC, true
+		case errors.Is(tr.Err, rtu.ErrUnexpected), errors.Is(tr.Err, rtu.ErrMismatch):
+			return history.Unexpected, true
+		}
+		return history.Timeout, true
+	case request.NoRoute, request.LineDown, request.QueueFull, request.Expired, request.Skipped, request.Offline, request.OverBudget:
+		return history.Gateway, true
+	}
+	return 0, false
 }
 
 // Status feeds on transactions and serves the page.
@@ -99,52 +138,26 @@ type Status struct {
 	src   Sources
 	start time.Time
 
-	mu      sync.Mutex
-	recent  [keepRecent]record // a ring of the last transactions
-	nRecent int                // transactions recorded in all
-	units   map[byte]*unitSeen
-	lineTx  map[string]*rate
-	subs    map[chan record]struct{} // the pages listening for events
-	perIP   map[netip.Addr]int       // of them, from each address
-	idle    time.Duration            // StreamIdle; shorter in tests
-}
-
-// rate counts a line's transactions and failures in each of the last 60
-// seconds: bounded, whatever the rate.
-type rate [60]struct {
-	sec       int64 // the unix second the counts are for
-	n, failed uint32
-}
-
-// add counts a transaction at t.
-func (r *rate) add(t time.Time, failed bool) {
-	sec := t.Unix()
-	b := &r[sec%60]
-	if b.sec != sec {
-		b.sec, b.n, b.failed = sec, 0, 0
-	}
-	b.n++
-	if failed {
-		b.failed++
-	}
-}
-
-// lastMinute returns the transactions and failures of the minute to now.
-func (r *rate) lastMinute(now time.Time) (n, failed int) {
-	for _, b := range r {
-		if now.Unix()-b.sec < 60 {
-			n, failed = n+int(b.n), failed+int(b.failed)
-		}
-	}
-	return n, failed
+	mu       sync.Mutex
+	recent   [keepRecent]record // a ring of the last transactions
+	nRecent  int                // transactions recorded in all
+	units    map[unitKey]*unitSeen
+	lines    map[string]*history.Line
+	unrouted map[byte]time.Time       // units clients asked for that no line serves, and when last
+	subs     map[chan record]struct{} // the pages listening for events
+	perIP    map[netip.Addr]int       // of them, from each address
+	idle     time.Duration            // StreamIdle; shorter in tests
 }
 
 const keepRecent = 50
 
+// noHistory is a line's history before its first transaction: read only.
+var noHistory history.Line
+
 // New makes a Status over src.
 func New(src Sources) *Status {
-	return &Status{src: src, start: time.Now(), units: map[byte]*unitSeen{}, lineTx: map[string]*rate{},
-		subs: map[chan record]struct{}{}, perIP: map[netip.Addr]int{}, idle: StreamIdle}
+	return &Status{src: src, start: time.Now(), units: map[unitKey]*unitSeen{}, lines: map[string]*history.Line{},
+		unrouted: map[byte]time.Time{}, subs: map[chan record]struct{}{}, perIP: map[netip.Addr]int{}, idle: StreamIdle}
 }
 
 // AddListener adds a listener whose clients the page lists; call it
@@ -160,28 +173,31 @@ func (s *Status) Middleware(next request.Handler) request.Handler {
 
 func (s *Status) record(tr *request.Request, d request.Done) {
 	rec := record{at: d.Start, trace: tr.Trace, client: tr.Client, line: tr.Line, unit: tr.Unit, fc: tr.PDU[0], outcome: d.Outcome, d: d.Duration}
-	answered := d.Outcome.ByDevice()
-	fresh := d.Outcome == request.OK || d.Outcome == request.Exception // the device's answer to this request: its latency
+	rec.kind, rec.counted = kindOf(tr, d.Outcome)
+	end := d.Start.Add(d.Duration)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.recent[s.nRecent%keepRecent] = rec
 	s.nRecent++
-	if tr.Line != "" {
-		r := s.lineTx[tr.Line]
-		if r == nil {
-			r = &rate{}
-			s.lineTx[tr.Line] = r
+	switch {
+	case d.Outcome == request.NoRoute && len(s.unrouted) < 256:
+		s.unrouted[tr.Unit] = end
+	case tr.Line != "" && rec.counted:
+		l := s.lines[tr.Line]
+		if l == nil {
+			l = new(history.Line) // once a line: the rings are fixed from then on
+			s.lines[tr.Line] = l
 		}
-		r.add(d.Start, !answered)
-		if fresh {
-			u := s.units[tr.Unit]
-			if u == nil {
-				u = &unitSeen{}
-				s.units[tr.Unit] = u
-			}
-			u.line, u.lastAnswer = tr.Line, d.Start
-			u.lat[u.n%len(u.lat)] = d.Duration
-			u.n++
+		l.Add(end, rec.kind, d.Duration)
+		k := unitKey{tr.Line, tr.Unit}
+		u := s.units[k]
+		if u == nil {
+			u = new(unitSeen)
+			s.units[k] = u
+		}
+		u.hist.Add(end, rec.kind, d.Duration)
+		if rec.kind == history.OK {
+			u.lastAnswer = end
 			if d.Exception != 0 {
 				u.exceptions++
 			}
@@ -195,29 +211,12 @@ func (s *Status) record(tr *request.Request, d request.Done) {
 	}
 }
 
-// view is what the template renders.
+// view is what the template renders; the lines and units come from
+// /api/status.
 type view struct {
 	Uptime  string
-	Lines   []lineView
-	Units   []unitView
 	Clients []clientView
 	Recent  []Tx
-}
-
-type lineView struct {
-	Name, Port, Settings, State, Since string
-	PerSecond, FailedPerMinute         string
-	Queue                              int
-	CRCErrors, Timeouts                uint64
-}
-
-type unitView struct {
-	Unit             int
-	Line, LastAnswer string
-	P50, P99         string
-	Exceptions       uint64
-	State            string // as shown: "offline since 10:42:07"
-	Class            string // online, offline or unseen
 }
 
 type clientView struct {
@@ -228,81 +227,196 @@ type clientView struct {
 func (s *Status) snapshot() view {
 	now := time.Now()
 	v := view{Uptime: now.Sub(s.start).Round(time.Second).String()}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var lines []Line
-	if s.src.Lines != nil {
-		lines = s.src.Lines()
-	}
-	for _, l := range lines {
-		st, name := l.Bus.Stats(), l.Bus.Name()
-		lv := lineView{Name: name, Port: l.Port, Settings: l.Settings, Queue: l.Bus.Queued(),
-			CRCErrors: st.CRCErrors, Timeouts: st.Timeouts, State: "down", PerSecond: "0.0", FailedPerMinute: "0"}
-		if l.Bus.Up() {
-			lv.State = "up"
-		}
-		if t := l.Bus.Since(); !t.IsZero() {
-			lv.Since = t.UTC().Format(time.DateTime) + " UTC"
-		}
-		if r := s.lineTx[name]; r != nil {
-			n, failed := r.lastMinute(now)
-			lv.PerSecond = fmt.Sprintf("%.1f", float64(n)/min(60, max(1, now.Sub(s.start).Seconds())))
-			lv.FailedPerMinute = fmt.Sprint(failed)
-		}
-		v.Lines = append(v.Lines, lv)
-	}
-	// Every configured unit, and those seen that are not (any more).
-	listed := map[byte]bool{}
-	if s.src.Units != nil {
-		for _, cu := range s.src.Units() {
-			uv := unitView{Unit: int(cu.Unit), Line: cu.Line, State: cu.State.String(), Class: cu.State.String()}
-			if cu.State == offline.Offline && !cu.Since.IsZero() {
-				uv.State += " since " + cu.Since.UTC().Format(time.TimeOnly)
-			}
-			s.seenView(&uv, s.units[cu.Unit], now)
-			v.Units = append(v.Units, uv)
-			listed[cu.Unit] = true
-		}
-	}
-	for u, seen := range s.units {
-		if listed[u] {
-			continue
-		}
-		uv := unitView{Unit: int(u), Line: seen.line, State: "online", Class: "online"}
-		if s.src.Offline != nil && s.src.Offline.Offline(u) {
-			uv.State, uv.Class = "offline", "offline"
-		}
-		s.seenView(&uv, seen, now)
-		v.Units = append(v.Units, uv)
-	}
-	slices.SortFunc(v.Units, func(a, b unitView) int { return a.Unit - b.Unit })
 	for name, srv := range s.src.Listeners {
 		for _, c := range srv.Clients() {
 			v.Clients = append(v.Clients, clientView{Listener: name, Addr: c.Addr, Since: c.Since.UTC().Format(time.DateTime), Requests: c.Requests})
 		}
 	}
 	slices.SortFunc(v.Clients, func(a, b clientView) int { return int(b.Requests) - int(a.Requests) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for i := s.nRecent - 1; i >= max(0, s.nRecent-keepRecent); i-- {
 		v.Recent = append(v.Recent, s.recent[i%keepRecent].tx())
 	}
 	return v
 }
 
-// seenView fills in what the transactions showed of a unit, if any.
-func (s *Status) seenView(uv *unitView, seen *unitSeen, now time.Time) {
-	if seen == nil || seen.n == 0 {
-		return
-	}
-	k := min(seen.n, len(seen.lat))
-	lat := slices.Clone(seen.lat[:k])
-	slices.Sort(lat)
-	uv.LastAnswer = now.Sub(seen.lastAnswer).Round(time.Millisecond).String() + " ago"
-	uv.P50, uv.P99 = lat[k/2].Round(time.Microsecond).String(), lat[k*99/100].Round(time.Microsecond).String()
-	uv.Exceptions = seen.exceptions
+// API is /api/status: each line's last hour second by second, and each
+// configured unit (and each unit asked for that no line serves) with its
+// state and its last hour minute by minute. Offline units come first,
+// then those with failures in the hour, most first, then the rest by
+// line and unit.
+type API struct {
+	Now    int64     `json:"now"`    // unix second: the last point of every series
+	Uptime float64   `json:"uptime"` // seconds since the gateway started
+	Lines  []APILine `json:"lines"`
+	Units  []APIUnit `json:"units"`
 }
 
-// HTTP serves the page at / and the transactions as server-sent events at
-// /events.
+// APILine is a line on /api/status.
+type APILine struct {
+	Name      string    `json:"name"`
+	State     string    `json:"state"` // up or down
+	Since     string    `json:"since,omitempty"`
+	Port      string    `json:"port"`
+	Settings  string    `json:"settings"`
+	Queue     int       `json:"queue"`
+	CRCErrors uint64    `json:"crc_errors"` // since start, attempts included
+	Timeouts  uint64    `json:"timeouts"`
+	Series    APISeries `json:"series"` // a point a second, from the gateway's start or an hour ago
+}
+
+// APIUnit is a unit on /api/status.
+type APIUnit struct {
+	Unit       int        `json:"unit"`
+	Line       string     `json:"line"`
+	State      string     `json:"state"`           // online, offline, unseen or unrouted
+	Since      string     `json:"since,omitempty"` // offline since (RFC 3339)
+	LastAnswer string     `json:"last_answer,omitempty"`
+	Exceptions uint64     `json:"exceptions"`
+	Tx         uint64     `json:"tx"`     // in the last hour
+	Failed     uint64     `json:"failed"` // of them
+	P50        float64    `json:"p50_ms"` // latency over the last hour; 0: no answer
+	P99        float64    `json:"p99_ms"`
+	Series     *APISeries `json:"series"` // 60 clock minutes, older first, the last the current one; null: no transaction in the hour
+}
+
+// APISeries are counts over consecutive spans, older first, the last
+// ending at API.Now.
+type APISeries struct {
+	Step       int       `json:"step"`  // seconds a point
+	Start      int64     `json:"start"` // unix second the first point ends at
+	Tx         []uint64  `json:"tx"`
+	Failed     []uint64  `json:"failed"`
+	Timeout    []uint64  `json:"timeout"`
+	CRC        []uint64  `json:"crc"`
+	Unexpected []uint64  `json:"unexpected"`
+	Gateway    []uint64  `json:"gateway"`
+	P50        []float64 `json:"p50_ms"`
+	P99        []float64 `json:"p99_ms"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func series(spans []history.Span, step int, now time.Time) APISeries {
+	n := len(spans)
+	a := APISeries{Step: step, Start: now.Unix() - int64((n-1)*step),
+		Tx: make([]uint64, n), Failed: make([]uint64, n), Timeout: make([]uint64, n), CRC: make([]uint64, n),
+		Unexpected: make([]uint64, n), Gateway: make([]uint64, n), P50: make([]float64, n), P99: make([]float64, n)}
+	for i := range spans {
+		sp := &spans[i]
+		a.Tx[i], a.Failed[i] = sp.Tx, sp.Failed()
+		a.Timeout[i], a.CRC[i], a.Unexpected[i], a.Gateway[i] = sp.Kinds[history.Timeout], sp.Kinds[history.CRC], sp.Kinds[history.Unexpected], sp.Kinds[history.Gateway]
+		a.P50[i], a.P99[i] = ms(sp.Quantile(0.5)), ms(sp.Quantile(0.99))
+	}
+	return a
+}
+
+// API returns what /api/status serves, as of now.
+func (s *Status) API(now time.Time) API {
+	up := now.Sub(s.start)
+	a := API{Now: now.Unix(), Uptime: up.Seconds(), Lines: []APILine{}, Units: []APIUnit{}}
+	seconds := int(min(history.Seconds, max(1, now.Unix()-s.start.Unix()+1)))
+	var lines []Line
+	if s.src.Lines != nil {
+		lines = s.src.Lines()
+	}
+	var configured []offline.Unit
+	if s.src.Units != nil {
+		configured = s.src.Units()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range lines {
+		st, name := l.Bus.Stats(), l.Bus.Name()
+		al := APILine{Name: name, Port: l.Port, Settings: l.Settings, Queue: l.Bus.Queued(), CRCErrors: st.CRCErrors, Timeouts: st.Timeouts, State: "down"}
+		if l.Bus.Up() {
+			al.State = "up"
+		}
+		if t := l.Bus.Since(); !t.IsZero() {
+			al.Since = t.UTC().Format(time.RFC3339)
+		}
+		h := s.lines[name]
+		if h == nil {
+			h = &noHistory // no transaction yet
+		}
+		al.Series = series(h.Spans(now, 1, seconds), 1, now)
+		a.Lines = append(a.Lines, al)
+	}
+	// A unit's minutes are clock minutes, the last one the current.
+	endOfMinute := now.Truncate(time.Minute).Add(59 * time.Second)
+	for _, cu := range configured {
+		au := APIUnit{Unit: int(cu.Unit), Line: cu.Line, State: cu.State.String()}
+		if cu.State == offline.Offline && !cu.Since.IsZero() {
+			au.Since = cu.Since.UTC().Format(time.RFC3339)
+		}
+		if u := s.units[unitKey{cu.Line, cu.Unit}]; u != nil {
+			mins := u.hist.Spans(endOfMinute, 60, 60)
+			var hour history.Span
+			for i := range mins {
+				hour.Tx += mins[i].Tx
+				for k := range hour.Kinds {
+					hour.Kinds[k] += mins[i].Kinds[k]
+				}
+				for b := range hour.Lat {
+					hour.Lat[b] += mins[i].Lat[b]
+				}
+			}
+			au.Tx, au.Failed = hour.Tx, hour.Failed()
+			au.P50, au.P99 = ms(hour.Quantile(0.5)), ms(hour.Quantile(0.99))
+			au.Exceptions = u.exceptions
+			if !u.lastAnswer.IsZero() {
+				au.LastAnswer = u.lastAnswer.UTC().Format(time.RFC3339Nano)
+			}
+			if hour.Tx > 0 {
+				sr := series(mins, 60, endOfMinute)
+				au.Series = &sr
+			}
+		}
+		a.Units = append(a.Units, au)
+	}
+	for u, at := range s.unrouted {
+		if now.Sub(at) < time.Hour {
+			a.Units = append(a.Units, APIUnit{Unit: int(u), State: "unrouted", LastAnswer: ""})
+		}
+	}
+	rank := func(u *APIUnit) int {
+		switch {
+		case u.State == "offline":
+			return 0
+		case u.Failed > 0:
+			return 1
+		case u.State == "unrouted":
+			return 2
+		}
+		return 3
+	}
+	slices.SortStableFunc(a.Units, func(x, y APIUnit) int {
+		return cmp.Or(cmp.Compare(rank(&x), rank(&y)), cmp.Compare(y.Failed, x.Failed), strings.Compare(x.Line, y.Line), cmp.Compare(x.Unit, y.Unit))
+	})
+	return a
+}
+
+// unitStates is each configured unit's state, as the live stream sends
+// it when one changes.
+func (s *Status) unitStates() []APIUnit {
+	var out []APIUnit
+	if s.src.Units == nil {
+		return out
+	}
+	for _, cu := range s.src.Units() {
+		au := APIUnit{Unit: int(cu.Unit), Line: cu.Line, State: cu.State.String()}
+		if cu.State == offline.Offline && !cu.Since.IsZero() {
+			au.Since = cu.Since.UTC().Format(time.RFC3339)
+		}
+		out = append(out, au)
+	}
+	return out
+}
+
+// HTTP serves the page at /, the transactions as server-sent events at
+// /events (and the units' states when one changes, as "units" events),
+// and the history as JSON at /api/status.
 func (s *Status) HTTP() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
@@ -312,6 +426,11 @@ func (s *Status) HTTP() http.Handler {
 		}
 	})
 	mux.HandleFunc("GET /events", s.events)
+	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-cache")
+		json.NewEncoder(w).Encode(s.API(time.Now()))
+	})
 	return mux
 }
 
@@ -364,12 +483,26 @@ func (s *Status) events(w http.ResponseWriter, r *http.Request) {
 	}
 	idle := time.NewTimer(s.idle)
 	defer idle.Stop()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var states string // the units' states last sent
 	for {
 		select {
 		case <-r.Context().Done():
 			return
 		case <-idle.C:
 			return
+		case <-tick.C:
+			// A unit's state changes without a transaction of its own
+			// (the offline rule): sent once a second when one changed.
+			b, _ := json.Marshal(s.unitStates())
+			if string(b) == states {
+				continue
+			}
+			if !send("event: units\ndata: " + string(b) + "\n\n") {
+				return
+			}
+			states = string(b)
 		case rec := <-ch:
 			b, _ := json.Marshal(rec.tx())
 			if !send("data: " + string(b) + "\n\n") {

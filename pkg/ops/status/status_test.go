@@ -3,6 +3,8 @@ package status
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpgw/mcpgw/pkg/chain/offline"
 	"github.com/mcpgw/mcpgw/pkg/request"
+	"github.com/mcpgw/mcpgw/pkg/rtu"
 	"github.com/mcpgw/mcpgw/pkg/tcp"
 	"github.com/mcpgw/mcpgw/pkg/trace"
 )
@@ -129,4 +133,89 @@ func TestStreamLimits(t *testing.T) {
 		}
 	}
 	expect("127.0.0.1", 200).Body.Close()
+}
+
+// TestAPI: /api/status counts each transaction that reached a line by
+// kind, for its unit minute by minute; units come offline first, then
+// failing, then not routed, then the rest; answers from the cache and
+// refusals before the line are not the line's.
+func TestAPI(t *testing.T) {
+	since := time.Now().Add(-time.Minute)
+	s := New(Sources{Listeners: map[string]*tcp.Server{}, Units: func() []offline.Unit {
+		return []offline.Unit{
+			{Line: "l1", Unit: 1, State: offline.Online},
+			{Line: "l1", Unit: 2, State: offline.Offline, Since: since},
+			{Line: "l1", Unit: 3, State: offline.Unseen},
+			{Line: "l1", Unit: 4, State: offline.Online},
+		}
+	}})
+	h := s.Middleware(request.HandlerFunc(func(_ context.Context, r *request.Request, dst []byte) []byte {
+		switch r.Client {
+		case "crc", "unexpected", "silent":
+			r.Line = "l1"
+			r.Outcome = request.Timeout
+			r.Err = map[string]error{"crc": rtu.ErrBadCRC, "unexpected": fmt.Errorf("heard: %w", rtu.ErrUnexpected), "silent": nil}[r.Client]
+			return append(dst, r.PDU[0]|0x80, 0x0B)
+		case "offline":
+			r.Line, r.Outcome = "l1", request.Offline
+			return append(dst, r.PDU[0]|0x80, 0x0B)
+		case "cache":
+			r.Line, r.Outcome = "l1", request.Cached
+			return append(dst, r.PDU...)
+		case "noroute":
+			r.Outcome = request.NoRoute
+			return append(dst, r.PDU[0]|0x80, 0x0A)
+		}
+		r.Line = "l1"
+		return append(dst, r.PDU...)
+	}))
+	do := func(client string, unit byte) {
+		h.ServeModbus(context.Background(), &request.Request{Unit: unit, PDU: []byte{3, 0, 0, 0, 1}, Client: client}, nil)
+	}
+	for range 3 {
+		do("ok", 1)
+		do("ok", 4)
+	}
+	do("crc", 1)
+	do("unexpected", 1)
+	do("silent", 1)
+	do("offline", 2)
+	do("cache", 4)
+	do("noroute", 50)
+
+	srv := httptest.NewServer(s.HTTP())
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var a API
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, u := range a.Units {
+		order = append(order, fmt.Sprintf("%d:%s", u.Unit, u.State))
+	}
+	if got := strings.Join(order, " "); got != "2:offline 1:online 50:unrouted 3:unseen 4:online" {
+		t.Fatalf("units: %s", got)
+	}
+	u1 := a.Units[1]
+	if u1.Tx != 6 || u1.Failed != 3 || u1.Series == nil || len(u1.Series.Tx) != 60 || u1.Series.Step != 60 {
+		t.Fatalf("unit 1: %+v", u1)
+	}
+	last := 59
+	if u1.Series.CRC[last] != 1 || u1.Series.Unexpected[last] != 1 || u1.Series.Timeout[last] != 1 || u1.Series.Tx[last] != 6 {
+		t.Fatalf("unit 1's current minute: %+v", u1.Series)
+	}
+	if u1.P50 == 0 || a.Units[0].Since == "" || a.Units[0].Series.Gateway[last] != 1 {
+		t.Fatalf("unit 1's latency %v; unit 2 since %q, gateway %v", u1.P50, a.Units[0].Since, a.Units[0].Series.Gateway)
+	}
+	if u4 := a.Units[4]; u4.Tx != 3 {
+		t.Fatalf("unit 4 counted %d transactions, want 3 (not the cached answer)", u4.Tx)
+	}
+	if a.Units[3].Series != nil {
+		t.Fatalf("unit 3, never asked, has a series: %+v", a.Units[3].Series)
+	}
 }

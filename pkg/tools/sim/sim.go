@@ -58,10 +58,27 @@ type Line struct {
 
 	replayed map[string]int
 
-	mu    sync.Mutex
-	stats Stats
-	muted [256]bool
-	seen  [256]int // requests seen per unit, muted or not
+	mu         sync.Mutex
+	stats      Stats
+	muted      [256]bool
+	seen       [256]int // requests seen per unit, muted or not
+	unitFaults map[byte]Faults
+}
+
+// SetUnitFaults makes one unit misbehave as f asks, in place of the
+// line's Faults (a flaky meter among good ones), or, with nil, follow
+// the line's again; safe while the line is served.
+func (l *Line) SetUnitFaults(unit byte, f *Faults) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.unitFaults == nil {
+		l.unitFaults = map[byte]Faults{}
+	}
+	if f == nil {
+		delete(l.unitFaults, unit)
+		return
+	}
+	l.unitFaults[unit] = *f
 }
 
 // Mute makes unit silent (a device unplugged) or brings it back; safe
@@ -184,6 +201,9 @@ func (l *Line) answer(frame, out, resp []byte, rnd *rand.Rand) []byte {
 	l.mu.Lock()
 	l.seen[unit]++
 	muted := l.muted[unit]
+	if uf, ok := l.unitFaults[unit]; ok {
+		f = &uf
+	}
 	l.mu.Unlock()
 	m, ok := l.Units[unit]
 	if !ok || muted {
