@@ -18,12 +18,17 @@ SOAK     ?= 3m
 SIMN     ?= 1000000
 SIMRUNS  ?= 3
 
-.PHONY: all run test build cross deb bench fuzz soak simulate vet clean
+.PHONY: all run test build cross deb bench fuzz soak simulate vet clean screenshot
 
 all: vet test build
 
 run:
 	$(GO) run ./cmd/mcpgw demo
+
+# The status page as a browser shows it, during a test with a flaky and
+# an unplugged unit: for the documentation (needs chromium).
+screenshot:
+	$(GO) test -count=1 -run '^TestStatusHistoryInABrowser$$' ./pkg/gateway -screenshot $(CURDIR)/docs/status.png
 
 test:
 	$(GO) test -race -count=1 ./...

@@ -69,7 +69,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Out, "out", "BENCHMARKS.md", "file to write the report to (empty: none)")
 	fs.Float64Var(&o.Scale, "scale", 1, "multiply request counts and durations (0.2 for a quick look)")
 	fs.IntVar(&o.Many, "many", 1000, "clients in the many-clients run")
-	fs.StringVar(&o.Only, "only", "", "run one section alone and print it: faster, sparkplug, uplink, wires, pace or absent")
+	fs.StringVar(&o.Only, "only", "", "run one section alone and print it: faster, sparkplug, uplink, status, wires, pace or absent")
 	fs.StringVar(&o.Probe, "probe", "testdata/interop/latency_probe.c", "libmodbus latency probe to build with cc (empty: skip)")
 	fs.StringVar(&o.Floor, "floor", "testdata/interop/floor_relay.c", "the floor relay to build with cc, the CPU per transaction's yardstick (empty: skip)")
 	fs.StringVar(&o.Slave, "slave", "testdata/interop/rtu_slave.c", "the libmodbus RTU slave to build with cc, the device of the absent-devices rows (empty: skip)")

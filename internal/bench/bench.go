@@ -225,7 +225,7 @@ type Options struct {
 	Probe   string  // libmodbus latency probe's source, built with cc; empty: skip
 	Floor   string  // the floor relay's source, built with cc; empty: skip
 	Slave   string  // the libmodbus RTU slave's source (the absent-devices rows), built with cc; empty: skip
-	// Only runs one section that stands alone, "faster", "sparkplug", "uplink" (the node's store, failover),
+	// Only runs one section that stands alone, "faster", "sparkplug", "uplink" (the node's store, failover), "status" (the page at its largest),
 	// "wires", "pace" (a line that keeps its pace) or "absent" (absent
 	// devices), and prints it (writing no file): for working on it.
 	Only string
@@ -261,6 +261,8 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 			err = benchSparkplug(ctx, &rep, d, stderr)
 		case "uplink":
 			targets, err = benchUplink(ctx, &rep, d, stderr)
+		case "status":
+			targets, err = benchStatusPage(ctx, &rep, stderr)
 		case "wires":
 			err = benchWires(ctx, &rep, n, stderr)
 		case "pace":
@@ -268,7 +270,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 		case "absent":
 			targets, err = benchAbsent(ctx, &rep, opts.Slave, n, d, stderr)
 		default:
-			return fmt.Errorf("-only %q: want faster, sparkplug, uplink, wires, pace or absent", opts.Only)
+			return fmt.Errorf("-only %q: want faster, sparkplug, uplink, status, wires, pace or absent", opts.Only)
 		}
 		for _, t := range targets {
 			rep.printf("| %s | %s | %v |\n", t.name, t.got, t.ok)
@@ -475,6 +477,10 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	statusTargets, err := benchStatusPage(ctx, &rep, stderr)
+	if err != nil {
+		return err
+	}
 	if err := benchWires(ctx, &rep, n, stderr); err != nil {
 		return err
 	}
@@ -544,7 +550,7 @@ func Run(ctx context.Context, opts Options, stdout, stderr io.Writer) error {
 	check(fmt.Sprintf("%d clients: fewest/most at least 0.8", opts.Many), fmt.Sprintf("%.2f", fairness), fairness >= 0.8)
 	check("zero wrong answers", fmt.Sprintf("%d", many1.Wrong), many1.Wrong == 0)
 	check("peak memory under 64 MB", fmt.Sprintf("%.1f MiB", float64(peak)/1024), peak < 64*1000)
-	for _, t := range append(append(append(pace, faster...), uplinkTargets...), absent...) {
+	for _, t := range append(append(append(append(pace, faster...), uplinkTargets...), statusTargets...), absent...) {
 		check(t.name, t.got, t.ok)
 	}
 

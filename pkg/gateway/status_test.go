@@ -3,181 +3,58 @@
 package gateway_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/net/websocket"
-
+	chromium "github.com/mcpgw/mcpgw/internal/browser"
 	"github.com/mcpgw/mcpgw/pkg/tools/sim"
 )
 
 // The status page in a real browser: Debian's chromium, headless, driven
-// over its DevTools protocol.
+// over its DevTools protocol (internal/browser).
 
-// browser is a headless chromium with a page open.
+// browser is a headless chromium with a page open, failing the test on
+// errors.
 type browser struct {
-	t  *testing.T
-	ws *websocket.Conn
-	id int
+	t *testing.T
+	b *chromium.Browser
 }
 
 // openPage starts chromium with a blank page to drive.
 func openPage(t *testing.T) *browser {
 	t.Helper()
 	need(t, "chromium")
-	// Its own profile directory, removed once every chromium process is
-	// gone: the renderers outlive the main process by a moment.
-	profile, err := os.MkdirTemp("", "mcpgw-chromium")
+	b, err := chromium.Open()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("chromium", "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
-		"--remote-allow-origins=*", "--user-data-dir="+profile, "about:blank")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // so that all of it can be stopped
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-		for range 50 { // the group's last processes may still be writing
-			if os.RemoveAll(profile) == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
-	// "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
-	re := regexp.MustCompile(`DevTools listening on ws://([^/]+)/`)
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	var host string
-	for host == "" {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatal("chromium exited before it listened")
-			}
-			if m := re.FindStringSubmatch(l); m != nil {
-				host = m[1]
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("chromium did not start its DevTools listener")
-		}
-	}
-	go func() {
-		for range lines { // keep chromium's stderr drained
-		}
-	}()
-	req, _ := http.NewRequest(http.MethodPut, "http://"+host+"/json/new?about:blank", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var target struct {
-		WS string `json:"webSocketDebuggerUrl"`
-	}
-	if b, _ := io.ReadAll(resp.Body); json.Unmarshal(b, &target) != nil || target.WS == "" {
-		t.Fatalf("DevTools /json/new: %s", b)
-	}
-	ws, err := websocket.Dial(target.WS, "", "http://localhost/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ws.Close() })
-	return &browser{t: t, ws: ws}
+	t.Cleanup(b.Close)
+	return &browser{t: t, b: b}
 }
 
 // eval evaluates a JavaScript expression in the page and returns its
 // value as JSON.
-func (b *browser) eval(expr string) string {
-	b.t.Helper()
-	var res struct {
-		Result struct {
-			Value json.RawMessage `json:"value"`
-		} `json:"result"`
-	}
-	// An error (a navigation the expression began) reads as no value.
-	r, _ := b.send("Runtime.evaluate", map[string]any{"expression": expr, "returnByValue": true})
-	json.Unmarshal(r, &res)
-	return string(res.Result.Value)
-}
+func (b *browser) eval(expr string) string { return b.b.Eval(expr) }
 
 // call sends a DevTools command and returns its result; an error ends
 // the test.
 func (b *browser) call(method string, params map[string]any) json.RawMessage {
 	b.t.Helper()
-	r, err := b.send(method, params)
+	r, err := b.b.Call(method, params)
 	if err != nil {
-		b.t.Fatalf("DevTools %s: %v", method, err)
+		b.t.Fatal(err)
 	}
 	return r
 }
 
-// send sends a DevTools command and returns its result or its error.
-func (b *browser) send(method string, params map[string]any) (json.RawMessage, error) {
-	b.t.Helper()
-	b.id++
-	msg := map[string]any{"id": b.id, "method": method, "params": params}
-	if params == nil {
-		msg["params"] = map[string]any{}
-	}
-	if err := websocket.JSON.Send(b.ws, msg); err != nil {
-		b.t.Fatal(err)
-	}
-	for {
-		var reply struct {
-			ID     int             `json:"id"`
-			Result json.RawMessage `json:"result"`
-			Error  json.RawMessage `json:"error"`
-		}
-		b.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if err := websocket.JSON.Receive(b.ws, &reply); err != nil {
-			b.t.Fatal(err)
-		}
-		if reply.ID == b.id { // events of the page come in between
-			if reply.Error != nil {
-				return nil, fmt.Errorf("%s", reply.Error)
-			}
-			return reply.Result, nil
-		}
-	}
-}
-
 // waitFor evaluates expr until it gives want, for up to 20 s.
-func (b *browser) waitFor(expr, want string) string {
-	b.t.Helper()
-	var got string
-	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if got = b.eval(expr); got == want {
-			return got
-		}
-	}
-	return got
-}
+func (b *browser) waitFor(expr, want string) string { return b.b.WaitFor(expr, want, 20*time.Second) }
 
 // TestStatusPageInABrowser: the page renders the line, every configured
 // unit with its state, and the clients, and a transaction made after it loaded appears in it.

@@ -288,11 +288,11 @@ type APISeries struct {
 	Start      int64     `json:"start"` // unix second the first point ends at
 	Tx         []uint64  `json:"tx"`
 	Failed     []uint64  `json:"failed"`
-	Timeout    []uint64  `json:"timeout"`
-	CRC        []uint64  `json:"crc"`
-	Unexpected []uint64  `json:"unexpected"`
-	Gateway    []uint64  `json:"gateway"`
-	P50        []float64 `json:"p50_ms"`
+	Timeout    []uint64  `json:"timeout,omitempty"` // a kind without a failure in the series is left out
+	CRC        []uint64  `json:"crc,omitempty"`
+	Unexpected []uint64  `json:"unexpected,omitempty"`
+	Gateway    []uint64  `json:"gateway,omitempty"`
+	P50        []float64 `json:"p50_ms"` // 0: no answer in the span
 	P99        []float64 `json:"p99_ms"`
 }
 
@@ -308,6 +308,11 @@ func series(spans []history.Span, step int, now time.Time) APISeries {
 		a.Tx[i], a.Failed[i] = sp.Tx, sp.Failed()
 		a.Timeout[i], a.CRC[i], a.Unexpected[i], a.Gateway[i] = sp.Kinds[history.Timeout], sp.Kinds[history.CRC], sp.Kinds[history.Unexpected], sp.Kinds[history.Gateway]
 		a.P50[i], a.P99[i] = ms(sp.Quantile(0.5)), ms(sp.Quantile(0.99))
+	}
+	for _, k := range []*[]uint64{&a.Timeout, &a.CRC, &a.Unexpected, &a.Gateway} {
+		if !slices.ContainsFunc(*k, func(v uint64) bool { return v != 0 }) {
+			*k = nil
+		}
 	}
 	return a
 }
