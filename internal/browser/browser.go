@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package browser drives Debian's chromium, headless, over its DevTools
 // protocol: a page to load, expressions to evaluate in it, commands to
 // send. The tests and the bench use it to see the status page as a

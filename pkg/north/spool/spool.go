@@ -34,7 +34,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -48,7 +47,7 @@ const MaxRecord = 16 << 20
 const (
 	headerLen = 8
 	ackFile   = "ack"
-	lockFile  = "lock"
+	lockName  = "lock"
 	segSuffix = ".seg"
 )
 
@@ -90,11 +89,11 @@ type segment struct {
 // what was.
 func Open(dir string, maxBytes int64) (*Log, error) {
 	l := &Log{dir: dir, max: maxBytes, segSize: min(4<<20, maxBytes/4+1)}
-	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockFile(lock); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("spool: %s is in use by another process (two gateways cannot share a store): %w", dir, err)
 	}

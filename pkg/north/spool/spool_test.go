@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -144,37 +142,6 @@ func TestTornTail(t *testing.T) {
 			drain(t, l, 0, 6)
 		})
 	}
-}
-
-// TestKilled: a process appending records and acknowledging some is
-// killed (SIGKILL, no chance to close or sync): every record it appended
-// is there, and none it acknowledged.
-func TestKilled(t *testing.T) {
-	if dir := os.Getenv("SPOOL_KILL_DIR"); dir != "" {
-		l, err := Open(dir, 1<<20)
-		if err != nil {
-			os.Exit(3)
-		}
-		for i := range 5000 {
-			l.Append(rec(i))
-		}
-		for range 1234 {
-			id, _, _, _ := l.Peek()
-			l.Ack(id)
-		}
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {}
-	}
-	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestKilled$")
-	cmd.Env = append(os.Environ(), "SPOOL_KILL_DIR="+dir)
-	err := cmd.Run()
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("the child was not killed: %v", err)
-	}
-	l := open(t, dir, 1<<20)
-	defer l.Close()
-	drain(t, l, 1234, 5000-1234)
 }
 
 // TestInUse: a second Open of a log in use fails, saying why.
