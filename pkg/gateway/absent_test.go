@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -317,11 +318,27 @@ func TestUnitStatesShown(t *testing.T) {
 			t.Errorf("%s = %v, want %v", name, v[name], want)
 		}
 	}
-	_, page := get(t, "http://"+metricsAddr+"/")
-	for _, want := range []string{`<td class="online">online</td>`, `<td class="offline">offline since `, `<td class="unseen">unseen</td>`} {
-		if !strings.Contains(page, want) {
-			t.Errorf("the status page lacks %s", want)
+	// The status page draws its units from /api/status.
+	_, body := get(t, "http://"+metricsAddr+"/api/status")
+	var api struct {
+		Units []struct {
+			Unit  int    `json:"unit"`
+			State string `json:"state"`
+			Since string `json:"since"`
+		} `json:"units"`
+	}
+	if err := json.Unmarshal([]byte(body), &api); err != nil {
+		t.Fatalf("/api/status: %v", err)
+	}
+	got := map[int]string{}
+	for _, u := range api.Units {
+		got[u.Unit] = u.State
+		if u.State == "offline" && u.Since == "" {
+			t.Errorf("unit %d offline, but since when is not said", u.Unit)
 		}
+	}
+	if got[1] != "online" || got[2] != "offline" || got[3] != "unseen" || len(got) != 3 {
+		t.Errorf("/api/status's units: %v, want 1 online, 2 offline, 3 unseen", got)
 	}
 }
 
