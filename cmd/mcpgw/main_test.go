@@ -305,3 +305,34 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// testPKI makes, with the openssl command line, a CA ("ca") and
+// certificates it signs, as PEM files name.crt and name.key in a
+// directory anyone may read (test keys only: Mosquitto started as root
+// reads them as user mosquitto). path names a file of it.
+func testPKI(t *testing.T, leaves ...struct{ name, ext string }) (path func(name, ext string) string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mcpgw-pki")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	path = func(name, ext string) string { return filepath.Join(dir, name+"."+ext) }
+	openssl := func(args ...string) {
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+		"-keyout", path("ca", "key"), "-out", path("ca", "crt"), "-subj", "/CN=test-ca", "-days", "2")
+	for i, leaf := range leaves {
+		os.WriteFile(path(leaf.name, "ext"), []byte(leaf.ext), 0o600)
+		openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+			"-keyout", path(leaf.name, "key"), "-out", path(leaf.name, "csr"), "-subj", "/CN="+leaf.name)
+		openssl("x509", "-req", "-in", path(leaf.name, "csr"), "-CA", path("ca", "crt"), "-CAkey", path("ca", "key"),
+			"-set_serial", fmt.Sprint(10+i), "-days", "2", "-extfile", path(leaf.name, "ext"), "-out", path(leaf.name, "crt"))
+		os.Chmod(path(leaf.name, "key"), 0o644)
+	}
+	return path
+}

@@ -388,20 +388,7 @@ func TestReloadThroughWebConfig(t *testing.T) {
 			t.Skipf("%s is not installed", tool)
 		}
 	}
-	dir := t.TempDir()
-	pem := func(name, ext string) string { return filepath.Join(dir, name+"."+ext) }
-	openssl := func(args ...string) {
-		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
-			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-		"-keyout", pem("ca", "key"), "-out", pem("ca", "crt"), "-subj", "/CN=test-ca", "-days", "2")
-	os.WriteFile(pem("web", "ext"), []byte("subjectAltName = IP:127.0.0.1\n"), 0o600)
-	openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-		"-keyout", pem("web", "key"), "-out", pem("web", "csr"), "-subj", "/CN=web")
-	openssl("x509", "-req", "-in", pem("web", "csr"), "-CA", pem("ca", "crt"), "-CAkey", pem("ca", "key"),
-		"-set_serial", "7", "-days", "2", "-extfile", pem("web", "ext"), "-out", pem("web", "crt"))
+	pem := testPKI(t, struct{ name, ext string }{"web", "subjectAltName = IP:127.0.0.1\n"})
 	hash, err := exec.Command("/usr/bin/python3", "-c", "import bcrypt; print(bcrypt.hashpw(b'pw', bcrypt.gensalt(rounds=10)).decode())").Output()
 	if err != nil {
 		if os.Getenv("CI") != "" {

@@ -22,12 +22,14 @@ import (
 // show what the node sent, packet by packet) and an independent host
 // (testdata/interop/sparkplug_sub.py: Python's paho-mqtt and protobuf).
 
-func requireSparkplugTools(t *testing.T) {
+// requireSparkplugTools skips a test (fails it under CI) without the
+// broker, protoc and Python, and any more tools it names.
+func requireSparkplugTools(t *testing.T, more ...string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs brokers and the binary")
 	}
-	for _, tool := range []string{"mosquitto", "protoc", "/usr/bin/python3"} {
+	for _, tool := range append([]string{"mosquitto", "protoc", "/usr/bin/python3"}, more...) {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") != "" {
 				t.Fatalf("%s is not installed: .ci/run must install it (mosquitto protobuf-compiler python3-paho-mqtt python3-protobuf)", tool)

@@ -283,17 +283,7 @@ func putFloat32(m *registers.Model, addr int, f float32) {
 // restarted (values read meanwhile arrive flagged historical after the
 // new births, under a fresh bdSeq), and the gateway killed (its will).
 func TestSparkplugEdgeNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a broker and the binary")
-	}
-	for _, tool := range []string{"mosquitto", "protoc", "/usr/bin/python3"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed: .ci/run must install it (mosquitto protobuf-compiler python3-paho-mqtt python3-protobuf)", tool)
-			}
-			t.Skipf("%s is not installed (apt-get install mosquitto protobuf-compiler python3-paho-mqtt python3-protobuf)", tool)
-		}
-	}
+	requireSparkplugTools(t)
 	bin := mcpgwBinary(t)
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	b := &broker{port: l.Addr().(*net.TCPAddr).Port}
@@ -532,51 +522,16 @@ type = "uint32"
 // node connects with mqtt.ca, mqtt.cert and mqtt.key and is born; the
 // host listens on the broker's plain listener.
 func TestSparkplugOverTLS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a broker and the binary")
-	}
-	for _, tool := range []string{"mosquitto", "protoc", "/usr/bin/python3", "openssl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not installed: .ci/run must install it", tool)
-			}
-			t.Skipf("%s is not installed", tool)
-		}
-	}
-	// Mosquitto started as root reads its certificates as user mosquitto:
-	// a directory anyone may read (test keys only).
-	dir, err := os.MkdirTemp("", "mcpgw-mqtt-tls")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	pem := func(name, ext string) string { return filepath.Join(dir, name+"."+ext) }
-	openssl := func(args ...string) {
-		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
-			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-		"-keyout", pem("ca", "key"), "-out", pem("ca", "crt"), "-subj", "/CN=test-ca", "-days", "2")
-	for i, leaf := range []struct{ name, ext string }{
-		{"broker", "subjectAltName = IP:127.0.0.1\n"},
-		{"edge1", "extendedKeyUsage = clientAuth\n"},
-	} {
-		os.WriteFile(pem(leaf.name, "ext"), []byte(leaf.ext), 0o600)
-		openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-			"-keyout", pem(leaf.name, "key"), "-out", pem(leaf.name, "csr"), "-subj", "/CN="+leaf.name)
-		openssl("x509", "-req", "-in", pem(leaf.name, "csr"), "-CA", pem("ca", "crt"), "-CAkey", pem("ca", "key"),
-			"-set_serial", fmt.Sprint(10+i), "-days", "2", "-extfile", pem(leaf.name, "ext"), "-out", pem(leaf.name, "crt"))
-	}
-	os.Chmod(pem("broker", "key"), 0o644)
+	requireSparkplugTools(t, "openssl")
+	pem := testPKI(t, struct{ name, ext string }{"broker", "subjectAltName = IP:127.0.0.1\n"},
+		struct{ name, ext string }{"edge1", "extendedKeyUsage = clientAuth\n"})
 	free := func() int {
 		l, _ := net.Listen("tcp", "127.0.0.1:0")
 		defer l.Close()
 		return l.Addr().(*net.TCPAddr).Port
 	}
 	tlsPort, plainPort := free(), free()
-	conf := filepath.Join(dir, "mosquitto.conf")
+	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
 	os.WriteFile(conf, []byte(fmt.Sprintf("allow_anonymous true\npersistence false\n"+
 		"listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n"+
 		"listener %d 127.0.0.1\n", tlsPort, pem("ca", "crt"), pem("broker", "crt"), pem("broker", "key"), plainPort)), 0o644)

@@ -252,7 +252,13 @@ func benchUplink(ctx context.Context, rep *report, d func(time.Duration) time.Du
 	}
 	defer sub.c.Disconnect(0)
 
-	// Clock devices (every value changes at every read).
+	// Clock devices (every value changes at every read), closed at the end.
+	var opened []*benchLine
+	defer func() {
+		for _, l := range opened {
+			l.close()
+		}
+	}()
 	newLines := func(n, units int, first byte) ([]*benchLine, error) {
 		var ls []*benchLine
 		for i := range n {
@@ -261,6 +267,7 @@ func benchUplink(ctx context.Context, rep *report, d func(time.Duration) time.Du
 				us = append(us, first+byte(10*i+u))
 			}
 			l := &benchLine{name: fmt.Sprintf("up%d", i), baud: 115200, units: us, clock: true, noTwin: true}
+			opened = append(opened, l)
 			if err := l.open(ctx); err != nil {
 				return ls, err
 			}
@@ -288,11 +295,6 @@ func benchUplink(ctx context.Context, rep *report, d func(time.Duration) time.Du
 	// 1. Throughput: the Sparkplug bench's fastest polling, the uplink
 	// away for a while, then back.
 	ls, err := newLines(4, 10, 100)
-	defer func() {
-		for _, l := range ls {
-			l.close()
-		}
-	}()
 	if err != nil {
 		return nil, err
 	}
@@ -350,20 +352,11 @@ func benchUplink(ctx context.Context, rep *report, d func(time.Duration) time.Du
 		}
 		time.Sleep(time.Second)
 	}
-	for _, l := range ls {
-		l.close()
-	}
-	ls = nil
 
 	// 2. The target: 400 values a second, the broker away for a minute,
 	// the gateway killed and started again in the middle.
 	long := d(60 * time.Second)
 	tl, err := newLines(1, 4, 200)
-	defer func() {
-		for _, l := range tl {
-			l.close()
-		}
-	}()
 	if err != nil {
 		return nil, err
 	}
@@ -457,11 +450,6 @@ func benchUplink(ctx context.Context, rep *report, d func(time.Duration) time.Du
 	}
 	defer sub2.c.Disconnect(0)
 	fl, err := newLines(1, 2, 220)
-	defer func() {
-		for _, l := range fl {
-			l.close()
-		}
-	}()
 	if err != nil {
 		return nil, err
 	}
