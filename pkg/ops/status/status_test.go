@@ -219,3 +219,41 @@ func TestAPI(t *testing.T) {
 		t.Fatalf("unit 3, never asked, has a series: %+v", a.Units[3].Series)
 	}
 }
+
+// BenchmarkAPIFullHour: /api/status after a full hour of ten busy lines
+// (a transaction a second on each, a failure a minute) over units 1-247:
+// the time to build and encode it, and its size.
+func BenchmarkAPIFullHour(b *testing.B) {
+	var configured []offline.Unit
+	for u := 1; u <= 247; u++ {
+		configured = append(configured, offline.Unit{Line: fmt.Sprintf("line%d", (u-1)/25), Unit: byte(u), State: offline.Online})
+	}
+	s := New(Sources{Listeners: map[string]*tcp.Server{}, Units: func() []offline.Unit { return configured }})
+	now := time.Now()
+	s.start = now.Add(-time.Hour)
+	for sec := range 3600 {
+		at := now.Add(time.Duration(sec-3599) * time.Second)
+		for l := range 10 {
+			u := configured[(l*25+sec)%247]
+			tr := &request.Request{Unit: u.Unit, Line: u.Line, PDU: []byte{3, 0, 0, 0, 1}}
+			o := request.OK
+			if sec%60 == l {
+				o = request.Timeout
+			}
+			s.record(tr, request.Done{Outcome: o, Start: at, Duration: 3 * time.Millisecond})
+		}
+	}
+	var size int
+	b.ReportAllocs()
+	for b.Loop() {
+		body, _ := json.Marshal(s.API(now))
+		size = len(body)
+		// The lines' series, as API gives them for lines it is told of
+		// (Sources.Lines needs real lines).
+		for _, l := range s.lines {
+			lb, _ := json.Marshal(series(l.Spans(now, 1, 3600), 1, now))
+			size += len(lb)
+		}
+	}
+	b.ReportMetric(float64(size), "bytes")
+}
