@@ -9,6 +9,7 @@ package history
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -182,6 +183,9 @@ func (s *Span) Quantile(q float64) time.Duration {
 }
 
 func (s *Span) addLine(b *lineSecond) {
+	if b.tx == 0 {
+		return // an idle second: nothing in it
+	}
 	s.Tx += uint64(b.tx)
 	for k := range b.fails {
 		s.Kinds[k+1] += uint64(b.fails[k])
@@ -192,6 +196,9 @@ func (s *Span) addLine(b *lineSecond) {
 }
 
 func (s *Span) addUnit(b *unitSecond) {
+	if b.tx == 0 {
+		return
+	}
 	s.Tx += uint64(b.tx)
 	for k := range b.fails {
 		s.Kinds[k+1] += uint64(b.fails[k])
@@ -202,19 +209,20 @@ func (s *Span) addUnit(b *unitSecond) {
 }
 
 // Spans sums the ring's seconds into n spans of step seconds each, the
-// last ending with second now (older first). Seconds the ring never saw,
-// or has cleared, count as nothing.
-func (l *Line) Spans(now time.Time, step, n int) []Span {
-	return spans(&l.ring, now, step, n, func(s *Span, i int) { s.addLine(&l.s[i]) })
+// last ending with second now (older first), in dst (grown if need be).
+// Seconds the ring never saw, or has cleared, count as nothing.
+func (l *Line) Spans(dst []Span, now time.Time, step, n int) []Span {
+	return spans(dst, &l.ring, now, step, n, func(s *Span, i int) { s.addLine(&l.s[i]) })
 }
 
 // Spans is Line.Spans for a unit.
-func (u *Unit) Spans(now time.Time, step, n int) []Span {
-	return spans(&u.ring, now, step, n, func(s *Span, i int) { s.addUnit(&u.s[i]) })
+func (u *Unit) Spans(dst []Span, now time.Time, step, n int) []Span {
+	return spans(dst, &u.ring, now, step, n, func(s *Span, i int) { s.addUnit(&u.s[i]) })
 }
 
-func spans(r *ring, now time.Time, step, n int, add func(*Span, int)) []Span {
-	out := make([]Span, n)
+func spans(dst []Span, r *ring, now time.Time, step, n int, add func(*Span, int)) []Span {
+	out := slices.Grow(dst[:0], n)[:n]
+	clear(out)
 	end := now.Unix()
 	for j := range n {
 		for k := range step {

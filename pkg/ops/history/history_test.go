@@ -20,14 +20,14 @@ func TestSpans(t *testing.T) {
 	l.Add(at(1), CRC, 0)
 	l.Add(at(59), Gateway, 0)
 	l.Add(at(60), OK, 150*time.Microsecond)
-	sec := l.Spans(at(60), 1, 61)
+	sec := l.Spans(nil, at(60), 1, 61)
 	if sec[0].Tx != 2 || sec[1].Tx != 2 || sec[1].Failed() != 2 || sec[1].Kinds[Timeout] != 1 || sec[1].Kinds[CRC] != 1 {
 		t.Fatalf("seconds 0, 1: %+v %+v", sec[0], sec[1])
 	}
 	if sec[59].Kinds[Gateway] != 1 || sec[60].Tx != 1 || sec[30].Tx != 0 {
 		t.Fatalf("seconds 30, 59, 60: %+v %+v %+v", sec[30], sec[59], sec[60])
 	}
-	min := l.Spans(at(60), 60, 2)
+	min := l.Spans(nil, at(60), 60, 2)
 	if min[0].Tx != 2 || min[1].Tx != 4 {
 		t.Fatalf("minutes: %d, %d; want 2 (second 0) and 4 (seconds 1-60)", min[0].Tx, min[1].Tx)
 	}
@@ -49,15 +49,15 @@ func TestRingForgets(t *testing.T) {
 	var u Unit
 	u.Add(at(0), OK, time.Millisecond)
 	u.Add(at(Seconds), OK, time.Millisecond) // the same slot, an hour on
-	if s := u.Spans(at(Seconds), 1, Seconds+1); s[0].Tx != 0 || s[Seconds].Tx != 1 {
+	if s := u.Spans(nil, at(Seconds), 1, Seconds+1); s[0].Tx != 0 || s[Seconds].Tx != 1 {
 		t.Fatalf("an hour on: first %d, last %d", s[0].Tx, s[Seconds].Tx)
 	}
 	u.Add(at(0), OK, time.Millisecond) // as old as the ring reaches: gone
-	if s := u.Spans(at(Seconds), Seconds, 1); s[0].Tx != 1 {
+	if s := u.Spans(nil, at(Seconds), Seconds, 1); s[0].Tx != 1 {
 		t.Fatalf("a second too old was kept: %d", s[0].Tx)
 	}
 	u.Add(at(5*Seconds), Timeout, 0)
-	if s := u.Spans(at(5*Seconds), Seconds, 1); s[0].Tx != 1 || s[0].Kinds[Timeout] != 1 {
+	if s := u.Spans(nil, at(5*Seconds), Seconds, 1); s[0].Tx != 1 || s[0].Kinds[Timeout] != 1 {
 		t.Fatalf("after a long gap: %+v", s[0])
 	}
 }
@@ -70,7 +70,7 @@ func TestUnitSaturates(t *testing.T) {
 		u.Add(at(0), Timeout, 0)
 		u.Add(at(0), OK, 40*time.Millisecond)
 	}
-	s := u.Spans(at(0), 1, 1)[0]
+	s := u.Spans(nil, at(0), 1, 1)[0]
 	if s.Tx != 600 || s.Kinds[Timeout] != 255 || s.Lat[7] != 255 {
 		t.Fatalf("%+v", s)
 	}
@@ -80,7 +80,7 @@ func TestUnitSaturates(t *testing.T) {
 func TestQuantileBeyond(t *testing.T) {
 	var l Line
 	l.Add(at(0), OK, 3*time.Second)
-	if got := l.Spans(at(0), 1, 1)[0].Quantile(0.5); got != time.Second {
+	if got := l.Spans(nil, at(0), 1, 1)[0].Quantile(0.5); got != time.Second {
 		t.Fatalf("p50 of 3 s: %v", got)
 	}
 }

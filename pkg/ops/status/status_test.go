@@ -251,7 +251,7 @@ func BenchmarkAPIFullHour(b *testing.B) {
 		// The lines' series, as API gives them for lines it is told of
 		// (Sources.Lines needs real lines).
 		for _, l := range s.lines {
-			lb, _ := json.Marshal(series(l.Spans(now, 1, 3600), 1, now))
+			lb, _ := json.Marshal(series(l.Spans(nil, now, 1, 3600), 1, now))
 			size += len(lb)
 		}
 	}
