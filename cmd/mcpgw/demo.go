@@ -109,7 +109,7 @@ Holding register N of unit U holds U*1000+N.%s
 func demoNotes(flaky, absent int, scada bool) string {
 	var b strings.Builder
 	if flaky > 0 {
-		fmt.Fprintf(&b, "\nUnit %d drops 1 answer in 5, as a flaky meter does: its retry saves most.", flaky)
+		fmt.Fprintf(&b, "\nUnit %d drops 1 answer in 5, as a flaky meter does.", flaky)
 	}
 	if absent > 0 {
 		fmt.Fprintf(&b, "\nUnit %d is configured, but no device answers: it goes offline.", absent)

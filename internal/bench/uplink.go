@@ -130,13 +130,13 @@ type spSubscriber struct {
 	mu     sync.Mutex
 	names  map[string]map[uint64]string // device → alias → name
 	points map[string][]spPoint         // "device/name" → values in arrival order
-	births map[string][]time.Time       // NBIRTH arrivals, by broker
+	births []time.Time                  // NBIRTH arrivals
 	hist   int                          // historical DDATA messages
 	last   time.Time                    // the last historical DDATA's arrival
 }
 
 func newSubscriber(broker, label string) (*spSubscriber, error) {
-	s := &spSubscriber{names: map[string]map[uint64]string{}, points: map[string][]spPoint{}, births: map[string][]time.Time{}}
+	s := &spSubscriber{names: map[string]map[uint64]string{}, points: map[string][]spPoint{}}
 	opts := mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("mcpgw-bench-host-" + label).SetCleanSession(true).
 		SetAutoReconnect(false)
 	s.c = mqtt.NewClient(opts)
@@ -154,7 +154,7 @@ func newSubscriber(broker, label string) (*spSubscriber, error) {
 		defer s.mu.Unlock()
 		switch {
 		case parts[2] == "NBIRTH":
-			s.births[label] = append(s.births[label], now)
+			s.births = append(s.births, now)
 		case parts[2] == "DBIRTH" && len(parts) == 5:
 			names := map[uint64]string{}
 			for _, mt := range pl.Metrics {
@@ -206,11 +206,11 @@ func (s *spSubscriber) drained(since time.Time, quiet, within time.Duration) (in
 	return s.hist, s.last.Sub(since)
 }
 
-// birthAfter waits for an NBIRTH on label after t.
-func (s *spSubscriber) birthAfter(label string, t time.Time, within time.Duration) (time.Duration, bool) {
+// birthAfter waits for an NBIRTH after t.
+func (s *spSubscriber) birthAfter(t time.Time, within time.Duration) (time.Duration, bool) {
 	for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 		s.mu.Lock()
-		bs := s.births[label]
+		bs := s.births
 		s.mu.Unlock()
 		for _, b := range bs {
 			if b.After(t) {
@@ -311,7 +311,7 @@ func benchUplink(ctx context.Context, rep *report, d func(time.Duration) time.Du
 		if err != nil {
 			return nil, err
 		}
-		if _, ok := sub.birthAfter("a", started, 15*time.Second); !ok {
+		if _, ok := sub.birthAfter(started, 15*time.Second); !ok {
 			gw.stop()
 			return nil, errors.New("uplink: no births")
 		}
@@ -324,7 +324,7 @@ func benchUplink(ctx context.Context, rep *report, d func(time.Duration) time.Du
 		sub.reset()
 		back := time.Now()
 		up.set(false)
-		born, ok := sub.birthAfter("a", back, 60*time.Second)
+		born, ok := sub.birthAfter(back, 60*time.Second)
 		if !ok {
 			gw.stop()
 			return nil, errors.New("uplink: no births after the uplink came back")
@@ -367,7 +367,7 @@ func benchUplink(ctx context.Context, rep *report, d func(time.Duration) time.Du
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := sub.birthAfter("a", started, 15*time.Second); !ok {
+	if _, ok := sub.birthAfter(started, 15*time.Second); !ok {
 		gw.stop()
 		return nil, errors.New("uplink: no births")
 	}
@@ -388,7 +388,7 @@ func benchUplink(ctx context.Context, rep *report, d func(time.Duration) time.Du
 	time.Sleep(long - time.Since(away))
 	returned := time.Now()
 	up.set(false)
-	born, ok := sub.birthAfter("a", returned, 60*time.Second)
+	born, ok := sub.birthAfter(returned, 60*time.Second)
 	if !ok {
 		gw.stop()
 		return nil, errors.New("uplink: no births after the uplink came back")
@@ -459,51 +459,43 @@ func benchUplink(ctx context.Context, rep *report, d func(time.Duration) time.Du
 		return nil, err
 	}
 	defer gw.stop()
-	if _, ok := sub.birthAfter("a", started, 15*time.Second); !ok {
+	if _, ok := sub.birthAfter(started, 15*time.Second); !ok {
 		return nil, errors.New("failover: no births on the first broker")
 	}
+	// The brokers, their addresses and subscribers: the node begins on
+	// the first; each round kills the one in use and brings it back.
+	brokers, addrs, subs := [2]*exec.Cmd{broker, b2}, [2]string{addr, addr2}, [2]*spSubscriber{sub, sub2}
+	defer func() { // the ones brought back
+		for _, b := range brokers {
+			b.Process.Kill()
+			b.Wait()
+		}
+	}()
 	var failovers []time.Duration
 	for round := range 3 {
-		// Kill the broker in use; the other one's subscriber sees births.
-		var dying *exec.Cmd
-		var to *spSubscriber
-		var toLabel string
-		if round%2 == 0 {
-			dying, to, toLabel = broker, sub2, "b"
-		} else {
-			dying, to, toLabel = b2, sub, "a"
-		}
+		dying, other := round%2, 1-round%2
 		t0 := time.Now()
-		dying.Process.Kill()
-		dying.Wait()
-		took, ok := to.birthAfter(toLabel, t0, 30*time.Second)
+		brokers[dying].Process.Kill()
+		brokers[dying].Wait()
+		took, ok := subs[other].birthAfter(t0, 30*time.Second)
 		if !ok {
 			return nil, fmt.Errorf("failover round %d: no births on the other broker", round+1)
 		}
 		failovers = append(failovers, took)
 		// Bring the dead one back on its port, with a subscriber.
-		port := addr
-		if round%2 == 1 {
-			port = addr2
-		}
-		_, p, _ := strings.Cut(port, ":")
-		conf := filepath.Join(dir, "mosquitto-"+p+".conf")
-		again := exec.CommandContext(ctx, "mosquitto", "-c", conf)
+		_, p, _ := strings.Cut(addrs[dying], ":")
+		again := exec.CommandContext(ctx, "mosquitto", "-c", filepath.Join(dir, "mosquitto-"+p+".conf"))
 		if err := again.Start(); err != nil {
 			return nil, err
 		}
-		if err := waitListening(port, 5*time.Second); err != nil {
+		brokers[dying] = again
+		if err := waitListening(addrs[dying], 5*time.Second); err != nil {
 			return nil, err
 		}
-		ns, err := newSubscriber(port, map[bool]string{true: "a", false: "b"}[round%2 == 0])
-		if err != nil {
+		if subs[dying], err = newSubscriber(addrs[dying], fmt.Sprintf("%s-%d", [2]string{"a", "b"}[dying], round)); err != nil {
 			return nil, err
 		}
-		if round%2 == 0 {
-			broker, sub = again, ns
-		} else {
-			b2, sub2 = again, ns
-		}
+		defer subs[dying].c.Disconnect(0)
 		time.Sleep(time.Second)
 	}
 	var fs []string

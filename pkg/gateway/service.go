@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/exporter-toolkit/web"
+
 	"github.com/mcpgw/mcpgw/pkg/chain/access"
 	"github.com/mcpgw/mcpgw/pkg/chain/cache"
 	"github.com/mcpgw/mcpgw/pkg/chain/coalesce"
@@ -20,8 +22,6 @@ import (
 	"github.com/mcpgw/mcpgw/pkg/chain/poller"
 	"github.com/mcpgw/mcpgw/pkg/chain/ratelimit"
 	"github.com/mcpgw/mcpgw/pkg/chain/validate"
-	"github.com/prometheus/exporter-toolkit/web"
-
 	"github.com/mcpgw/mcpgw/pkg/config"
 	"github.com/mcpgw/mcpgw/pkg/north/sparkplug"
 	"github.com/mcpgw/mcpgw/pkg/ops/metrics"

@@ -123,6 +123,7 @@ type Node struct {
 	connected bool   // births published in this session
 	barrier   uint64 // the queue's first id after this session's births
 	dropping  bool   // messages are being dropped, the queue full: said once
+	dropSeen  uint64 // the queue's drops already counted in Stats.Dropped
 	unpolled  int    // devices no poll of which has ended yet
 	ready     chan struct{}
 	host      hostState
@@ -218,13 +219,7 @@ func New(cfg Config, blocks []Block, chain request.Handler, offline func(unit by
 // from before a restart, so that a value read again unchanged is not
 // kept twice.
 func (n *Node) seed() {
-	each, ok := n.queue.(interface {
-		Each(func(id uint64, rec []byte) bool) error
-	})
-	if !ok {
-		return
-	}
-	err := each.Each(func(_ uint64, rec []byte) bool {
+	err := n.queue.Each(func(_ uint64, rec []byte) bool {
 		e, err := decode(rec)
 		if d := n.byID[e.dev]; err == nil && d != nil && e.kind != ddeath {
 			for _, m := range e.metrics {
@@ -319,12 +314,13 @@ func (n *Node) push(e event) {
 		n.log.Error("Sparkplug message not kept, the store failed", "device", e.dev, "err", err)
 		return
 	}
-	if d := n.queue.Dropped(); d != n.Stats.Dropped.Load() {
-		n.Stats.Dropped.Store(d)
+	if d := n.queue.Dropped(); d > n.dropSeen {
+		n.Stats.Dropped.Add(d - n.dropSeen)
+		n.dropSeen = d
 		if !n.dropping {
 			n.dropping = true
 			n.log.Warn("Sparkplug store full: the oldest messages are being dropped until the broker takes them (mqtt.buffer, mqtt.store_max_mb)",
-				"dropped", d)
+				"dropped", n.Stats.Dropped.Load())
 		}
 	}
 	select {
@@ -609,7 +605,7 @@ func (n *Node) births(c mqtt.Client) bool {
 	out := []msg{{n.topic("NBIRTH", ""), nbirth}}
 	for _, d := range n.devices {
 		if d.alive {
-			out = append(out, msg{n.topic("DBIRTH", d.ID), n.payload(n.resolve(d, d.birth(), false), true)})
+			out = append(out, msg{n.topic("DBIRTH", d.ID), n.payload(d.birth(), true)})
 		}
 	}
 	// What was queued before these births (read while the broker was

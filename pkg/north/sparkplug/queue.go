@@ -22,6 +22,9 @@ type Queue interface {
 	Next() uint64
 	// Dropped counts the messages dropped unsent, the queue full.
 	Dropped() uint64
+	// Each calls fn with every message not yet acknowledged, oldest
+	// first, until fn returns false.
+	Each(fn func(id uint64, rec []byte) bool) error
 	Close() error
 }
 
@@ -60,6 +63,15 @@ func (q *memQueue) Ack(id uint64) error {
 		q.recs[0] = nil
 		q.recs = q.recs[1:]
 		q.first++
+	}
+	return nil
+}
+
+func (q *memQueue) Each(fn func(id uint64, rec []byte) bool) error {
+	for i, rec := range q.recs {
+		if !fn(q.first+uint64(i), rec) {
+			break
+		}
 	}
 	return nil
 }

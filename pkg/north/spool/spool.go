@@ -73,8 +73,7 @@ type Log struct {
 	dirty    bool
 	syncer   *time.Timer
 	closed   bool
-	onDrop   func(n uint64) // called (mu held) when the oldest records go, unread
-	truncErr error          // what was cut off the tail on Open, if anything
+	truncErr error // what was cut off the tail on Open, if anything
 }
 
 type segment struct {
@@ -126,10 +125,6 @@ func Open(dir string, maxBytes int64) (*Log, error) {
 			l.closeFiles()
 			return nil, err
 		}
-		if len(l.segs) > 0 && s.first != l.next {
-			// A gap (a segment deleted by hand): ids follow the files.
-			l.next = s.first
-		}
 		l.segs = append(l.segs, s)
 		l.size += s.size
 		l.next = s.first + s.count
@@ -161,14 +156,6 @@ func Open(dir string, maxBytes int64) (*Log, error) {
 
 // Truncated reports what Open cut off the log's tail, nil if nothing.
 func (l *Log) Truncated() error { return l.truncErr }
-
-// OnDrop sets a function called with the number of unread records that
-// went when the log was full.
-func (l *Log) OnDrop(f func(n uint64)) {
-	l.mu.Lock()
-	l.onDrop = f
-	l.mu.Unlock()
-}
 
 // scan reads a segment's records, checking each: a bad record and
 // everything after it in the file is cut off (the tail a crash left),
@@ -347,9 +334,6 @@ func (l *Log) gc() {
 		case l.size > l.max:
 			unread := end - l.read
 			l.dropped += unread
-			if l.onDrop != nil {
-				l.onDrop(unread)
-			}
 			l.read = end
 			l.rseg, l.roff = 0, 0
 			l.writeAck()

@@ -96,18 +96,17 @@ func TestOrderAcrossReopen(t *testing.T) {
 func TestFullDropsOldest(t *testing.T) {
 	l := open(t, t.TempDir(), 64<<10)
 	defer l.Close()
-	var dropped uint64
-	l.OnDrop(func(n uint64) { dropped += n })
 	for i := range 20000 {
 		l.Append(rec(i))
 	}
 	if l.Size() > 64<<10+int64(l.segSize) {
 		t.Fatalf("size %d past max %d", l.Size(), 64<<10)
 	}
-	if dropped == 0 || dropped != l.Dropped() {
-		t.Fatalf("dropped %d (told %d)", l.Dropped(), dropped)
+	dropped := int(l.Dropped())
+	if dropped == 0 {
+		t.Fatal("the log went past max, and nothing was counted dropped")
 	}
-	drain(t, l, int(dropped), 20000-int(dropped))
+	drain(t, l, dropped, 20000-dropped) // what is left begins where the count says
 }
 
 // TestTornTail: a record cut short or corrupted at the end (a power cut)

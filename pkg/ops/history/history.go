@@ -182,6 +182,17 @@ func (s *Span) Quantile(q float64) time.Duration {
 	return 2 * Bounds[len(Bounds)-1]
 }
 
+// Add sums o into s.
+func (s *Span) Add(o *Span) {
+	s.Tx += o.Tx
+	for k := range s.Kinds {
+		s.Kinds[k] += o.Kinds[k]
+	}
+	for i := range s.Lat {
+		s.Lat[i] += o.Lat[i]
+	}
+}
+
 func (s *Span) addLine(b *lineSecond) {
 	if b.tx == 0 {
 		return // an idle second: nothing in it

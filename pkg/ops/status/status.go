@@ -127,7 +127,7 @@ func kindOf(tr *request.Request, o request.Outcome) (history.Kind, bool) {
 			return history.Unexpected, true
 		}
 		return history.Timeout, true
-	case request.NoRoute, request.LineDown, request.QueueFull, request.Expired, request.Skipped, request.Offline, request.OverBudget:
+	case request.LineDown, request.QueueFull, request.Expired, request.Skipped, request.Offline, request.OverBudget:
 		return history.Gateway, true
 	}
 	return 0, false
@@ -353,22 +353,13 @@ func (s *Status) API(now time.Time) API {
 	// A unit's minutes are clock minutes, the last one the current.
 	endOfMinute := now.Truncate(time.Minute).Add(59 * time.Second)
 	for _, cu := range configured {
-		au := APIUnit{Unit: int(cu.Unit), Line: cu.Line, State: cu.State.String()}
-		if cu.State == offline.Offline && !cu.Since.IsZero() {
-			au.Since = cu.Since.UTC().Format(time.RFC3339)
-		}
+		au := unitState(cu)
 		if u := s.units[unitKey{cu.Line, cu.Unit}]; u != nil {
 			s.scratch = u.hist.Spans(s.scratch, endOfMinute, 60, 60)
 			mins := s.scratch
 			var hour history.Span
 			for i := range mins {
-				hour.Tx += mins[i].Tx
-				for k := range hour.Kinds {
-					hour.Kinds[k] += mins[i].Kinds[k]
-				}
-				for b := range hour.Lat {
-					hour.Lat[b] += mins[i].Lat[b]
-				}
+				hour.Add(&mins[i])
 			}
 			au.Tx, au.Failed = hour.Tx, hour.Failed()
 			au.P50, au.P99 = ms(hour.Quantile(0.5)), ms(hour.Quantile(0.99))
@@ -385,7 +376,7 @@ func (s *Status) API(now time.Time) API {
 	}
 	for u, at := range s.unrouted {
 		if now.Sub(at) < time.Hour {
-			a.Units = append(a.Units, APIUnit{Unit: int(u), State: "unrouted", LastAnswer: ""})
+			a.Units = append(a.Units, APIUnit{Unit: int(u), State: "unrouted"})
 		}
 	}
 	rank := func(u *APIUnit) int {
@@ -406,7 +397,7 @@ func (s *Status) API(now time.Time) API {
 }
 
 // countsOnly leaves each series with its transactions and failures: what
-// the page draws (/api/status?counts=1), a third of the weight.
+// the page draws (/api/status?counts=1), less than half the weight.
 func (a *API) countsOnly() {
 	strip := func(sr *APISeries) {
 		sr.Timeout, sr.CRC, sr.Unexpected, sr.Gateway, sr.P50, sr.P99 = nil, nil, nil, nil, nil, nil
@@ -429,13 +420,19 @@ func (s *Status) unitStates() []APIUnit {
 		return out
 	}
 	for _, cu := range s.src.Units() {
-		au := APIUnit{Unit: int(cu.Unit), Line: cu.Line, State: cu.State.String()}
-		if cu.State == offline.Offline && !cu.Since.IsZero() {
-			au.Since = cu.Since.UTC().Format(time.RFC3339)
-		}
-		out = append(out, au)
+		out = append(out, unitState(cu))
 	}
 	return out
+}
+
+// unitState is a configured unit as the page names it: its id, line,
+// state, and since when it is offline.
+func unitState(cu offline.Unit) APIUnit {
+	au := APIUnit{Unit: int(cu.Unit), Line: cu.Line, State: cu.State.String()}
+	if cu.State == offline.Offline && !cu.Since.IsZero() {
+		au.Since = cu.Since.UTC().Format(time.RFC3339)
+	}
+	return au
 }
 
 // HTTP serves the page at /, the transactions as server-sent events at
