@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -60,7 +58,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 		}
 		if sum.TLS {
 			scheme = "https"
-			tc, err := reloadTLS(*caFile, *certFile, *keyFile)
+			tc, err := gateway.ClientTLS(*caFile, *certFile, *keyFile, "-web-ca", "-web-cert, -web-key")
 			if err != nil {
 				return err
 			}
@@ -125,28 +123,4 @@ func loopbackAddr(listen string) (string, error) {
 		}
 	}
 	return net.JoinHostPort(host, port), nil
-}
-
-// reloadTLS is the TLS mcpgw reload speaks to a listener that
-// metrics.web_config puts behind TLS.
-func reloadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	c := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("-web-ca: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-web-ca %s: no PEM certificate in it", caFile)
-		}
-	}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("-web-cert, -web-key: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
 }

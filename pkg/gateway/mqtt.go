@@ -64,21 +64,30 @@ func mqttTLS(m config.MQTT) (*tls.Config, error) {
 	if !slices.ContainsFunc(m.Brokers, func(b string) bool { return strings.HasPrefix(b, "ssl://") }) {
 		return nil, nil
 	}
+	return ClientTLS(m.CA, m.Cert, m.Key, "mqtt.ca", "mqtt.cert, mqtt.key")
+}
+
+// ClientTLS is the TLS of a client of ours: TLS 1.2 or later, the
+// server's certificate checked against the CA in caFile (PEM; empty: the
+// system's), and a client certificate from certFile and keyFile if
+// given. caName and certName name where the files were given, for the
+// errors.
+func ClientTLS(caFile, certFile, keyFile, caName, certName string) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12}
-	if m.CA != "" {
-		pem, err := os.ReadFile(m.CA)
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("mqtt.ca: %w", err)
+			return nil, fmt.Errorf("%s: %w", caName, err)
 		}
 		c.RootCAs = x509.NewCertPool()
 		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqtt.ca %s: no PEM certificate in it", m.CA)
+			return nil, fmt.Errorf("%s %s: no PEM certificate in it", caName, caFile)
 		}
 	}
-	if m.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(m.Cert, m.Key)
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("mqtt.cert, mqtt.key: %w", err)
+			return nil, fmt.Errorf("%s: %w", certName, err)
 		}
 		c.Certificates = []tls.Certificate{cert}
 	}
