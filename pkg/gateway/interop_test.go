@@ -108,6 +108,26 @@ func startPeerEnv(t *testing.T, env []string, name string, args ...string) *exec
 	return cmd
 }
 
+// startTCPDevice runs the pymodbus Modbus TCP device on addr for units
+// and waits until it accepts connections: the script says "ready" before
+// its server has bound the port, and a loaded machine can take seconds
+// between the two.
+func startTCPDevice(t *testing.T, addr string, units ...string) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	startPeer(t, "/usr/bin/python3", append([]string{"../../testdata/interop/pymodbus_tcp_server.py", host, port}, units...)...)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pymodbus device on %s never accepted a connection: %v", addr, err)
+		}
+	}
+}
+
 var (
 	slaveOnce sync.Once
 	slaveDir  string // holds slaveBin; removed by TestMain
@@ -558,8 +578,7 @@ func TestModbusTCPDeviceLine(t *testing.T) {
 		return l.Addr().String()
 	}
 	devAddr := free()
-	host, port, _ := net.SplitHostPort(devAddr)
-	startPeer(t, "/usr/bin/python3", "../../testdata/interop/pymodbus_tcp_server.py", host, port, "1", "2")
+	startTCPDevice(t, devAddr, "1", "2")
 	// The proxy: what the device sees.
 	proxy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -706,8 +725,7 @@ func TestSlaveLine(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	devAddr := l.Addr().String()
 	l.Close()
-	host, port, _ := net.SplitHostPort(devAddr)
-	startPeer(t, "/usr/bin/python3", "../../testdata/interop/pymodbus_tcp_server.py", host, port, "20")
+	startTCPDevice(t, devAddr, "20")
 	masterEnd, slaveEnd := socatLine(t)
 	master2End, slave2End := socatLine(t)
 	_, addr := startService(t, fmt.Sprintf(`

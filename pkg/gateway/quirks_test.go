@@ -304,8 +304,7 @@ units = [5]
 func TestConnectDelay(t *testing.T) {
 	need(t, "/usr/bin/python3")
 	devAddr := freeLoopback(t)
-	host, port, _ := net.SplitHostPort(devAddr)
-	startPeer(t, "/usr/bin/python3", "../../testdata/interop/pymodbus_tcp_server.py", host, port, "1")
+	startTCPDevice(t, devAddr, "1")
 	proxy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -319,13 +318,7 @@ func TestConnectDelay(t *testing.T) {
 		}
 		defer c.Close()
 		at := time.Now()
-		var d net.Conn
-		for range 100 { // the device may still be starting
-			if d, err = net.Dial("tcp", devAddr); err == nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		d, err := net.Dial("tcp", devAddr)
 		if err != nil {
 			return
 		}
@@ -346,7 +339,7 @@ listen = "127.0.0.1:0"
 name = "dongle"
 port = "modbus+tcp://`+proxy.Addr().String()+`"
 connect_delay = "400ms"
-timeout = "1s"
+timeout = "5s"
 units = [1]
 `, slog.New(slog.DiscardHandler))
 	got, err := client(t, addr, 1).ReadHoldingRegisters(7, 1)
