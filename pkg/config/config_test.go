@@ -372,7 +372,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"store_max_mb", "[mqtt]\nbrokers = [\"tcp://a:1883\"]\ngroup = \"g\"\nnode = \"n\"\nstore_max_mb = -1\n" + base, "mqtt.store_max_mb -1"},
 		{"web_config unreadable", "[metrics]\nlisten = \"127.0.0.1:0\"\nweb_config = \"/nonexistent/web.yml\"\n" + base, "metrics.web_config: open /nonexistent/web.yml"},
 		{"web_config without listen", "[metrics]\nweb_config = \"/etc/hostname\"\n" + base, "metrics.web_config: needs metrics.listen"},
-		{"web_config bad hash", "[metrics]\nlisten = \"127.0.0.1:0\"\nweb_config = " + strconv.Quote(webConfig(t, "basic_auth_users:\n  alice: notahash\n")) + "\n" + base, "metrics.web_config"},
+		{"web_config bad hash", "[metrics]\nlisten = \"127.0.0.1:0\"\nweb_config = " + strconv.Quote(webConfig(t, "basic_auth_users:\n  alice: notahash\n")) + "\n" + base, "basic_auth_users: alice: the password is not a bcrypt hash"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
