@@ -96,9 +96,9 @@ Holding register N of unit U holds U*1000+N.%s
 		return err
 	}
 	if *scada {
-		all := append(slices.Clone(ids), byte(*absent))
-		if *absent == 0 {
-			all = ids
+		all := ids
+		if *absent > 0 {
+			all = append(slices.Clone(ids), byte(*absent))
 		}
 		go demoSCADA(ctx, *listen, all)
 	}

@@ -119,7 +119,7 @@ func NewService(cfg *config.Config, log *slog.Logger) (*Service, error) {
 			"denied": s.Access.Denied, "rate-limited": s.Limits.Limited, "rejected": s.Checks.Rejected,
 		},
 	}, s.listening)
-	s.Status = status.New(status.Sources{Lines: s.statusLines, Offline: s.Offline, Units: s.unitStates, Listeners: map[string]*tcp.Server{},
+	s.Status = status.New(status.Sources{Lines: s.statusLines, Units: s.unitStates, Listeners: map[string]*tcp.Server{},
 		MaxStreams: cfg.Metrics.MaxStreams, MaxStreamsPerIP: cfg.Metrics.MaxStreamsPerIP})
 	handler := s.chain(log, cfg.Metrics.Listen != "")
 	if cfg.MQTT.On() {

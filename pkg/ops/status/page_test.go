@@ -4,7 +4,6 @@ package status
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -13,10 +12,6 @@ import (
 	"time"
 
 	"github.com/mcpgw/mcpgw/internal/browser"
-	"github.com/mcpgw/mcpgw/pkg/chain/offline"
-	"github.com/mcpgw/mcpgw/pkg/request"
-	"github.com/mcpgw/mcpgw/pkg/rtu"
-	"github.com/mcpgw/mcpgw/pkg/tcp"
 )
 
 // TestPageFullHour: the page in Chromium after a full hour of ten busy
@@ -30,29 +25,7 @@ func TestPageFullHour(t *testing.T) {
 		}
 		t.Skip("chromium is not installed")
 	}
-	var lines []Line
-	for i := range 10 {
-		bus := rtu.NewBus(rtu.Config{Name: fmt.Sprintf("line%d", i), Open: func() (rtu.Port, error) { return nil, errors.New("no port") }})
-		lines = append(lines, Line{Bus: bus, Port: "/dev/null", Settings: "19200 8E1"})
-	}
-	var configured []offline.Unit
-	for u := 1; u <= 247; u++ {
-		configured = append(configured, offline.Unit{Line: fmt.Sprintf("line%d", (u-1)/25), Unit: byte(u), State: offline.Online})
-	}
-	s := New(Sources{Lines: func() []Line { return lines }, Listeners: map[string]*tcp.Server{}, Units: func() []offline.Unit { return configured }})
-	now := time.Now()
-	s.start = now.Add(-time.Hour)
-	for sec := range 3600 {
-		at := now.Add(time.Duration(sec-3599) * time.Second)
-		for l := range 10 {
-			u := configured[(l*25+sec)%247]
-			o := request.OK
-			if sec%60 == l {
-				o = request.Timeout
-			}
-			s.record(&request.Request{Unit: u.Unit, Line: u.Line, PDU: []byte{3, 0, 0, 0, 1}}, request.Done{Outcome: o, Start: at, Duration: 3 * time.Millisecond})
-		}
-	}
+	s := fullHour(time.Now())
 	srv := httptest.NewServer(s.HTTP())
 	defer srv.Close()
 	b, err := browser.Open()

@@ -44,8 +44,7 @@ type Line struct {
 
 // Sources are what the page shows; nil parts are left out.
 type Sources struct {
-	Lines     func() []Line // the lines now (a reload changes them)
-	Offline   *offline.Handler
+	Lines     func() []Line         // the lines now (a reload changes them)
 	Units     func() []offline.Unit // the configured units and their states
 	Listeners map[string]*tcp.Server
 	// Live streams (/events) at once, in all and from one client
