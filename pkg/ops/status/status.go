@@ -147,9 +147,17 @@ type Status struct {
 	subs     map[chan record]struct{} // the pages listening for events
 	perIP    map[netip.Addr]int       // of them, from each address
 	idle     time.Duration            // StreamIdle; shorter in tests
+
+	statesMu sync.Mutex
+	states   string    // the units' states as the streams send them (unitStates)
+	statesAt time.Time // when they were made
 }
 
 const keepRecent = 50
+
+// statesFresh is how long the units' states made for one live stream
+// serve the others: a change reaches every page within a second and this.
+const statesFresh = 100 * time.Millisecond
 
 // noHistory is a line's history before its first transaction: read only.
 var noHistory history.Line
@@ -411,17 +419,23 @@ func (a *API) countsOnly() {
 	}
 }
 
-// unitStates is each configured unit's state, as the live stream sends
-// it when one changes.
-func (s *Status) unitStates() []APIUnit {
-	var out []APIUnit
-	if s.src.Units == nil {
-		return out
+// unitStates is each configured unit's state as JSON, as the live
+// streams send it when one changes (each looks once a second): made at
+// most every statesFresh for all of them, not once a stream.
+func (s *Status) unitStates(now time.Time) string {
+	s.statesMu.Lock()
+	defer s.statesMu.Unlock()
+	if now.Sub(s.statesAt) >= statesFresh || now.Before(s.statesAt) {
+		var out []APIUnit
+		if s.src.Units != nil {
+			for _, cu := range s.src.Units() {
+				out = append(out, unitState(cu))
+			}
+		}
+		b, _ := json.Marshal(out)
+		s.states, s.statesAt = string(b), now
 	}
-	for _, cu := range s.src.Units() {
-		out = append(out, unitState(cu))
-	}
-	return out
+	return s.states
 }
 
 // unitState is a configured unit as the page names it: its id, line,
@@ -519,14 +533,14 @@ func (s *Status) events(w http.ResponseWriter, r *http.Request) {
 		case <-tick.C:
 			// A unit's state changes without a transaction of its own
 			// (the offline rule): sent once a second when one changed.
-			b, _ := json.Marshal(s.unitStates())
-			if string(b) == states {
+			b := s.unitStates(time.Now())
+			if b == states {
 				continue
 			}
-			if !send("event: units\ndata: " + string(b) + "\n\n") {
+			if !send("event: units\ndata: " + b + "\n\n") {
 				return
 			}
-			states = string(b)
+			states = b
 		case rec := <-ch:
 			b, _ := json.Marshal(rec.tx())
 			if !send("data: " + string(b) + "\n\n") {
