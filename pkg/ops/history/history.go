@@ -60,7 +60,7 @@ type lineSecond struct {
 	lat   [NumBuckets]uint32
 }
 
-// A unit's second: narrow, saturating counters; 247 units a line.
+// A unit's second: narrow counters, which saturate; 247 units a line.
 type unitSecond struct {
 	tx    uint16
 	fails [numKinds - 1]uint8
@@ -104,24 +104,13 @@ func (l *Line) Add(t time.Time, k Kind, d time.Duration) {
 		return
 	}
 	b := &l.s[sec%Seconds]
-	b.tx++
-	if k != OK {
-		b.fails[k-1]++
-		return
-	}
-	b.lat[bucketOf(d)]++
+	record(&b.tx, b.fails[:], b.lat[:], k, d)
 }
 
 // Unit is a unit's last hour.
 type Unit struct {
 	ring
 	s [Seconds]unitSecond
-}
-
-func sat8(v *uint8) {
-	if *v < math.MaxUint8 {
-		*v++
-	}
 }
 
 // Add records a transaction that ended at t as kind, with latency d.
@@ -131,14 +120,42 @@ func (u *Unit) Add(t time.Time, k Kind, d time.Duration) {
 		return
 	}
 	b := &u.s[sec%Seconds]
-	if b.tx < math.MaxUint16 {
-		b.tx++
+	record(&b.tx, b.fails[:], b.lat[:], k, d)
+}
+
+// counter is a bucket's counter: as wide as the ring can afford.
+type counter interface{ ~uint8 | ~uint16 | ~uint32 }
+
+// inc counts one more in v, which stays at its largest value once there.
+func inc[C counter](v *C) {
+	if *v+1 != 0 {
+		*v++
 	}
+}
+
+// record counts a transaction of kind k with latency d in a second's
+// counters: tx, fails by kind (Timeout first) and the histogram lat.
+func record[T, C counter](tx *T, fails, lat []C, k Kind, d time.Duration) {
+	inc(tx)
 	if k != OK {
-		sat8(&b.fails[k-1])
+		inc(&fails[k-1])
 		return
 	}
-	sat8(&b.lat[bucketOf(d)])
+	inc(&lat[bucketOf(d)])
+}
+
+// sum adds a second's counters to s.
+func sum[T, C counter](s *Span, tx T, fails, lat []C) {
+	if tx == 0 {
+		return // an idle second: nothing in it
+	}
+	s.Tx += uint64(tx)
+	for k, v := range fails {
+		s.Kinds[k+1] += uint64(v)
+	}
+	for i, v := range lat {
+		s.Lat[i] += uint64(v)
+	}
 }
 
 // Span is a stretch of buckets summed: transactions, failures by kind
@@ -193,42 +210,16 @@ func (s *Span) Add(o *Span) {
 	}
 }
 
-func (s *Span) addLine(b *lineSecond) {
-	if b.tx == 0 {
-		return // an idle second: nothing in it
-	}
-	s.Tx += uint64(b.tx)
-	for k := range b.fails {
-		s.Kinds[k+1] += uint64(b.fails[k])
-	}
-	for i := range b.lat {
-		s.Lat[i] += uint64(b.lat[i])
-	}
-}
-
-func (s *Span) addUnit(b *unitSecond) {
-	if b.tx == 0 {
-		return
-	}
-	s.Tx += uint64(b.tx)
-	for k := range b.fails {
-		s.Kinds[k+1] += uint64(b.fails[k])
-	}
-	for i := range b.lat {
-		s.Lat[i] += uint64(b.lat[i])
-	}
-}
-
 // Spans sums the ring's seconds into n spans of step seconds each, the
 // last ending with second now (older first), in dst (grown if need be).
 // Seconds the ring never saw, or has cleared, count as nothing.
 func (l *Line) Spans(dst []Span, now time.Time, step, n int) []Span {
-	return spans(dst, &l.ring, now, step, n, func(s *Span, i int) { s.addLine(&l.s[i]) })
+	return spans(dst, &l.ring, now, step, n, func(s *Span, i int) { b := &l.s[i]; sum(s, b.tx, b.fails[:], b.lat[:]) })
 }
 
 // Spans is Line.Spans for a unit.
 func (u *Unit) Spans(dst []Span, now time.Time, step, n int) []Span {
-	return spans(dst, &u.ring, now, step, n, func(s *Span, i int) { s.addUnit(&u.s[i]) })
+	return spans(dst, &u.ring, now, step, n, func(s *Span, i int) { b := &u.s[i]; sum(s, b.tx, b.fails[:], b.lat[:]) })
 }
 
 func spans(dst []Span, r *ring, now time.Time, step, n int, add func(*Span, int)) []Span {
