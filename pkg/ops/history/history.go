@@ -240,6 +240,6 @@ func spans(dst []Span, r *ring, now time.Time, step, n int, add func(*Span, int)
 
 // Sizes of the rings, for the documentation and its test.
 const (
-	LineBytes = Seconds * (4 + 4*(int(numKinds)-1) + 4*NumBuckets) // 3600 × 72
+	LineBytes = Seconds * (4 + 4*(int(numKinds)-1) + 4*NumBuckets) // 3600 × 68
 	UnitBytes = Seconds * (2 + (int(numKinds) - 1) + NumBuckets)   // 3600 × 18
 )
