@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/mcpgw/mcpgw/pkg/pdu"
 )
 
 // TestChain: middlewares run in the order listed, the first outermost,
@@ -64,5 +66,56 @@ func TestOutcomeNames(t *testing.T) {
 	}
 	if len(Outcomes()) != len(seen) {
 		t.Fatalf("Outcomes() has %d names, want %d", len(Outcomes()), len(seen))
+	}
+}
+
+// TestObserve: the observer sees how each transaction ended, judged on
+// the answer alone when the handler appends to a buffer that already
+// holds something (the TCP server's header).
+func TestObserve(t *testing.T) {
+	var got []Done
+	h := Observe(HandlerFunc(func(_ context.Context, r *Request, dst []byte) []byte {
+		switch r.PDU[0] {
+		case 3:
+			return append(dst, 3, 2, 0, 1)
+		case 6:
+			return append(dst, 0x86, 2) // the device's exception
+		}
+		return r.Refuse(dst, NoRoute, pdu.GatewayPathUnavailable)
+	}), func(_ context.Context, _ *Request, d Done) { got = append(got, d) })
+	header := []byte{0x83, 0x0B} // would read as an exception if it were taken for the answer
+	for _, fc := range []byte{3, 6, 16} {
+		out := h.ServeModbus(context.Background(), &Request{Unit: 1, PDU: []byte{fc}}, header[:2:2])
+		if len(out) < 2 || out[0] != 0x83 {
+			t.Fatalf("FC %d: the buffer's head was lost: % X", fc, out)
+		}
+	}
+	want := []struct {
+		o   Outcome
+		exc byte
+	}{{OK, 0}, {Exception, 2}, {NoRoute, byte(pdu.GatewayPathUnavailable)}}
+	if len(got) != len(want) {
+		t.Fatalf("%d observations, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		if got[i].Outcome != w.o || got[i].Exception != w.exc || got[i].Start.IsZero() || got[i].Duration < 0 {
+			t.Errorf("observation %d: %+v, want outcome %v exception %d", i, got[i], w.o, w.exc)
+		}
+	}
+}
+
+// TestRefuse: a gateway exception under the request's own function
+// code, recorded as the outcome given; a broadcast gets no answer.
+func TestRefuse(t *testing.T) {
+	r := &Request{Unit: 7, PDU: []byte{pdu.ReadHoldingRegisters, 0, 0, 0, 1}}
+	if out := r.Refuse([]byte{0xAA}, Offline, pdu.GatewayTargetNoResponse); string(out) != "\xAA\x83\x0B" || r.Outcome != Offline {
+		t.Fatalf("% X, %v", out, r.Outcome)
+	}
+	b := &Request{Unit: pdu.Broadcast, PDU: []byte{pdu.WriteSingleRegister, 0, 1, 0, 2}}
+	if out := b.Refuse(nil, Denied, pdu.IllegalFunction); out != nil || b.Outcome != Denied {
+		t.Fatalf("broadcast: % X, %v", out, b.Outcome)
+	}
+	if out := (&Request{Unit: 1}).Refuse(nil, Denied, pdu.IllegalFunction); out != nil {
+		t.Fatalf("empty PDU: % X", out)
 	}
 }
