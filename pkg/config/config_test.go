@@ -384,6 +384,46 @@ func TestErrorsNameTheKey(t *testing.T) {
 	}
 }
 
+// TestPollValues: a poll's named values get their defaults, and each
+// mistake is named with the value and the key.
+func TestPollValues(t *testing.T) {
+	poll := func(function int, values string) string {
+		return fmt.Sprintf("[[bus]]\nname = \"l1\"\nport = \"/dev/x\"\nunits = [1]\n[[bus.poll]]\nunit = 1\nfunction = %d\naddress = 0\ncount = 4\ninterval = \"1s\"\n%s", function, values)
+	}
+	value := func(kv string) string { return "[[bus.poll.value]]\n" + kv + "\n" }
+	c, err := Parse(poll(3, value("name = \"flow\"\ntype = \"float32\"\norder = \"cdab\"\nwritable = true")+value("name = \"alarm\"\ntype = \"bool\"\noffset = 2\nbit = 15")+value("name = \"tag\"\ntype = \"string\"\noffset = 3\nlength = 1\nscale = 2.0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := c.Bus[0].Poll[0].Value
+	if v[0].Order != "CDAB" || *v[0].Scale != 1 || v[1].Order != "ABCD" || *v[2].Scale != 2 {
+		t.Fatalf("values: %+v", v)
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"no name", poll(3, value("type = \"uint16\"")), "value[0]: name: required"},
+		{"no type", poll(3, value("name = \"a\"")), `value "a": type: required`},
+		{"bad type", poll(3, value("name = \"a\"\ntype = \"int8\"")), `value "a": type "int8": want bool`},
+		{"number in bits", poll(1, value("name = \"a\"\ntype = \"uint16\"")), "a poll of bits (function 1) holds bool values only"},
+		{"string without length", poll(3, value("name = \"a\"\ntype = \"string\"")), `value "a": length: required for a string`},
+		{"bit 16", poll(3, value("name = \"a\"\ntype = \"bool\"\nbit = 16")), `value "a": bit 16: 0..15`},
+		{"bit in bits", poll(2, value("name = \"a\"\ntype = \"bool\"\nbit = 1")), `value "a": bit 1`},
+		{"past the block", poll(3, value("name = \"a\"\ntype = \"float64\"\noffset = 1")), `value "a": offset 1: the value must lie within the poll's 4 registers`},
+		{"bad order", poll(3, value("name = \"a\"\ntype = \"int32\"\norder = \"ACBD\"")), `value "a": order "ACBD"`},
+		{"scale 0", poll(3, value("name = \"a\"\ntype = \"int16\"\nscale = 0.0")), `value "a": scale 0`},
+		{"writable input", poll(4, value("name = \"a\"\ntype = \"int16\"\nwritable = true")), `value "a": writable: only values of holding registers`},
+		{"writable bool", poll(3, value("name = \"a\"\ntype = \"bool\"\nwritable = true")), `value "a": writable: a bool in a register cannot be written`},
+		{"negative deadband", poll(3, value("name = \"a\"\ntype = \"int16\"\ndeadband = -1.0")), `value "a": deadband -1`},
+		{"two of a name", poll(3, value("name = \"a\"\ntype = \"int16\"")+value("name = \"a\"\ntype = \"int16\"\noffset = 1")), `value[1]: name "a": another value of this poll has it`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(tc.text)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
 // webConfig writes a web configuration file.
 func webConfig(t *testing.T, text string) string {
 	p := filepath.Join(t.TempDir(), "web.yml")

@@ -58,10 +58,6 @@ func (v *Value) Registers() int {
 	return 1
 }
 
-// Scaled reports whether the value is scaled: an integer becomes a
-// double.
-func (v *Value) Scaled() bool { return *v.Scale != 1 || v.OffsetValue != 0 }
-
 func (v *Value) check(p Poll) error {
 	if v.Name == "" {
 		return errors.New("name: required, the Sparkplug metric's name")
