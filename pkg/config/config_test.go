@@ -406,7 +406,7 @@ func TestPollValues(t *testing.T) {
 		{"number in bits", poll(1, value("name = \"a\"\ntype = \"uint16\"")), "a poll of bits (function 1) holds bool values only"},
 		{"string without length", poll(3, value("name = \"a\"\ntype = \"string\"")), `value "a": length: required for a string`},
 		{"bit 16", poll(3, value("name = \"a\"\ntype = \"bool\"\nbit = 16")), `value "a": bit 16: 0..15`},
-		{"bit in bits", poll(2, value("name = \"a\"\ntype = \"bool\"\nbit = 1")), `value "a": bit 1`},
+		{"bit in bits", poll(2, value("name = \"a\"\ntype = \"bool\"\nbit = 1")), `value "a": bit 1: not for a poll of bits (function 2)`},
 		{"past the block", poll(3, value("name = \"a\"\ntype = \"float64\"\noffset = 1")), `value "a": offset 1: the value must lie within the poll's 4 registers`},
 		{"bad order", poll(3, value("name = \"a\"\ntype = \"int32\"\norder = \"ACBD\"")), `value "a": order "ACBD"`},
 		{"scale 0", poll(3, value("name = \"a\"\ntype = \"int16\"\nscale = 0.0")), `value "a": scale 0`},

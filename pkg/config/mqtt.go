@@ -76,7 +76,10 @@ func (v *Value) check(p Poll) error {
 	if v.Type == "string" && v.Length < 1 {
 		return fmt.Errorf("value %q: length: required for a string, in registers (two characters each)", v.Name)
 	}
-	if v.Bit < 0 || v.Bit > 15 || bits && v.Bit != 0 {
+	if bits && v.Bit != 0 {
+		return fmt.Errorf("value %q: bit %d: not for a poll of bits (function %d), where each bit is a value of its own: give its offset instead", v.Name, v.Bit, p.Function)
+	}
+	if v.Bit < 0 || v.Bit > 15 {
 		return fmt.Errorf("value %q: bit %d: 0..15, for a bool in a register", v.Name, v.Bit)
 	}
 	if v.Offset < 0 || v.Offset+v.Registers() > p.Count {
