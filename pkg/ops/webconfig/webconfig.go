@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/exporter-toolkit/web"
 	"go.yaml.in/yaml/v2"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Summary is what a web configuration file asks of clients.
@@ -21,6 +22,8 @@ type Summary struct {
 	TLS         bool // HTTPS: tls_server_config has a certificate
 	ClientCerts bool // a client certificate is required and verified (client_auth_type RequireAndVerifyClientCert)
 	Users       bool // basic_auth_users has users
+
+	hashes map[string]string // basic_auth_users: name to bcrypt hash
 }
 
 // Read reads the file at path.
@@ -34,21 +37,30 @@ func Read(path string) (Summary, error) {
 		return Summary{}, fmt.Errorf("%s: %w", path, err)
 	}
 	t := c.TLSConfig
-	return Summary{
+	s := Summary{
 		TLS:         t.TLSCertPath != "" || t.TLSCert != "",
 		ClientCerts: t.ClientAuth == "RequireAndVerifyClientCert",
 		Users:       len(c.Users) > 0,
-	}, nil
+		hashes:      make(map[string]string, len(c.Users)),
+	}
+	for name, hash := range c.Users {
+		s.hashes[name] = string(hash)
+	}
+	return s, nil
 }
 
-// Authenticated reports whether a request that reached the handler
-// behind exporter-toolkit's (which has already refused those whose
-// credentials do not check out) proved who sent it: with basic-auth
-// users configured, it carried credentials (checked, then); or it came
-// with a client certificate that verified.
+// Authenticated reports whether a request proved who sent it: its
+// basic-auth credentials match a user of this reading of the file, or it
+// came with a client certificate that verified. exporter-toolkit, in
+// front, has checked the credentials against its own reading of the
+// file; they are checked again here against this one, so that a file
+// changed between the two readings (users added) cannot make credentials
+// that nobody checked count.
 func (s Summary) Authenticated(r *http.Request) bool {
-	if _, _, ok := r.BasicAuth(); ok && s.Users {
-		return true
+	if user, pass, ok := r.BasicAuth(); ok {
+		if hash, found := s.hashes[user]; found && bcrypt.CompareHashAndPassword([]byte(hash), []byte(pass)) == nil {
+			return true
+		}
 	}
 	return r.TLS != nil && verified(r.TLS)
 }

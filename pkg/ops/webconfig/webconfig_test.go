@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestRead(t *testing.T) {
@@ -39,7 +41,7 @@ func TestRead(t *testing.T) {
 				}
 			case err != nil:
 				t.Fatal(err)
-			case got != tc.want:
+			case got.TLS != tc.want.TLS || got.ClientCerts != tc.want.ClientCerts || got.Users != tc.want.Users:
 				t.Fatalf("Read: %+v, want %+v", got, tc.want)
 			}
 		})
@@ -50,7 +52,26 @@ func TestRead(t *testing.T) {
 }
 
 func TestAuthenticated(t *testing.T) {
-	withAuth := func(r *http.Request) *http.Request { r.SetBasicAuth("alice", "secret"); return r }
+	hash, err := bcrypt.GenerateFromPassword([]byte("secret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(text string) Summary {
+		path := filepath.Join(t.TempDir(), "web.yml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Read(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	users := read("basic_auth_users:\n  alice: " + string(hash) + "\n")
+	certs := read("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAndVerifyClientCert\n")
+	withAuth := func(user, pass string) func(*http.Request) *http.Request {
+		return func(r *http.Request) *http.Request { r.SetBasicAuth(user, pass); return r }
+	}
 	withCert := func(verified bool) func(*http.Request) *http.Request {
 		return func(r *http.Request) *http.Request {
 			r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{}}}
@@ -69,11 +90,15 @@ func TestAuthenticated(t *testing.T) {
 	}{
 		{"nothing configured, nothing sent", Summary{}, plain, false},
 		// Credentials nobody checks prove nothing.
-		{"credentials without users", Summary{TLS: true}, withAuth, false},
-		{"credentials with users", Summary{Users: true}, withAuth, true},
-		{"users, no credentials", Summary{Users: true}, plain, false},
-		{"verified client certificate", Summary{TLS: true, ClientCerts: true}, withCert(true), true},
-		{"unverified client certificate", Summary{TLS: true}, withCert(false), false},
+		{"credentials without users", certs, withAuth("alice", "secret"), false},
+		{"a user's credentials", users, withAuth("alice", "secret"), true},
+		// Checked here too: a file that gained users after exporter-toolkit
+		// read it does not let unchecked credentials through.
+		{"a wrong password", users, withAuth("alice", "guess"), false},
+		{"an unknown user", users, withAuth("mallory", "secret"), false},
+		{"users, no credentials", users, plain, false},
+		{"verified client certificate", certs, withCert(true), true},
+		{"unverified client certificate", certs, withCert(false), false},
 	} {
 		r, _ := http.NewRequest("POST", "https://gw.example:9502/-/reload", nil)
 		if got := tc.s.Authenticated(tc.req(r)); got != tc.want {
