@@ -67,7 +67,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 		if sum.ClientCerts && *certFile == "" {
 			return fmt.Errorf("%s: metrics.web_config asks for a client certificate: give -web-cert and -web-key", wc)
 		}
-		if sum.Users && *user == "" && *certFile == "" {
+		if sum.Users() && *user == "" && *certFile == "" {
 			return fmt.Errorf("%s: metrics.web_config asks for basic auth: give -web-user and -web-password-file", wc)
 		}
 	}

@@ -21,10 +21,12 @@ import (
 type Summary struct {
 	TLS         bool // HTTPS: tls_server_config has a certificate
 	ClientCerts bool // a client certificate is required and verified (client_auth_type RequireAndVerifyClientCert)
-	Users       bool // basic_auth_users has users
 
 	hashes map[string]string // basic_auth_users: name to bcrypt hash
 }
+
+// Users reports whether basic_auth_users has users.
+func (s Summary) Users() bool { return len(s.hashes) > 0 }
 
 // Read reads the file at path.
 func Read(path string) (Summary, error) {
@@ -40,7 +42,6 @@ func Read(path string) (Summary, error) {
 	s := Summary{
 		TLS:         t.TLSCertPath != "" || t.TLSCert != "",
 		ClientCerts: t.ClientAuth == "RequireAndVerifyClientCert",
-		Users:       len(c.Users) > 0,
 		hashes:      make(map[string]string, len(c.Users)),
 	}
 	for name, hash := range c.Users {

@@ -13,18 +13,19 @@ import (
 )
 
 func TestRead(t *testing.T) {
+	type want struct{ TLS, ClientCerts, Users bool }
 	for _, tc := range []struct {
 		name, file string
-		want       Summary
+		want       want
 		err        string // in the error, when it fails
 	}{
-		{name: "empty", file: "", want: Summary{}},
-		{name: "basic auth", file: "basic_auth_users:\n  alice: $2y$10$abcdefghijklmnopqrstuuJ8Tw1pH7lT3c9G8QY8oYyq1vXo2Lb5e\n", want: Summary{Users: true}},
-		{name: "TLS", file: "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n", want: Summary{TLS: true}},
-		{name: "TLS inline", file: "tls_server_config:\n  cert: |\n    -----BEGIN CERTIFICATE-----\n  key_file: a.key\n", want: Summary{TLS: true}},
-		{name: "client certificates", file: "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n", want: Summary{TLS: true, ClientCerts: true}},
+		{name: "empty", file: "", want: want{}},
+		{name: "basic auth", file: "basic_auth_users:\n  alice: $2y$10$abcdefghijklmnopqrstuuJ8Tw1pH7lT3c9G8QY8oYyq1vXo2Lb5e\n", want: want{Users: true}},
+		{name: "TLS", file: "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n", want: want{TLS: true}},
+		{name: "TLS inline", file: "tls_server_config:\n  cert: |\n    -----BEGIN CERTIFICATE-----\n  key_file: a.key\n", want: want{TLS: true}},
+		{name: "client certificates", file: "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n", want: want{TLS: true, ClientCerts: true}},
 		// Asked for but not verified: not proof of who sent a request.
-		{name: "client certificates unverified", file: "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAnyClientCert\n", want: Summary{TLS: true}},
+		{name: "client certificates unverified", file: "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAnyClientCert\n", want: want{TLS: true}},
 		{name: "unknown key", file: "basic_auth_user:\n  alice: x\n", err: "basic_auth_user"},
 		{name: "not YAML", file: "tls_server_config: [\n", err: "web.yml"},
 	} {
@@ -41,7 +42,7 @@ func TestRead(t *testing.T) {
 				}
 			case err != nil:
 				t.Fatal(err)
-			case got.TLS != tc.want.TLS || got.ClientCerts != tc.want.ClientCerts || got.Users != tc.want.Users:
+			case (want{got.TLS, got.ClientCerts, got.Users()} != tc.want):
 				t.Fatalf("Read: %+v, want %+v", got, tc.want)
 			}
 		})
