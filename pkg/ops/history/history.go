@@ -53,77 +53,7 @@ func bucketOf(d time.Duration) int {
 	return len(Bounds)
 }
 
-// A Line's second: wide counters (a line may carry thousands a second).
-type lineSecond struct {
-	tx    uint32
-	fails [numKinds - 1]uint32 // by kind, Timeout first
-	lat   [NumBuckets]uint32
-}
-
-// A unit's second: narrow counters, which saturate; 247 units a line.
-type unitSecond struct {
-	tx    uint16
-	fails [numKinds - 1]uint8
-	lat   [NumBuckets]uint8
-}
-
-// ring is the bookkeeping of a ring of seconds: head is the unix second
-// of the newest bucket; the bucket of second t is t mod Seconds.
-type ring struct{ head int64 }
-
-// advance moves the ring to second t, clearing the buckets of the
-// seconds skipped; it reports false for a second older than the ring
-// reaches (too old to keep).
-func (r *ring) advance(t int64, clear func(i int)) bool {
-	switch {
-	case r.head == 0:
-		r.head = t
-		clear(int(t % Seconds))
-	case t > r.head:
-		for s := r.head + 1; s <= t && s <= r.head+Seconds; s++ {
-			clear(int(s % Seconds))
-		}
-		r.head = t
-	case t <= r.head-Seconds:
-		return false
-	}
-	return true
-}
-
-// Line is a line's last hour.
-type Line struct {
-	ring
-	s [Seconds]lineSecond
-}
-
-// Add records a transaction that ended at t as kind, with latency d
-// (counted in the histogram for the device's answers only).
-func (l *Line) Add(t time.Time, k Kind, d time.Duration) {
-	sec := t.Unix()
-	if !l.advance(sec, func(i int) { l.s[i] = lineSecond{} }) {
-		return
-	}
-	b := &l.s[sec%Seconds]
-	record(&b.tx, b.fails[:], b.lat[:], k, d)
-}
-
-// Unit is a unit's last hour.
-type Unit struct {
-	ring
-	s [Seconds]unitSecond
-}
-
-// Add records a transaction that ended at t as kind, with latency d.
-func (u *Unit) Add(t time.Time, k Kind, d time.Duration) {
-	sec := t.Unix()
-	if !u.advance(sec, func(i int) { u.s[i] = unitSecond{} }) {
-		return
-	}
-	b := &u.s[sec%Seconds]
-	record(&b.tx, b.fails[:], b.lat[:], k, d)
-}
-
-// counter is a bucket's counter: as wide as the ring can afford.
+// counter is a second's counter: as wide as its ring can afford.
 type counter interface{ ~uint8 | ~uint16 | ~uint32 }
 
 // inc counts one more in v, which stays at its largest value once there.
@@ -133,30 +63,87 @@ func inc[C counter](v *C) {
 	}
 }
 
-// record counts a transaction of kind k with latency d in a second's
-// counters: tx, fails by kind (Timeout first) and the histogram lat.
-func record[T, C counter](tx *T, fails, lat []C, k Kind, d time.Duration) {
-	inc(tx)
-	if k != OK {
-		inc(&fails[k-1])
-		return
-	}
-	inc(&lat[bucketOf(d)])
+// second is a second's counters: transactions, failures by kind
+// (Timeout first) and the latency histogram of the device's answers.
+type second[T, C counter] struct {
+	tx    T
+	fails [numKinds - 1]C
+	lat   [NumBuckets]C
 }
 
-// sum adds a second's counters to s.
-func sum[T, C counter](s *Span, tx T, fails, lat []C) {
-	if tx == 0 {
+func (b *second[T, C]) addTo(s *Span) {
+	if b.tx == 0 {
 		return // an idle second: nothing in it
 	}
-	s.Tx += uint64(tx)
-	for k, v := range fails {
+	s.Tx += uint64(b.tx)
+	for k, v := range b.fails {
 		s.Kinds[k+1] += uint64(v)
 	}
-	for i, v := range lat {
+	for i, v := range b.lat {
 		s.Lat[i] += uint64(v)
 	}
 }
+
+// hour is a ring of the last Seconds seconds: head is the unix second
+// of the newest; second t is in s[t mod Seconds].
+type hour[T, C counter] struct {
+	head int64
+	s    [Seconds]second[T, C]
+}
+
+// Add records a transaction that ended at t as kind, with latency d
+// (counted in the histogram for the device's answers only). The seconds
+// the ring moves past are cleared; a second older than it reaches is
+// not kept.
+func (h *hour[T, C]) Add(t time.Time, k Kind, d time.Duration) {
+	sec := t.Unix()
+	switch {
+	case h.head == 0:
+		h.head = sec
+		h.s[sec%Seconds] = second[T, C]{}
+	case sec > h.head:
+		for x := h.head + 1; x <= sec && x <= h.head+Seconds; x++ {
+			h.s[x%Seconds] = second[T, C]{}
+		}
+		h.head = sec
+	case sec <= h.head-Seconds:
+		return
+	}
+	b := &h.s[sec%Seconds]
+	inc(&b.tx)
+	if k != OK {
+		inc(&b.fails[k-1])
+		return
+	}
+	inc(&b.lat[bucketOf(d)])
+}
+
+// Spans sums the ring's seconds into n spans of step seconds each, the
+// last ending with second now (older first), in dst (grown if need be).
+// Seconds the ring never saw, or has cleared, count as nothing.
+func (h *hour[T, C]) Spans(dst []Span, now time.Time, step, n int) []Span {
+	out := slices.Grow(dst[:0], n)[:n]
+	clear(out)
+	end := now.Unix()
+	for j := range n {
+		for k := range step {
+			sec := end - int64((n-1-j)*step+k)
+			if h.head == 0 || sec > h.head || sec <= h.head-Seconds {
+				continue
+			}
+			h.s[sec%Seconds].addTo(&out[j])
+		}
+	}
+	return out
+}
+
+// Line is a line's last hour (Add, Spans), in wide counters: a line may
+// carry thousands of transactions a second.
+type Line struct{ hour[uint32, uint32] }
+
+// Unit is a unit's last hour (Add, Spans), in narrow counters that
+// saturate: a line has up to 247 units.
+type Unit struct{ hour[uint16, uint8] }
 
 // Span is a stretch of buckets summed: transactions, failures by kind
 // (Kinds[OK] is not counted), and the latency histogram.
@@ -208,34 +195,6 @@ func (s *Span) Add(o *Span) {
 	for i := range s.Lat {
 		s.Lat[i] += o.Lat[i]
 	}
-}
-
-// Spans sums the ring's seconds into n spans of step seconds each, the
-// last ending with second now (older first), in dst (grown if need be).
-// Seconds the ring never saw, or has cleared, count as nothing.
-func (l *Line) Spans(dst []Span, now time.Time, step, n int) []Span {
-	return spans(dst, &l.ring, now, step, n, func(s *Span, i int) { b := &l.s[i]; sum(s, b.tx, b.fails[:], b.lat[:]) })
-}
-
-// Spans is Line.Spans for a unit.
-func (u *Unit) Spans(dst []Span, now time.Time, step, n int) []Span {
-	return spans(dst, &u.ring, now, step, n, func(s *Span, i int) { b := &u.s[i]; sum(s, b.tx, b.fails[:], b.lat[:]) })
-}
-
-func spans(dst []Span, r *ring, now time.Time, step, n int, add func(*Span, int)) []Span {
-	out := slices.Grow(dst[:0], n)[:n]
-	clear(out)
-	end := now.Unix()
-	for j := range n {
-		for k := range step {
-			sec := end - int64((n-1-j)*step+k)
-			if r.head == 0 || sec > r.head || sec <= r.head-Seconds {
-				continue
-			}
-			add(&out[j], int(sec%Seconds))
-		}
-	}
-	return out
 }
 
 // Sizes of the rings, for the documentation and its test.
